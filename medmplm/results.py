@@ -1,0 +1,173 @@
+"""Fine-tuning result records: one tidy Parquet file per run, gathered into one table.
+
+Each run writes ``<results_dir>/<run_id>.parquet`` with one row per (evaluation split, metric): the run's identity
+(task, model, init, train ratio, seed, learning rate, ...) is repeated on every row, so many runs (a Tune sweep, the
+benchmark grid) can write into one directory concurrently without a shared file to lock, and
+:func:`gather_results` concatenates them into one long table that pandas can pivot.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+RESULT_SCHEMA = pa.schema(
+    [
+        pa.field("run_id", pa.string(), nullable=False),
+        pa.field("task", pa.string(), nullable=False),
+        pa.field("model", pa.string(), nullable=False),
+        # Pretrained checkpoint directory, or "scratch".
+        pa.field("init", pa.string(), nullable=False),
+        pa.field("pretrained", pa.bool_(), nullable=False),
+        pa.field("train_ratio", pa.float64(), nullable=False),
+        pa.field("seed", pa.int64(), nullable=False),
+        pa.field("lr", pa.float64(), nullable=False),
+        pa.field("epochs", pa.int64(), nullable=False),
+        pa.field("num_train", pa.int64(), nullable=False),
+        pa.field("split", pa.string(), nullable=False),
+        pa.field("num_examples", pa.int64(), nullable=False),
+        pa.field("metric", pa.string(), nullable=False),
+        pa.field("value", pa.float64(), nullable=False),
+        # Everything else that defined the run (thresholds, label counts, preset, ...), as JSON.
+        pa.field("details", pa.string(), nullable=False),
+    ]
+)
+
+SCRATCH = "scratch"
+
+
+def new_run_id(task: str, model: str) -> str:
+    """A unique run id that still says what ran, e.g. ``readmission-medmplm-3f2a9c1b``."""
+    return f"{task}-{model.replace('+', '_')}-{uuid.uuid4().hex[:8]}"
+
+
+@dataclass
+class ResultRecord:
+    """What one fine-tuning run produced.
+
+    Attributes:
+        metrics: split name ("val", "test") -> metric name -> value (see ``medmplm.metrics``).
+        num_examples: split name -> number of evaluated examples.
+        details: any further JSON-serialisable settings worth keeping beside the numbers.
+    """
+
+    run_id: str
+    task: str
+    model: str
+    init: str
+    train_ratio: float
+    seed: int
+    lr: float
+    epochs: int
+    num_train: int
+    metrics: dict[str, dict[str, float]]
+    num_examples: dict[str, int]
+    details: dict = field(default_factory=dict)
+
+    @property
+    def pretrained(self) -> bool:
+        return self.init != SCRATCH
+
+    def to_table(self) -> pa.Table:
+        """The record as tidy rows following :data:`RESULT_SCHEMA`."""
+        rows: dict[str, list] = {name: [] for name in RESULT_SCHEMA.names}
+        details = json.dumps(self.details, sort_keys=True, default=str)
+        for split, values in sorted(self.metrics.items()):
+            if split not in self.num_examples:
+                raise ValueError(f"run {self.run_id}: metrics for split {split!r} but no example count for it")
+            for metric, value in sorted(values.items()):
+                row = {
+                    "run_id": self.run_id,
+                    "task": self.task,
+                    "model": self.model,
+                    "init": self.init,
+                    "pretrained": self.pretrained,
+                    "train_ratio": float(self.train_ratio),
+                    "seed": int(self.seed),
+                    "lr": float(self.lr),
+                    "epochs": int(self.epochs),
+                    "num_train": int(self.num_train),
+                    "split": split,
+                    "num_examples": int(self.num_examples[split]),
+                    "metric": metric,
+                    "value": float(value),
+                    "details": details,
+                }
+                for name, item in row.items():
+                    rows[name].append(item)
+        return pa.table(rows, schema=RESULT_SCHEMA)
+
+
+def write_result(results_dir: str | os.PathLike, record: ResultRecord) -> Path:
+    """Write ``record`` to ``<results_dir>/<run_id>.parquet`` (temp name, then rename); returns the path.
+
+    Raises:
+        FileExistsError: when a result with the same run id is already there.
+    """
+    results_dir = Path(results_dir)
+    results_dir.mkdir(parents=True, exist_ok=True)
+    path = results_dir / f"{record.run_id}.parquet"
+    if path.exists():
+        raise FileExistsError(f"{path}: a result for run {record.run_id!r} already exists")
+    tmp = results_dir / f".{record.run_id}.parquet.tmp-{os.getpid()}"
+    pq.write_table(record.to_table(), tmp)
+    os.replace(tmp, path)
+    return path
+
+
+def gather_results(results_dir: str | os.PathLike) -> pd.DataFrame:
+    """All results under ``results_dir`` as one long DataFrame (columns of :data:`RESULT_SCHEMA`).
+
+    Raises:
+        FileNotFoundError: when the directory holds no result file.
+        ValueError: naming the file whose columns are not the result schema.
+    """
+    results_dir = Path(results_dir)
+    files = sorted(p for p in results_dir.glob("*.parquet") if not p.name.startswith("."))
+    if not files:
+        raise FileNotFoundError(f"{results_dir}: no result files (*.parquet)")
+    tables = []
+    for path in files:
+        table = pq.read_table(path)
+        if table.schema.names != RESULT_SCHEMA.names:
+            raise ValueError(f"{path}: columns {table.schema.names} are not the result schema {RESULT_SCHEMA.names}")
+        tables.append(table.cast(RESULT_SCHEMA))
+    return pa.concat_tables(tables).to_pandas()
+
+
+def summary_table(
+    results: pd.DataFrame, split: str = "test", metrics: Sequence[str] | None = None, digits: int = 3
+) -> pd.DataFrame:
+    """Pivot gathered results: one row per (task, model, pretrained, train ratio), one column per metric.
+
+    Cells read ``mean ± std (n)`` over seeds (``mean (1)`` for a single seed).
+    """
+    rows = results[results["split"] == split]
+    if metrics is not None:
+        rows = rows[rows["metric"].isin(list(metrics))]
+    if rows.empty:
+        raise ValueError(f"no results for split {split!r}" + (f" and metrics {list(metrics)}" if metrics else ""))
+    keys = ["task", "model", "pretrained", "train_ratio"]
+    stats = rows.groupby(keys + ["metric"])["value"].agg(["mean", "std", "count"]).reset_index()
+
+    def cell(row: Mapping) -> str:
+        if row["count"] < 2 or math.isnan(row["std"]):
+            return f"{row['mean']:.{digits}f} ({row['count']})"
+        return f"{row['mean']:.{digits}f} ± {row['std']:.{digits}f} ({row['count']})"
+
+    stats["cell"] = stats.apply(cell, axis=1)
+    table = stats.pivot(index=keys, columns="metric", values="cell")
+    if metrics is not None:
+        table = table[[m for m in metrics if m in table.columns]]
+    table.columns.name = None
+    return table
+
