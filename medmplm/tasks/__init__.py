@@ -1,0 +1,43 @@
+"""Fine-tuning tasks: medication recommendation, 30-day readmission, ICD coding (see each module)."""
+
+from __future__ import annotations
+
+from medmplm.tasks.base import ExampleSet, PreparedDataError, Task, read_visits
+from medmplm.tasks.icd import IcdCoding
+from medmplm.tasks.medrec import MedicationRecommendation
+from medmplm.tasks.readmission import Readmission
+
+TASKS: dict[str, type] = {
+    MedicationRecommendation.name: MedicationRecommendation,
+    Readmission.name: Readmission,
+    IcdCoding.name: IcdCoding,
+}
+
+
+def build_task(name: str, **options) -> Task:
+    """The task called ``name`` with its options (the keyword arguments of its class).
+
+    Raises:
+        ValueError: for an unknown task name or option, naming what is accepted.
+    """
+    if name not in TASKS:
+        raise ValueError(f"unknown task {name!r}; expected one of {sorted(TASKS)}")
+    task_class = TASKS[name]
+    accepted = set(task_class.__dataclass_fields__)
+    unknown = sorted(set(options) - accepted)
+    if unknown:
+        raise ValueError(f"task {name!r} has no option(s) {unknown}; it accepts {sorted(accepted)}")
+    return task_class(**options)
+
+
+__all__ = [
+    "TASKS",
+    "ExampleSet",
+    "IcdCoding",
+    "MedicationRecommendation",
+    "PreparedDataError",
+    "Readmission",
+    "Task",
+    "build_task",
+    "read_visits",
+]
