@@ -97,11 +97,13 @@ class Task(Protocol):
         name: the ``--task`` name.
         multilabel: labels are a set of codes (``label_codes``) rather than one 0/1 ``label``.
         max_visits: longest visit sequence of an example (1 for single-visit tasks).
+        target_modalities: the modalities (``"text"``, ``"codes"``) shown for the target visit.
     """
 
     name: str
     multilabel: bool
     max_visits: int
+    target_modalities: frozenset[str]
 
     def label_space(self, train_visits: pa.Table) -> list[str]:
         """The codes predicted (one output each), chosen from the training split only; empty for binary tasks."""

@@ -33,6 +33,7 @@ class IcdCoding:
 
     name = "icd"
     multilabel = True
+    target_modalities = frozenset({"text", "codes"})
     max_visits = 1
 
     def __post_init__(self) -> None:

@@ -42,6 +42,8 @@ class MedicationRecommendation:
 
     name = "medrec"
     multilabel = True
+    # The target visit shows only its diagnoses.
+    target_modalities = frozenset({"codes"})
 
     def __post_init__(self) -> None:
         if self.max_history < 1:

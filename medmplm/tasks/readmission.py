@@ -39,6 +39,7 @@ class Readmission:
 
     name = "readmission"
     multilabel = False
+    target_modalities = frozenset({"text", "codes"})
     max_visits = 1
 
     def __post_init__(self) -> None:
