@@ -1,0 +1,138 @@
+"""The text encoder: a BERT-family transformers model split into a frozen prefix and a trained suffix.
+
+The frozen prefix (embeddings and the first ``num_frozen_layers`` layers) always runs without
+gradient and with dropout off, so its output for a note is a pure function of the note: the
+pretraining engine can compute it once, cache it, and pass it back as ``text_hidden_states``.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import torch
+from torch import nn
+from transformers import AutoConfig, AutoModel, BertConfig, BertModel, PreTrainedModel
+from transformers.masking_utils import create_bidirectional_mask
+
+from medmplm.models.configuration_medmplm import MedMPLMConfig
+
+
+def build_bert_backbone(config: MedMPLMConfig, vocab_size: int, pad_token_id: int) -> BertModel:
+    """A freshly initialised ``BertModel`` sized by ``config`` (no pooler: MedM-PLM never uses it)."""
+    bert_config = BertConfig(
+        vocab_size=vocab_size,
+        hidden_size=config.text_hidden_size,
+        num_hidden_layers=config.text_num_layers,
+        num_attention_heads=config.text_num_heads,
+        intermediate_size=config.text_intermediate_size,
+        hidden_dropout_prob=config.text_dropout,
+        attention_probs_dropout_prob=config.text_dropout,
+        max_position_embeddings=max(512, config.text_max_length),
+        pad_token_id=pad_token_id,
+        initializer_range=config.initializer_range,
+    )
+    return BertModel(bert_config, add_pooling_layer=False)
+
+
+def load_backbone_checkpoint(path: str | os.PathLike) -> PreTrainedModel:
+    """A BERT-family model from a local checkpoint directory (never from a hub)."""
+    return AutoModel.from_pretrained(path, local_files_only=True)
+
+
+def backbone_from_config_dict(text_config: dict[str, Any]) -> PreTrainedModel:
+    """An uninitialised-weights model of the architecture recorded in ``text_config`` (for loading)."""
+    values = dict(text_config)
+    model_type = values.pop("model_type", None)
+    if model_type is None:
+        raise ValueError("text_config has no 'model_type'; it must be a transformers config dictionary")
+    return AutoModel.from_config(AutoConfig.for_model(model_type, **values))
+
+
+class TextEncoder(nn.Module):
+    """A BERT-family encoder with its embeddings and first layers frozen.
+
+    Args:
+        backbone: a transformers model with ``.embeddings`` and ``.encoder.layer`` (BERT,
+            RoBERTa, ClinicalBERT, PubMedBERT, ...). Its pooler, if any, is dropped.
+        num_frozen_layers: how many of the first layers are frozen with the embeddings.
+    """
+
+    def __init__(self, backbone: PreTrainedModel, num_frozen_layers: int) -> None:
+        super().__init__()
+        layers = getattr(getattr(backbone, "encoder", None), "layer", None)
+        if not hasattr(backbone, "embeddings") or not isinstance(layers, nn.ModuleList):
+            raise TypeError(
+                f"{type(backbone).__name__} is not a BERT-family encoder (needs .embeddings and .encoder.layer)"
+            )
+        if not 0 <= num_frozen_layers <= len(layers):
+            raise ValueError(f"num_frozen_layers must be in [0, {len(layers)}], got {num_frozen_layers}")
+        if getattr(backbone, "pooler", None) is not None:
+            backbone.pooler = None
+        self.backbone = backbone
+        self.num_frozen_layers = num_frozen_layers
+        for module in self.frozen_modules():
+            module.requires_grad_(False)
+        self.train()
+
+    @property
+    def hidden_size(self) -> int:
+        """Width of the encoder's hidden states."""
+        return self.backbone.config.hidden_size
+
+    def frozen_modules(self) -> list[nn.Module]:
+        """The embeddings and the frozen layers, in order."""
+        return [self.backbone.embeddings, *self.backbone.encoder.layer[: self.num_frozen_layers]]
+
+    def train(self, mode: bool = True) -> TextEncoder:
+        """Set training mode; the frozen prefix stays in eval mode (no dropout) regardless."""
+        super().train(mode)
+        for module in self.frozen_modules():
+            module.eval()
+        return self
+
+    def _layer_mask(self, hidden: torch.Tensor, attention_mask: torch.Tensor) -> Any:
+        return create_bidirectional_mask(config=self.backbone.config, inputs_embeds=hidden, attention_mask=attention_mask)
+
+    def frozen_prefix(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """Output of the embeddings and the frozen layers, without gradient.
+
+        Args:
+            input_ids: [B, L] token ids.
+            attention_mask: [B, L] 1 on real tokens.
+
+        Returns:
+            [B, L, H] hidden states, to be passed back as ``text_hidden_states``.
+        """
+        with torch.no_grad():
+            hidden = self.backbone.embeddings(input_ids=input_ids)
+            mask = self._layer_mask(hidden, attention_mask)
+            for layer in self.backbone.encoder.layer[: self.num_frozen_layers]:
+                hidden = layer(hidden, mask)
+        return hidden
+
+    def forward(
+        self,
+        input_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        text_hidden_states: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Encode notes from token ids, or finish encoding from a precomputed frozen prefix.
+
+        Args:
+            input_ids: [B, L] token ids (exclusive with ``text_hidden_states``).
+            attention_mask: [B, L] 1 on real tokens.
+            text_hidden_states: [B, L, H] output of :meth:`frozen_prefix`.
+
+        Returns:
+            [B, L, H] last hidden states.
+        """
+        if attention_mask is None:
+            raise ValueError("attention_mask is required")
+        if (input_ids is None) == (text_hidden_states is None):
+            raise ValueError("pass exactly one of input_ids and text_hidden_states")
+        hidden = self.frozen_prefix(input_ids, attention_mask) if text_hidden_states is None else text_hidden_states
+        mask = self._layer_mask(hidden, attention_mask)
+        for layer in self.backbone.encoder.layer[self.num_frozen_layers :]:
+            hidden = layer(hidden, mask)
+        return hidden

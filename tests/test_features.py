@@ -1,0 +1,122 @@
+"""CodeVocab, note cleaning and VisitFeaturizer."""
+
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from medmplm.data.features import VisitFeaturizer, clean_note_text
+from medmplm.data.vocab import CLS_ID, PAD_ID, UNK_ID, CodeVocab, VocabMismatchError
+from medmplm.data.vocab_io import write_vocab
+from medmplm.models.testing_utils import read_split_batch, write_tiny_prepared_dir
+from medmplm.models.tokenization import iter_split_notes, train_wordpiece_tokenizer
+
+TEXT_LEN, MAX_CODES = 24, 4
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_tiny_prepared_dir(tmp_path_factory.mktemp("prepared"), num_visits=12)
+
+
+@pytest.fixture(scope="module")
+def featurizer(prepared: Path) -> VisitFeaturizer:
+    tokenizer = train_wordpiece_tokenizer(iter_split_notes(prepared), vocab_size=300, model_max_length=TEXT_LEN)
+    vocabs = {t: CodeVocab.from_tsv(prepared / "vocab" / f"{t}.tsv", t) for t in ("diagnosis", "medication")}
+    return VisitFeaturizer(tokenizer, vocabs["diagnosis"], vocabs["medication"], text_max_length=TEXT_LEN, max_codes=MAX_CODES)
+
+
+def test_code_vocab_from_tsv_puts_special_tokens_first(tmp_path: Path) -> None:
+    write_vocab(tmp_path / "d.tsv", {"4019": 10, "4280": 5, "25000": 1})
+    vocab = CodeVocab.from_tsv(tmp_path / "d.tsv", "diagnosis")
+    assert vocab.tokens == ["[PAD]", "[CLS]", "[MASK]", "[UNK]", "4019", "4280", "25000"]
+    assert vocab.encode(["4280", "9999", "4019"]) == [5, UNK_ID, 4]
+    assert vocab.decode([4, 1]) == ["4019", "[CLS]"]
+    assert CodeVocab.from_tsv(tmp_path / "d.tsv", "diagnosis", min_count=5).codes == ["4019", "4280"]
+    with pytest.raises(ValueError, match="would be empty"):
+        CodeVocab.from_tsv(tmp_path / "d.tsv", "diagnosis", min_count=100)
+
+
+def test_code_vocab_save_load_round_trip_and_type_check(tmp_path: Path) -> None:
+    vocab = CodeVocab("medication", ["N02B", "B01A"])
+    vocab.save(tmp_path / "m.json")
+    loaded = CodeVocab.load(tmp_path / "m.json", code_type="medication")
+    assert loaded == vocab and loaded.fingerprint() == vocab.fingerprint()
+    assert CodeVocab("medication", ["B01A", "N02B"]).fingerprint() != vocab.fingerprint()
+    with pytest.raises(VocabMismatchError, match="expected 'diagnosis'"):
+        CodeVocab.load(tmp_path / "m.json", code_type="diagnosis")
+    with pytest.raises(ValueError, match="appears twice"):
+        CodeVocab("medication", ["N02B", "N02B"])
+
+
+def test_clean_note_text_lowercases_and_removes_line_breaks() -> None:
+    assert clean_note_text("Admission Date:\r\n  [**2101-1-1**]\nHTN\tand  CHF\n") == "admission date: [**2101-1-1**] htn and chf"
+
+
+def test_featurizer_shapes_and_code_encoding(prepared: Path, featurizer: VisitFeaturizer) -> None:
+    batch = read_split_batch(prepared)
+    out = featurizer(batch)
+    n = len(batch["hadm_id"])
+    assert out["input_ids"].shape == out["attention_mask"].shape == (n, TEXT_LEN)
+    for key in ("diag_ids", "diag_mask", "med_ids", "med_mask"):
+        assert out[key].shape == (n, 1 + MAX_CODES)
+    assert all(v.dtype == np.int64 for v in out.values())
+    assert np.array_equal(out["hadm_id"], batch["hadm_id"])
+    assert (out["diag_ids"][:, 0] == CLS_ID).all() and (out["med_mask"][:, 0] == 1).all()
+    for row in range(n):
+        codes = list(batch["diagnoses"][row])
+        kept = codes[:MAX_CODES]
+        assert list(out["diag_ids"][row, 1 : 1 + len(kept)]) == featurizer.diagnosis_vocab.encode(kept)
+        assert out["diag_mask"][row].sum() == 1 + len(kept)
+        assert (out["diag_ids"][row, 1 + len(kept) :] == PAD_ID).all()
+        assert out["diag_truncated"][row] == len(codes) - len(kept)
+        assert out["has_note"][row] == (batch["note_text"][row] is not None)
+    assert out["diag_truncated"].sum() > 0  # the fixture has visits with more than MAX_CODES diagnoses
+
+
+def test_visit_without_note_gets_special_tokens_only(prepared: Path, featurizer: VisitFeaturizer) -> None:
+    batch = read_split_batch(prepared)
+    out = featurizer(batch)
+    no_note = out["has_note"] == 0
+    assert no_note.any()
+    assert (out["attention_mask"][no_note].sum(axis=1) == 2).all()  # [CLS] [SEP]
+    assert (out["attention_mask"][~no_note].sum(axis=1) > 2).all()
+
+
+def test_long_notes_and_unknown_codes_are_counted(featurizer: VisitFeaturizer) -> None:
+    batch = {
+        "hadm_id": np.array([1, 2]),
+        "note_text": np.array(["word " * 500, "short"], dtype=object),
+        "diagnoses": np.array([np.array(["4019", "NOTACODE"], dtype=object), np.array([], dtype=object)], dtype=object),
+        "medications": np.array([[], ["ZZZZ"]], dtype=object),
+    }
+    out = featurizer(batch)
+    assert list(out["text_truncated"]) == [1, 0]
+    assert out["attention_mask"][0].sum() == TEXT_LEN
+    assert list(out["diag_unknown"]) == [1, 0]
+    assert list(out["med_unknown"]) == [0, 1]
+    assert out["diag_ids"][0, 2] == UNK_ID
+
+
+def test_featurizer_is_deterministic_and_picklable(prepared: Path, featurizer: VisitFeaturizer) -> None:
+    batch = read_split_batch(prepared)
+    first = featurizer(batch)
+    clone = pickle.loads(pickle.dumps(featurizer))
+    for outputs in (featurizer(batch), clone(batch)):
+        assert set(outputs) == set(first)
+        for key in first:
+            assert np.array_equal(outputs[key], first[key]), key
+
+
+def test_bad_input_names_the_column_and_visit(featurizer: VisitFeaturizer) -> None:
+    with pytest.raises(KeyError, match="medications"):
+        featurizer({"note_text": np.array([None]), "diagnoses": np.array([[]], dtype=object)})
+    batch = {
+        "hadm_id": np.array([7, 8]),
+        "note_text": np.array([None, None], dtype=object),
+        "diagnoses": np.array([["4019"], None], dtype=object),
+        "medications": np.array([[], []], dtype=object),
+    }
+    with pytest.raises(ValueError, match=r"'diagnoses', hadm_id 8"):
+        featurizer(batch)
