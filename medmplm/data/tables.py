@@ -1,0 +1,184 @@
+"""MIMIC-III table readers: locate ``<TABLE>.csv[.gz]``, check columns, stream rows as strings.
+
+Every column is read as a string (codes keep their leading zeros: ``0389`` never becomes
+``389``); typed parsing, with quarantine of rows that do not parse, happens later in
+``medmplm.data.visits``. Column names are matched case-insensitively (the full release is upper
+case, the public demo lower case) and returned upper case.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.csv as pacsv
+
+ADMISSIONS = "ADMISSIONS"
+DIAGNOSES_ICD = "DIAGNOSES_ICD"
+PROCEDURES_ICD = "PROCEDURES_ICD"
+PRESCRIPTIONS = "PRESCRIPTIONS"
+LABEVENTS = "LABEVENTS"
+NOTEEVENTS = "NOTEEVENTS"
+
+# Columns prepare reads from each table (ROW_ID, when present, only breaks ties deterministically).
+REQUIRED_COLUMNS: dict[str, tuple[str, ...]] = {
+    ADMISSIONS: (
+        "SUBJECT_ID",
+        "HADM_ID",
+        "ADMITTIME",
+        "DISCHTIME",
+        "DEATHTIME",
+        "ADMISSION_TYPE",
+        "HOSPITAL_EXPIRE_FLAG",
+    ),
+    DIAGNOSES_ICD: ("SUBJECT_ID", "HADM_ID", "SEQ_NUM", "ICD9_CODE"),
+    PROCEDURES_ICD: ("SUBJECT_ID", "HADM_ID", "SEQ_NUM", "ICD9_CODE"),
+    PRESCRIPTIONS: ("SUBJECT_ID", "HADM_ID", "STARTDATE"),
+    LABEVENTS: ("SUBJECT_ID", "HADM_ID", "ITEMID", "CHARTTIME", "VALUE", "VALUENUM", "VALUEUOM", "FLAG"),
+    NOTEEVENTS: ("SUBJECT_ID", "HADM_ID", "CHARTDATE", "CHARTTIME", "CATEGORY", "ISERROR", "TEXT"),
+}
+TABLES = tuple(REQUIRED_COLUMNS)
+ROW_ID = "ROW_ID"
+
+# Only NOTEEVENTS has quoted values that span lines; the other tables parse faster without it.
+MULTILINE_TABLES = frozenset({NOTEEVENTS})
+
+_CSV_SUFFIXES = (".csv", ".csv.gz")
+
+
+class PrepareInputError(ValueError):
+    """The MIMIC input cannot be prepared as given (missing file or column, bad option)."""
+
+
+class MissingTableError(PrepareInputError):
+    """A required ``<TABLE>.csv`` / ``<TABLE>.csv.gz`` is not in the input directory."""
+
+
+class MissingColumnError(PrepareInputError):
+    """A table's header lacks a column prepare needs."""
+
+
+@dataclass(frozen=True)
+class TableFile:
+    """A located input table.
+
+    Attributes:
+        table: canonical table name, e.g. ``"ADMISSIONS"``.
+        path: the ``.csv`` or ``.csv.gz`` file.
+        columns: header names exactly as in the file, in file order.
+    """
+
+    table: str
+    path: Path
+
+    columns: tuple[str, ...]
+
+    @property
+    def canonical_columns(self) -> tuple[str, ...]:
+        """Header names upper-cased, in file order."""
+        return tuple(name.upper() for name in self.columns)
+
+    @property
+    def compression(self) -> str | None:
+        return "gzip" if self.path.name.lower().endswith(".gz") else None
+
+
+def find_table(mimic_dir: str | os.PathLike, table: str) -> Path:
+    """Path of ``<table>.csv`` or ``<table>.csv.gz`` in ``mimic_dir`` (file names matched case-insensitively).
+
+    Raises:
+        MissingTableError: when neither exists, or when both do (ambiguous).
+    """
+    mimic_dir = Path(mimic_dir)
+    if not mimic_dir.is_dir():
+        raise MissingTableError(f"MIMIC directory {mimic_dir} does not exist or is not a directory")
+    wanted = {f"{table}{suffix}".lower() for suffix in _CSV_SUFFIXES}
+    matches = sorted(p for p in mimic_dir.iterdir() if p.name.lower() in wanted and p.is_file())
+    if not matches:
+        raise MissingTableError(
+            f"table {table} not found: expected {mimic_dir / (table + '.csv')} or {mimic_dir / (table + '.csv.gz')}"
+        )
+    if len(matches) > 1:
+        names = ", ".join(p.name for p in matches)
+        raise MissingTableError(f"table {table} is ambiguous in {mimic_dir}: found {names}; keep only one of them")
+    return matches[0]
+
+
+def read_header(path: str | os.PathLike) -> tuple[str, ...]:
+    """Column names of a CSV / CSV.gz file, as written in its first line."""
+    path = Path(path)
+    compression = "gzip" if path.name.lower().endswith(".gz") else None
+    with pa.input_stream(str(path), compression=compression) as stream:
+        reader = pacsv.open_csv(stream, parse_options=pacsv.ParseOptions(newlines_in_values=True))
+        return tuple(reader.schema.names)
+
+
+def locate_table(mimic_dir: str | os.PathLike, table: str, required: tuple[str, ...] | None = None) -> TableFile:
+    """Find a table and check that its header has every required column (case-insensitively).
+
+    Args:
+        mimic_dir: directory holding the MIMIC-III CSV files.
+        table: canonical table name (one of ``TABLES``).
+        required: columns to require; defaults to ``REQUIRED_COLUMNS[table]``.
+
+    Raises:
+        MissingTableError: the file is missing or ambiguous.
+        MissingColumnError: naming the file and every missing column.
+    """
+    path = find_table(mimic_dir, table)
+    columns = read_header(path)
+    upper = [name.upper() for name in columns]
+    duplicated = sorted({name for name in upper if upper.count(name) > 1})
+    if duplicated:
+        raise MissingColumnError(f"{path}: column(s) {', '.join(duplicated)} appear more than once (case-insensitively)")
+    needed = REQUIRED_COLUMNS[table] if required is None else required
+    missing = [name for name in needed if name not in upper]
+    if missing:
+        raise MissingColumnError(
+            f"{path}: missing column(s) {', '.join(missing)} (found: {', '.join(columns)}); "
+            "column names are matched case-insensitively"
+        )
+    return TableFile(table=table, path=path, columns=columns)
+
+
+def open_table_stream(table_file: TableFile, block_size: int = 16 << 20) -> pa.RecordBatchReader:
+    """Stream a table's rows as record batches with every column a string, names upper-cased.
+
+    Empty fields are nulls (and only empty fields: ``NA`` or ``NULL`` stay strings).
+    """
+    stream = pa.input_stream(str(table_file.path), compression=table_file.compression)
+    reader = pacsv.open_csv(
+        stream,
+        read_options=pacsv.ReadOptions(block_size=block_size),
+        parse_options=pacsv.ParseOptions(newlines_in_values=table_file.table in MULTILINE_TABLES),
+        convert_options=pacsv.ConvertOptions(
+            column_types={name: pa.string() for name in table_file.columns},
+            strings_can_be_null=True,
+            null_values=[""],
+        ),
+    )
+    schema = pa.schema([pa.field(name, pa.string()) for name in table_file.canonical_columns])
+
+    def renamed():
+        for batch in reader:
+            yield pa.RecordBatch.from_arrays(batch.columns, schema=schema)
+
+    return pa.RecordBatchReader.from_batches(schema, renamed())
+
+
+def read_table(table_file: TableFile, columns: list[str] | None = None) -> pa.Table:
+    """Read a whole (small) table as strings, names upper-cased; ``columns`` selects canonical names."""
+    table = open_table_stream(table_file).read_all()
+    return table if columns is None else table.select(columns)
+
+
+def file_sha256(path: str | os.PathLike, chunk_size: int = 8 << 20) -> str:
+    """Hex sha256 of a file's bytes (of the compressed bytes for ``.gz``)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(chunk_size):
+            digest.update(chunk)
+    return digest.hexdigest()

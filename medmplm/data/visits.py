@@ -1,0 +1,460 @@
+"""Build visit records (``VISIT_SCHEMA``) from the raw string rows of a group of patients.
+
+Everything here is plain pyarrow compute on one bucket of patients at a time (a few thousand
+admissions); ``medmplm.data.pipeline`` runs it over buckets with Ray. Rows that do not parse go
+to the :class:`~medmplm.data.quarantine.RowLedger`; nothing is dropped without being counted.
+
+Per-admission list ordering:
+
+* diagnoses and procedures: SEQ_NUM (null last), then ROW_ID;
+* medications: order of first prescription (STARTDATE, null last, then ROW_ID), unique;
+* labs: CHARTTIME, then ITEMID, then ROW_ID; ``hours_since_admit`` may be negative or exceed the stay;
+* notes: CHARTDATE, CHARTTIME (null last), ROW_ID; texts joined with a blank line.
+
+Exact duplicate rows are rows equal in every input column but ROW_ID; the lowest ROW_ID is kept.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from medmplm.data import quarantine as q
+from medmplm.data.labels import readmission_labels
+from medmplm.data.quarantine import RowLedger
+from medmplm.data.schema import LAB_EVENT_TYPE, VISIT_SCHEMA
+from medmplm.data.tables import (
+    ADMISSIONS,
+    DIAGNOSES_ICD,
+    LABEVENTS,
+    NOTEEVENTS,
+    PRESCRIPTIONS,
+    PROCEDURES_ICD,
+    ROW_ID,
+)
+from medmplm.ontology import ICD9_DIAGNOSIS_PATTERN, ICD9_PROCEDURE_PATTERN
+
+MEDICATION_VOCABS = ("atc3", "ndc", "drug")
+NOTE_SEPARATOR = "\n\n"
+TIMESTAMP_FORMATS = ("%Y-%m-%d %H:%M:%S", "%Y-%m-%d")
+
+_INT_PATTERN = r"^[+-]?[0-9]{1,18}$"
+_FLOAT_PATTERN = r"^[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?$"
+# Medication codes end up in tab-separated vocabulary and '|'-separated ontology files.
+_MEDICATION_CODE_FORBIDDEN = r"[\t\r\n|]"
+
+# Working columns added next to the raw string columns; never part of quarantine output.
+_SUBJECT = "__subject_id"
+_HADM = "__hadm_id"
+_ADM_INDEX = "__adm_index"
+_ROW = "__row_id"
+_ORDER = "__order"
+
+
+@dataclass(frozen=True)
+class VisitOptions:
+    """What to keep when building visits.
+
+    Attributes:
+        note_categories: NOTEEVENTS categories to keep, compared trimmed and case-insensitively.
+        medication_vocab: ``"atc3"`` (NDC -> RXCUI -> ATC-3), ``"ndc"`` or ``"drug"`` (the DRUG column).
+    """
+
+    note_categories: tuple[str, ...] = ("Discharge summary",)
+    medication_vocab: str = "atc3"
+
+    def __post_init__(self) -> None:
+        if self.medication_vocab not in MEDICATION_VOCABS:
+            raise ValueError(f"medication_vocab must be one of {MEDICATION_VOCABS}, got {self.medication_vocab!r}")
+
+    @property
+    def note_categories_normalized(self) -> pa.Array:
+        return pa.array(sorted({c.strip().lower() for c in self.note_categories}), pa.string())
+
+
+# --- typed parsing of string columns -------------------------------------------------------------
+
+
+def _trim(column: pa.ChunkedArray) -> pa.ChunkedArray:
+    return pc.utf8_trim_whitespace(column)
+
+
+def parse_int(column: pa.ChunkedArray) -> tuple[pa.ChunkedArray, pa.ChunkedArray]:
+    """Parse integer strings. Returns ``(values, invalid)``: invalid = non-null but not an integer."""
+    text = _trim(column)
+    ok = pc.match_substring_regex(text, _INT_PATTERN)
+    values = pc.cast(pc.if_else(ok, text, pa.scalar(None, pa.string())), pa.int64())
+    return values, pc.and_kleene(pc.is_valid(text), pc.invert(pc.fill_null(ok, False)))
+
+
+def parse_float(column: pa.ChunkedArray) -> tuple[pa.ChunkedArray, pa.ChunkedArray]:
+    """Parse decimal strings. Returns ``(values, invalid)``: invalid = non-null but not a number."""
+    text = _trim(column)
+    ok = pc.match_substring_regex(text, _FLOAT_PATTERN)
+    values = pc.cast(pc.if_else(ok, text, pa.scalar(None, pa.string())), pa.float64())
+    return values, pc.and_kleene(pc.is_valid(text), pc.invert(pc.fill_null(ok, False)))
+
+
+def parse_timestamp(column: pa.ChunkedArray) -> tuple[pa.ChunkedArray, pa.ChunkedArray]:
+    """Parse MIMIC timestamps (``2101-10-20 19:08:00`` or a bare date) to ``timestamp[s]``.
+
+    Returns ``(values, invalid)``: invalid = non-null but in neither format.
+    """
+    text = _trim(column)
+    parsed = [pc.strptime(text, format=fmt, unit="s", error_is_null=True) for fmt in TIMESTAMP_FORMATS]
+    values = pc.coalesce(*parsed)
+    return values, pc.and_kleene(pc.is_valid(text), pc.is_null(values))
+
+
+def _append(table: pa.Table, name: str, values) -> pa.Table:
+    return table.append_column(name, values)
+
+
+# --- row hygiene ---------------------------------------------------------------------------------
+
+
+def drop_exact_duplicates(rows: pa.Table, table_name: str, raw_columns: list[str], ledger: RowLedger) -> pa.Table:
+    """Drop rows equal in every raw column but ROW_ID, keeping the lowest ROW_ID (counted as dropped)."""
+    if rows.num_rows == 0:
+        return rows
+    key_columns = [c for c in raw_columns if c != ROW_ID]
+    if ROW_ID in raw_columns:
+        row_ids, _ = parse_int(rows[ROW_ID])
+        rows = rows.take(pc.sort_indices(pa.table({_ROW: row_ids}), sort_keys=[(_ROW, "ascending")]))
+    numbered = rows.select(key_columns).append_column(_ORDER, pa.array(np.arange(rows.num_rows)))
+    first = numbered.group_by(key_columns, use_threads=False).aggregate([(_ORDER, "min")])[f"{_ORDER}_min"]
+    keep = np.zeros(rows.num_rows, dtype=bool)
+    keep[first.to_numpy()] = True
+    return ledger.reject(table_name, rows, pa.array(~keep), q.DUPLICATE_ROW, quarantine=False)
+
+
+def _with_row_id(rows: pa.Table) -> pa.Table:
+    if ROW_ID in rows.column_names:
+        values, _ = parse_int(rows[ROW_ID])
+    else:
+        values = pa.nulls(rows.num_rows, pa.int64())
+    return _append(rows, _ROW, values)
+
+
+def _parse_hadm(rows: pa.Table, table_name: str, ledger: RowLedger, *, null_is_dropped: bool) -> pa.Table:
+    """Parse SUBJECT_ID and HADM_ID; quarantine bad HADM_IDs; null HADM_IDs quarantined or dropped."""
+    subject, _ = parse_int(rows["SUBJECT_ID"])
+    hadm, hadm_invalid = parse_int(rows["HADM_ID"])
+    rows = _append(_append(rows, _SUBJECT, subject), _HADM, hadm)
+    rows = ledger.reject(table_name, rows, hadm_invalid, q.INVALID_HADM_ID, quarantine=True)
+    return ledger.reject(
+        table_name, rows, pc.is_null(rows[_HADM]), q.NO_HADM_ID if null_is_dropped else q.INVALID_HADM_ID,
+        quarantine=not null_is_dropped,
+    )
+
+
+def _attach(rows: pa.Table, table_name: str, admissions: pa.Table, ledger: RowLedger) -> pa.Table:
+    """Add each row's admission position; quarantine rows whose (SUBJECT_ID, HADM_ID) is not a kept admission."""
+    index = pc.index_in(rows[_HADM], value_set=admissions["hadm_id"])
+    subject_of_admission = pc.take(admissions["subject_id"], pc.fill_null(index, 0)) if admissions.num_rows else None
+    matched = pc.is_valid(index)
+    if subject_of_admission is not None:
+        matched = pc.and_kleene(matched, pc.equal(subject_of_admission, rows[_SUBJECT]))
+    rows = _append(rows, _ADM_INDEX, pc.cast(index, pa.int64()))
+    return ledger.reject(table_name, rows, pc.invert(pc.fill_null(matched, False)), q.UNKNOWN_ADMISSION, quarantine=True)
+
+
+def _list_column(adm_index: pa.ChunkedArray | pa.Array, values: pa.Array, num_admissions: int) -> pa.ListArray:
+    """Lists per admission from child rows already sorted by admission position."""
+    counts = np.bincount(np.asarray(adm_index, dtype=np.int64), minlength=num_admissions)
+    offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int32)
+    return pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), values)
+
+
+def _combined(column: pa.ChunkedArray) -> pa.Array:
+    return column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+
+
+# --- tables --------------------------------------------------------------------------------------
+
+
+def clean_admissions(rows: pa.Table, raw_columns: list[str], conflicting_hadm_ids: pa.Array, ledger: RowLedger) -> pa.Table:
+    """Validated admissions sorted by (subject_id, admittime, hadm_id), one row per HADM_ID.
+
+    Quarantines bad ids and times, DISCHTIME before ADMITTIME, and HADM_IDs that appear in more
+    than one (non-duplicate) row or under more than one SUBJECT_ID (``conflicting_hadm_ids``).
+    """
+    rows = drop_exact_duplicates(rows, ADMISSIONS, raw_columns, ledger)
+    rows = _with_row_id(rows)
+    rows = _parse_hadm(rows, ADMISSIONS, ledger, null_is_dropped=False)
+    for column, reason, required in (
+        ("ADMITTIME", q.INVALID_ADMITTIME, True),
+        ("DISCHTIME", q.INVALID_DISCHTIME, True),
+        ("DEATHTIME", q.INVALID_DEATHTIME, False),
+    ):
+        values, invalid = parse_timestamp(rows[column])
+        rows = _append(rows, column.lower(), values)
+        bad = pc.or_kleene(invalid, pc.is_null(values)) if required else invalid
+        rows = ledger.reject(ADMISSIONS, rows, bad, reason, quarantine=True)
+    flag = _trim(rows["HOSPITAL_EXPIRE_FLAG"])
+    rows = ledger.reject(
+        ADMISSIONS, rows, pc.invert(pc.fill_null(pc.is_in(flag, pa.array(["0", "1"])), False)),
+        q.INVALID_HOSPITAL_EXPIRE_FLAG, quarantine=True,
+    )
+    rows = ledger.reject(
+        ADMISSIONS, rows, pc.less(rows["dischtime"], rows["admittime"]), q.DISCHTIME_BEFORE_ADMITTIME, quarantine=True
+    )
+    repeated = rows.group_by(_HADM, use_threads=False).aggregate([(_HADM, "count")])
+    repeated = _combined(repeated.filter(pc.greater(repeated[f"{_HADM}_count"], 1))[_HADM])
+    conflicting = pc.or_kleene(pc.is_in(rows[_HADM], value_set=repeated), pc.is_in(rows[_HADM], value_set=conflicting_hadm_ids))
+    rows = ledger.reject(ADMISSIONS, rows, conflicting, q.CONFLICTING_HADM_ID, quarantine=True)
+    rows = rows.sort_by([(_SUBJECT, "ascending"), ("admittime", "ascending"), (_HADM, "ascending")])
+    return pa.table(
+        {
+            "subject_id": rows[_SUBJECT],
+            "hadm_id": rows[_HADM],
+            "admittime": rows["admittime"],
+            "dischtime": rows["dischtime"],
+            "deathtime": rows["deathtime"],
+            "admission_type": rows["ADMISSION_TYPE"],
+            "hospital_death": pc.equal(_trim(rows["HOSPITAL_EXPIRE_FLAG"]), "1"),
+        }
+    )
+
+
+def icd9_lists(
+    rows: pa.Table, table_name: str, raw_columns: list[str], admissions: pa.Table, pattern: str, ledger: RowLedger
+) -> pa.ListArray:
+    """Per-admission ICD-9 code lists (DIAGNOSES_ICD or PROCEDURES_ICD), in SEQ_NUM order."""
+    rows = drop_exact_duplicates(rows, table_name, raw_columns, ledger)
+    rows = _with_row_id(rows)
+    rows = _parse_hadm(rows, table_name, ledger, null_is_dropped=False)
+    code = _trim(rows["ICD9_CODE"])
+    rows = _append(rows, "__code", code)
+    rows = ledger.reject(table_name, rows, pc.is_null(rows["__code"]), q.MISSING_ICD9_CODE, quarantine=True)
+    rows = ledger.reject(
+        table_name, rows, pc.invert(pc.match_substring_regex(rows["__code"], pattern)), q.INVALID_ICD9_CODE,
+        quarantine=True,
+    )
+    seq_num, seq_invalid = parse_int(rows["SEQ_NUM"])
+    rows = _append(rows, "__seq_num", seq_num)
+    rows = ledger.reject(table_name, rows, seq_invalid, q.INVALID_SEQ_NUM, quarantine=True)
+    rows = _attach(rows, table_name, admissions, ledger)
+    rows = rows.sort_by([(_ADM_INDEX, "ascending"), ("__seq_num", "ascending"), (_ROW, "ascending"), ("__code", "ascending")])
+    return _list_column(rows[_ADM_INDEX], _combined(rows["__code"]), admissions.num_rows)
+
+
+def medication_lists(
+    rows: pa.Table,
+    raw_columns: list[str],
+    admissions: pa.Table,
+    options: VisitOptions,
+    ndc_atc3: pa.Table | None,
+    ledger: RowLedger,
+) -> tuple[pa.ListArray, pa.Table]:
+    """Per-admission medication code lists, unique, in order of first prescription.
+
+    Returns:
+        ``(lists, unmapped)``: ``unmapped`` counts prescription rows per NDC that had no ATC-3
+        mapping (empty when the vocabulary is not ``atc3``).
+    """
+    rows = drop_exact_duplicates(rows, PRESCRIPTIONS, raw_columns, ledger)
+    rows = _with_row_id(rows)
+    rows = _parse_hadm(rows, PRESCRIPTIONS, ledger, null_is_dropped=False)
+    start, start_invalid = parse_timestamp(rows["STARTDATE"])
+    rows = _append(rows, "__start", start)
+    rows = ledger.reject(PRESCRIPTIONS, rows, start_invalid, q.INVALID_STARTDATE, quarantine=True)
+    rows = _attach(rows, PRESCRIPTIONS, admissions, ledger)
+
+    unmapped = pa.table({"ndc": pa.array([], pa.string()), "rows": pa.array([], pa.int64())})
+    if options.medication_vocab == "drug":
+        rows = _append(rows, "__code", _trim(rows["DRUG"]))
+        rows = ledger.reject(PRESCRIPTIONS, rows, pc.is_null(rows["__code"]), q.DRUG_MISSING, quarantine=False)
+    else:
+        ndc = _trim(rows["NDC"])
+        rows = _append(rows, "__ndc", ndc)
+        rows = ledger.reject(
+            PRESCRIPTIONS, rows, pc.or_kleene(pc.is_null(ndc), pc.equal(ndc, "0")), q.NDC_MISSING, quarantine=False
+        )
+        if options.medication_vocab == "ndc":
+            rows = _append(rows, "__code", rows["__ndc"])
+        else:
+            position = pc.index_in(rows["__ndc"], value_set=_combined(ndc_atc3["ndc"]))
+            rows = _append(rows, "__code", pc.take(_combined(ndc_atc3["atc3"]), position))
+            missing = pc.is_null(rows["__code"])
+            counts = rows.filter(missing).group_by("__ndc", use_threads=False).aggregate([("__ndc", "count")])
+            unmapped = pa.table({"ndc": counts["__ndc"], "rows": counts["__ndc_count"]})
+            rows = ledger.reject(PRESCRIPTIONS, rows, missing, q.NDC_UNMAPPED, quarantine=False)
+    rows = ledger.reject(
+        PRESCRIPTIONS, rows, pc.match_substring_regex(rows["__code"], _MEDICATION_CODE_FORBIDDEN),
+        q.INVALID_MEDICATION_CODE, quarantine=True,
+    )
+    rows = rows.sort_by(
+        [(_ADM_INDEX, "ascending"), ("__start", "ascending"), (_ROW, "ascending"), ("__code", "ascending")]
+    )
+    numbered = rows.select([_ADM_INDEX, "__code"]).append_column(_ORDER, pa.array(np.arange(rows.num_rows)))
+    first = numbered.group_by([_ADM_INDEX, "__code"], use_threads=False).aggregate([(_ORDER, "min")])
+    first = first.sort_by([(_ADM_INDEX, "ascending"), (f"{_ORDER}_min", "ascending")])
+    lists = _list_column(first[_ADM_INDEX], _combined(first["__code"]), admissions.num_rows)
+    return lists, unmapped
+
+
+def lab_lists(rows: pa.Table, raw_columns: list[str], admissions: pa.Table, ledger: RowLedger) -> pa.ListArray:
+    """Per-admission lab events (LAB_EVENT_TYPE structs) in CHARTTIME order."""
+    rows = drop_exact_duplicates(rows, LABEVENTS, raw_columns, ledger)
+    rows = _with_row_id(rows)
+    rows = _parse_hadm(rows, LABEVENTS, ledger, null_is_dropped=True)
+    itemid, itemid_invalid = parse_int(rows["ITEMID"])
+    rows = _append(rows, "__itemid", itemid)
+    rows = ledger.reject(LABEVENTS, rows, pc.or_kleene(itemid_invalid, pc.is_null(itemid)), q.INVALID_ITEMID, quarantine=True)
+    charttime, charttime_invalid = parse_timestamp(rows["CHARTTIME"])
+    rows = _append(rows, "__charttime", charttime)
+    rows = ledger.reject(
+        LABEVENTS, rows, pc.or_kleene(charttime_invalid, pc.is_null(charttime)), q.INVALID_CHARTTIME, quarantine=True
+    )
+    valuenum, valuenum_invalid = parse_float(rows["VALUENUM"])
+    rows = _append(rows, "__valuenum", valuenum)
+    rows = ledger.reject(LABEVENTS, rows, valuenum_invalid, q.INVALID_VALUENUM, quarantine=True)
+    rows = _attach(rows, LABEVENTS, admissions, ledger)
+    rows = rows.sort_by(
+        [
+            (_ADM_INDEX, "ascending"),
+            ("__charttime", "ascending"),
+            ("__itemid", "ascending"),
+            (_ROW, "ascending"),
+            ("VALUE", "ascending"),
+            ("__valuenum", "ascending"),
+            ("VALUEUOM", "ascending"),
+            ("FLAG", "ascending"),
+        ]
+    )
+    admittime = pc.take(admissions["admittime"], rows[_ADM_INDEX])
+    seconds = pc.cast(pc.subtract(rows["__charttime"], admittime), pa.int64())
+    hours = pc.cast(pc.divide(pc.cast(seconds, pa.float64()), 3600.0), pa.float32())
+    events = pa.StructArray.from_arrays(
+        [
+            _combined(pc.cast(rows["__itemid"], pa.string())),
+            _combined(rows["VALUE"]),
+            _combined(rows["__valuenum"]),
+            _combined(rows["VALUEUOM"]),
+            _combined(rows["FLAG"]),
+            _combined(hours),
+        ],
+        fields=list(LAB_EVENT_TYPE),
+    )
+    return _list_column(rows[_ADM_INDEX], events, admissions.num_rows)
+
+
+def note_texts(
+    rows: pa.Table, raw_columns: list[str], admissions: pa.Table, options: VisitOptions, ledger: RowLedger
+) -> tuple[pa.Array, pa.Array]:
+    """Per-admission note text (selected categories, joined in CHARTDATE order) and note counts.
+
+    Returns:
+        ``(note_text, num_notes)``: string (null where no note) and int32 arrays, one per admission.
+    """
+    category = pc.utf8_lower(_trim(rows["CATEGORY"]))
+    selected = pc.fill_null(pc.is_in(category, value_set=options.note_categories_normalized), False)
+    rows = ledger.reject(NOTEEVENTS, rows, pc.invert(selected), q.NOTE_CATEGORY, quarantine=False)
+    rows = drop_exact_duplicates(rows, NOTEEVENTS, raw_columns, ledger)
+    iserror = _trim(rows["ISERROR"])
+    rows = ledger.reject(NOTEEVENTS, rows, pc.equal(iserror, "1"), q.NOTE_ISERROR, quarantine=False)
+    rows = ledger.reject(
+        NOTEEVENTS, rows, pc.invert(pc.fill_null(pc.equal(_trim(rows["ISERROR"]), "0"), True)), q.INVALID_ISERROR,
+        quarantine=True,
+    )
+    rows = _with_row_id(rows)
+    rows = _parse_hadm(rows, NOTEEVENTS, ledger, null_is_dropped=True)
+    chartdate, chartdate_invalid = parse_timestamp(rows["CHARTDATE"])
+    rows = _append(rows, "__chartdate", chartdate)
+    rows = ledger.reject(
+        NOTEEVENTS, rows, pc.or_kleene(chartdate_invalid, pc.is_null(chartdate)), q.INVALID_CHARTDATE, quarantine=True
+    )
+    charttime, charttime_invalid = parse_timestamp(rows["CHARTTIME"])
+    rows = _append(rows, "__charttime", charttime)
+    rows = ledger.reject(NOTEEVENTS, rows, charttime_invalid, q.INVALID_CHARTTIME, quarantine=True)
+    rows = ledger.reject(NOTEEVENTS, rows, pc.is_null(rows["TEXT"]), q.MISSING_TEXT, quarantine=True)
+    rows = _attach(rows, NOTEEVENTS, admissions, ledger)
+    rows = rows.sort_by(
+        [
+            (_ADM_INDEX, "ascending"),
+            ("__chartdate", "ascending"),
+            ("__charttime", "ascending"),
+            (_ROW, "ascending"),
+            ("TEXT", "ascending"),
+        ]
+    )
+    notes = _list_column(rows[_ADM_INDEX], _combined(rows["TEXT"]), admissions.num_rows)
+    num_notes = pc.cast(pc.list_value_length(notes), pa.int32())
+    text = pc.binary_join(notes, NOTE_SEPARATOR)
+    return pc.if_else(pc.greater(num_notes, 0), text, pa.scalar(None, pa.string())), num_notes
+
+
+def _visit_positions(subject_id: pa.Array) -> tuple[np.ndarray, np.ndarray]:
+    """``(visit_index, num_visits)`` for admissions sorted by subject."""
+    subjects = subject_id.to_numpy(zero_copy_only=False)
+    _, first, counts = np.unique(subjects, return_index=True, return_counts=True)
+    starts = np.repeat(first, counts)
+    return (np.arange(len(subjects)) - starts).astype(np.int32), np.repeat(counts, counts).astype(np.int32)
+
+
+def build_visits(
+    tables: dict[str, pa.Table],
+    raw_columns: dict[str, list[str]],
+    options: VisitOptions,
+    ndc_atc3: pa.Table | None,
+    conflicting_hadm_ids: pa.Array,
+    ledger: RowLedger,
+) -> tuple[pa.Table, pa.Table]:
+    """Visit records for a group of patients holding all rows of those patients.
+
+    Args:
+        tables: raw string rows per table (canonical upper-case columns).
+        raw_columns: per table, the input columns (those copied to quarantine).
+        options: what to keep.
+        ndc_atc3: NDC -> ATC-3 table (``ndc``, ``atc3``); required when ``options.medication_vocab == "atc3"``.
+        conflicting_hadm_ids: HADM_IDs (int64) known to occur under more than one SUBJECT_ID.
+        ledger: collects quarantined rows and counts.
+
+    Returns:
+        ``(visits, unmapped_ndc)``: visits in ``VISIT_SCHEMA``, sorted by (subject_id, admittime,
+        hadm_id); unmapped NDCs with their prescription row counts.
+    """
+    if options.medication_vocab == "atc3" and ndc_atc3 is None:
+        raise ValueError("medication_vocab 'atc3' needs the NDC -> ATC-3 table")
+    admissions = clean_admissions(tables[ADMISSIONS], raw_columns[ADMISSIONS], conflicting_hadm_ids, ledger)
+    admissions = pa.table({name: _combined(column) for name, column in zip(admissions.column_names, admissions.columns)})
+    diagnoses = icd9_lists(
+        tables[DIAGNOSES_ICD], DIAGNOSES_ICD, raw_columns[DIAGNOSES_ICD], admissions, ICD9_DIAGNOSIS_PATTERN, ledger
+    )
+    procedures = icd9_lists(
+        tables[PROCEDURES_ICD], PROCEDURES_ICD, raw_columns[PROCEDURES_ICD], admissions, ICD9_PROCEDURE_PATTERN, ledger
+    )
+    medications, unmapped = medication_lists(
+        tables[PRESCRIPTIONS], raw_columns[PRESCRIPTIONS], admissions, options, ndc_atc3, ledger
+    )
+    labs = lab_lists(tables[LABEVENTS], raw_columns[LABEVENTS], admissions, ledger)
+    note_text, num_notes = note_texts(tables[NOTEEVENTS], raw_columns[NOTEEVENTS], admissions, options, ledger)
+    readmission, readmission_nonelective = readmission_labels(
+        admissions["subject_id"], admissions["admittime"], admissions["dischtime"],
+        admissions["admission_type"], admissions["hospital_death"],
+    )
+    visit_index, num_visits = _visit_positions(admissions["subject_id"])
+    columns = {
+        "subject_id": admissions["subject_id"],
+        "hadm_id": admissions["hadm_id"],
+        "admittime": admissions["admittime"],
+        "dischtime": admissions["dischtime"],
+        "deathtime": admissions["deathtime"],
+        "admission_type": admissions["admission_type"],
+        "visit_index": pa.array(visit_index, pa.int32()),
+        "num_visits": pa.array(num_visits, pa.int32()),
+        "diagnoses": diagnoses,
+        "procedures": procedures,
+        "medications": medications,
+        "labs": labs,
+        "note_text": note_text,
+        "num_notes": num_notes,
+        "hospital_death": admissions["hospital_death"],
+        "readmission_30d": readmission,
+        "readmission_30d_nonelective": readmission_nonelective,
+    }
+    return pa.Table.from_pydict(columns, schema=VISIT_SCHEMA), unmapped
