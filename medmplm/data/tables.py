@@ -147,7 +147,8 @@ def locate_table(mimic_dir: str | os.PathLike, table: str, required: tuple[str, 
 def open_table_stream(table_file: TableFile, block_size: int = 16 << 20) -> pa.RecordBatchReader:
     """Stream a table's rows as record batches with every column a string, names upper-cased.
 
-    Empty fields are nulls (and only empty fields: ``NA`` or ``NULL`` stay strings).
+    Empty fields are nulls (and only empty fields: ``NA`` or ``NULL`` stay strings). One row
+    (e.g. a note) must fit in ``block_size`` bytes.
     """
     stream = pa.input_stream(str(table_file.path), compression=table_file.compression)
     reader = pacsv.open_csv(
