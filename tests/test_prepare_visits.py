@@ -194,3 +194,14 @@ def test_parse_timestamp_formats() -> None:
     assert values.to_pylist()[0].isoformat() == "2101-10-20T19:08:00"
     assert values.to_pylist()[1].isoformat() == "2101-10-20T00:00:00"
     assert invalid.to_pylist() == [False, False, False, True]
+
+
+def test_rows_differing_only_in_unused_columns_are_not_duplicates(ndc_atc3) -> None:
+    tables = base_tables()
+    first = tables["PRESCRIPTIONS"][0]
+    tables["PRESCRIPTIONS"].append(dict(first, ROW_ID=60, DOSE_VAL_RX="2"))  # another dose: not a duplicate
+    tables["PRESCRIPTIONS"].append(dict(first, ROW_ID=61))  # identical but ROW_ID: duplicate
+    tables["PRESCRIPTIONS"].append(dict(first, ROW_ID=62))  # and another one
+    _, by_hadm, ledger, _ = build(tables, ndc_atc3)
+    assert ledger.counts[("dropped", "PRESCRIPTIONS", q.DUPLICATE_ROW)] == 2
+    assert by_hadm[1001]["medications"] == ["A10A", "N02B"]

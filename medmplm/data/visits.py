@@ -33,6 +33,7 @@ from medmplm.data.tables import (
     NOTEEVENTS,
     PRESCRIPTIONS,
     PROCEDURES_ICD,
+    REQUIRED_COLUMNS,
     ROW_ID,
 )
 from medmplm.ontology import ICD9_DIAGNOSIS_PATTERN, ICD9_PROCEDURE_PATTERN
@@ -116,17 +117,35 @@ def _append(table: pa.Table, name: str, values) -> pa.Table:
 # --- row hygiene ---------------------------------------------------------------------------------
 
 
-def drop_exact_duplicates(rows: pa.Table, table_name: str, raw_columns: list[str], ledger: RowLedger) -> pa.Table:
-    """Drop rows equal in every raw column but ROW_ID, keeping the lowest ROW_ID (counted as dropped)."""
+def drop_exact_duplicates(
+    rows: pa.Table, table_name: str, raw_columns: list[str], ledger: RowLedger, narrow_columns: tuple[str, ...]
+) -> pa.Table:
+    """Drop rows equal in every raw column but ROW_ID, keeping the lowest ROW_ID (counted as dropped).
+
+    Rows can only be duplicates if they agree on ``narrow_columns`` (the few columns prepare
+    reads), so the full-width comparison runs only on rows that repeat on those: grouping on all
+    of PRESCRIPTIONS' columns was most of the cost of building a bucket.
+    """
     if rows.num_rows == 0:
         return rows
     key_columns = [c for c in raw_columns if c != ROW_ID]
     if ROW_ID in raw_columns:
         row_ids, _ = parse_int(rows[ROW_ID])
         rows = rows.take(pc.sort_indices(pa.table({_ROW: row_ids}), sort_keys=[(_ROW, "ascending")]))
-    numbered = rows.select(key_columns).append_column(_ORDER, pa.array(np.arange(rows.num_rows)))
+    order = pa.array(np.arange(rows.num_rows))
+    narrow = [c for c in narrow_columns if c in key_columns]
+    candidates = np.arange(rows.num_rows)
+    if len(narrow) < len(key_columns):
+        groups = rows.select(narrow).append_column(_ORDER, order).group_by(narrow, use_threads=False)
+        members = groups.aggregate([(_ORDER, "list")])[f"{_ORDER}_list"]
+        repeated = pc.filter(members, pc.greater(pc.list_value_length(members), 1))
+        candidates = np.sort(pc.list_flatten(repeated).to_numpy(zero_copy_only=False))
+        if len(candidates) == 0:
+            return rows
+    numbered = rows.take(candidates).select(key_columns).append_column(_ORDER, pa.array(candidates))
     first = numbered.group_by(key_columns, use_threads=False).aggregate([(_ORDER, "min")])[f"{_ORDER}_min"]
-    keep = np.zeros(rows.num_rows, dtype=bool)
+    keep = np.ones(rows.num_rows, dtype=bool)
+    keep[candidates] = False
     keep[first.to_numpy()] = True
     return ledger.reject(table_name, rows, pa.array(~keep), q.DUPLICATE_ROW, quarantine=False)
 
@@ -182,7 +201,7 @@ def clean_admissions(rows: pa.Table, raw_columns: list[str], conflicting_hadm_id
     Quarantines bad ids and times, DISCHTIME before ADMITTIME, and HADM_IDs that appear in more
     than one (non-duplicate) row or under more than one SUBJECT_ID (``conflicting_hadm_ids``).
     """
-    rows = drop_exact_duplicates(rows, ADMISSIONS, raw_columns, ledger)
+    rows = drop_exact_duplicates(rows, ADMISSIONS, raw_columns, ledger, REQUIRED_COLUMNS[ADMISSIONS])
     rows = _with_row_id(rows)
     rows = _parse_hadm(rows, ADMISSIONS, ledger, null_is_dropped=False)
     for column, reason, required in (
@@ -224,7 +243,7 @@ def icd9_lists(
     rows: pa.Table, table_name: str, raw_columns: list[str], admissions: pa.Table, pattern: str, ledger: RowLedger
 ) -> pa.ListArray:
     """Per-admission ICD-9 code lists (DIAGNOSES_ICD or PROCEDURES_ICD), in SEQ_NUM order."""
-    rows = drop_exact_duplicates(rows, table_name, raw_columns, ledger)
+    rows = drop_exact_duplicates(rows, table_name, raw_columns, ledger, REQUIRED_COLUMNS[table_name])
     rows = _with_row_id(rows)
     rows = _parse_hadm(rows, table_name, ledger, null_is_dropped=False)
     code = _trim(rows["ICD9_CODE"])
@@ -256,7 +275,9 @@ def medication_lists(
         ``(lists, unmapped)``: ``unmapped`` counts prescription rows per NDC that had no ATC-3
         mapping (empty when the vocabulary is not ``atc3``).
     """
-    rows = drop_exact_duplicates(rows, PRESCRIPTIONS, raw_columns, ledger)
+    rows = drop_exact_duplicates(
+        rows, PRESCRIPTIONS, raw_columns, ledger, REQUIRED_COLUMNS[PRESCRIPTIONS] + ("NDC", "DRUG")
+    )
     rows = _with_row_id(rows)
     rows = _parse_hadm(rows, PRESCRIPTIONS, ledger, null_is_dropped=False)
     start, start_invalid = parse_timestamp(rows["STARTDATE"])
@@ -299,7 +320,7 @@ def medication_lists(
 
 def lab_lists(rows: pa.Table, raw_columns: list[str], admissions: pa.Table, ledger: RowLedger) -> pa.ListArray:
     """Per-admission lab events (LAB_EVENT_TYPE structs) in CHARTTIME order."""
-    rows = drop_exact_duplicates(rows, LABEVENTS, raw_columns, ledger)
+    rows = drop_exact_duplicates(rows, LABEVENTS, raw_columns, ledger, REQUIRED_COLUMNS[LABEVENTS])
     rows = _with_row_id(rows)
     rows = _parse_hadm(rows, LABEVENTS, ledger, null_is_dropped=True)
     itemid, itemid_invalid = parse_int(rows["ITEMID"])
@@ -354,7 +375,7 @@ def note_texts(
     category = pc.utf8_lower(_trim(rows["CATEGORY"]))
     selected = pc.fill_null(pc.is_in(category, value_set=options.note_categories_normalized), False)
     rows = ledger.reject(NOTEEVENTS, rows, pc.invert(selected), q.NOTE_CATEGORY, quarantine=False)
-    rows = drop_exact_duplicates(rows, NOTEEVENTS, raw_columns, ledger)
+    rows = drop_exact_duplicates(rows, NOTEEVENTS, raw_columns, ledger, REQUIRED_COLUMNS[NOTEEVENTS])
     iserror = _trim(rows["ISERROR"])
     rows = ledger.reject(NOTEEVENTS, rows, pc.equal(iserror, "1"), q.NOTE_ISERROR, quarantine=False)
     rows = ledger.reject(
