@@ -1,0 +1,228 @@
+"""The fine-tuning models of the comparison grid (``--model``), as visit encoders for :class:`FineTuningModel`.
+
+Every model is built from *backbones*: MedM-PLM models (``medmplm.models.MedMPLMModel``), loaded from a pretrained
+directory or freshly built from the prepared directory (scratch). The backbone also fixes the tokenizer and code
+vocabularies, hence the featurisation, so every model of one comparison reads identical arrays.
+
+==========================  =============  ===================================================================
+name                        reads          representation of a visit
+==========================  =============  ===================================================================
+``medmplm``                 text + codes   ``R_text`` at [CLS]; ``R_code`` at the diagnosis and medication [CLS]
+``medmplm-nocross``         text + codes   the same encoders without the cross-modal module
+``gbert``                   codes          MedM-PLM's code encoder alone (ontology GAT + Transformer)
+``clinicalbert``            text           MedM-PLM's text encoder alone ([CLS] state)
+``medbert``                 codes          code Transformer with serialization/type embeddings, no ontology
+``rnn``                     codes          multi-hot visit embeddings, GRU over earlier visits
+``cnn``                     text           1-D CNN over note tokens
+``lr``                      codes          scikit-learn logistic regression over multi-hot codes (no torch)
+``gbert+clinicalbert``      text + codes   the two unimodal encoders, each from its own backbone, concatenated
+``medbert+clinicalbert``    text + codes   the same with the Med-BERT-style code encoder
+==========================  =============  ===================================================================
+
+The unimodal parts of the concatenation baselines take their weights from ``code_backbone`` and ``text_backbone``,
+which may be two independently pretrained models (``--init-code``, ``--init-text``); with one backbone for both,
+``gbert+clinicalbert`` is ``medmplm-nocross``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from medmplm.models import MedMPLMModel
+from medmplm.models.baselines import MedBertEncoder, MultiHotLogisticRegression, TextCNNEncoder, VisitGRUEncoder
+from medmplm.tasks.modeling import VisitEncoding
+
+
+class MedMPLMEncoder(nn.Module):
+    """MedM-PLM with its cross-modal module: the fused [CLS] states of the note and of both code sequences."""
+
+    modalities = frozenset({"text", "codes"})
+
+    def __init__(self, backbone: MedMPLMModel) -> None:
+        super().__init__()
+        self.medmplm = backbone
+        self.text_size = backbone.config.code_hidden_size
+        self.code_size = 2 * backbone.config.code_hidden_size
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        has_note: torch.Tensor,
+        diag_ids: torch.Tensor,
+        diag_mask: torch.Tensor,
+        med_ids: torch.Tensor,
+        med_mask: torch.Tensor,
+    ) -> VisitEncoding:
+        """``text [N, H_code]`` (R_text) and ``codes [N, 2 H_code]`` (R_code of diagnoses, medications)."""
+        out = self.medmplm(
+            diag_ids=diag_ids,
+            diag_mask=diag_mask,
+            med_ids=med_ids,
+            med_mask=med_mask,
+            attention_mask=attention_mask,
+            input_ids=input_ids,
+            has_note=has_note,
+        )
+        return VisitEncoding(
+            text=out.text_fused[:, 0],
+            codes=torch.cat([out.diagnosis_fused[:, 0], out.medication_fused[:, 0]], dim=-1),
+        )
+
+
+class CodeOnlyEncoder(nn.Module):
+    """MedM-PLM's code encoder alone (G-BERT style): the [CLS] states of the diagnosis and medication sequences."""
+
+    modalities = frozenset({"codes"})
+    text_size = 0
+
+    def __init__(self, backbone: MedMPLMModel) -> None:
+        super().__init__()
+        self.code_encoder = backbone.code_encoder
+        self.code_size = 2 * backbone.config.code_hidden_size
+
+    def forward(
+        self,
+        diag_ids: torch.Tensor,
+        diag_mask: torch.Tensor,
+        med_ids: torch.Tensor,
+        med_mask: torch.Tensor,
+        **text_inputs: torch.Tensor,
+    ) -> VisitEncoding:
+        """``codes [N, 2 H_code]``; text inputs are accepted and not read."""
+        diagnoses, medications = self.code_encoder(diag_ids, diag_mask, med_ids, med_mask)
+        return VisitEncoding(codes=torch.cat([diagnoses[:, 0], medications[:, 0]], dim=-1))
+
+
+class TextOnlyEncoder(nn.Module):
+    """MedM-PLM's text encoder alone (ClinicalBERT style): the note's [CLS] state."""
+
+    modalities = frozenset({"text"})
+    code_size = 0
+
+    def __init__(self, backbone: MedMPLMModel) -> None:
+        super().__init__()
+        self.text_encoder = backbone.text_encoder
+        self.text_size = backbone.text_encoder.hidden_size
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, **code_inputs: torch.Tensor) -> VisitEncoding:
+        """``text [N, H_text]``; code inputs are accepted and not read."""
+        return VisitEncoding(text=self.text_encoder(input_ids, attention_mask)[:, 0])
+
+
+class ConcatEncoder(nn.Module):
+    """Two unimodal encoders side by side: the text vector of one, the code vector of the other."""
+
+    def __init__(self, code_encoder: nn.Module, text_encoder: nn.Module) -> None:
+        super().__init__()
+        if code_encoder.modalities != {"codes"} or text_encoder.modalities != {"text"}:
+            raise ValueError("ConcatEncoder joins a code-only encoder and a text-only encoder")
+        self.code_encoder = code_encoder
+        self.text_encoder = text_encoder
+        self.modalities = frozenset({"text", "codes"})
+        self.text_size = text_encoder.text_size
+        self.code_size = code_encoder.code_size
+
+    def forward(self, **inputs: torch.Tensor) -> VisitEncoding:
+        """The text vector of ``text_encoder`` and the code vector of ``code_encoder``."""
+        return VisitEncoding(text=self.text_encoder(**inputs).text, codes=self.code_encoder(**inputs).codes)
+
+
+def _medbert(backbone: MedMPLMModel) -> MedBertEncoder:
+    config = backbone.config
+    return MedBertEncoder(
+        num_diagnosis_tokens=len(backbone.diagnosis_vocab),
+        num_medication_tokens=len(backbone.medication_vocab),
+        max_positions=1 + config.max_codes,
+        hidden_size=config.code_hidden_size,
+        num_layers=config.code_num_layers,
+        num_heads=config.code_num_heads,
+        intermediate_size=config.code_intermediate_size,
+        dropout=config.code_dropout,
+    )
+
+
+def _rnn(backbone: MedMPLMModel) -> VisitGRUEncoder:
+    return VisitGRUEncoder(
+        len(backbone.diagnosis_vocab), len(backbone.medication_vocab), hidden_size=backbone.config.code_hidden_size
+    )
+
+
+def _cnn(backbone: MedMPLMModel) -> TextCNNEncoder:
+    tokenizer = backbone.tokenizer
+    return TextCNNEncoder(
+        vocab_size=len(tokenizer),
+        pad_token_id=tokenizer.pad_token_id,
+        embedding_size=backbone.config.text_hidden_size,
+        dropout=backbone.config.text_dropout,
+    )
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """One ``--model`` entry.
+
+    Attributes:
+        modalities: what the model reads.
+        uses_pretrained_weights: whether ``--init`` weights enter the model (baselines trained from scratch only use
+            the backbone's tokenizer and vocabularies).
+        build: ``(code_backbone, text_backbone) -> encoder module``; ``None`` for the scikit-learn model.
+    """
+
+    modalities: frozenset[str]
+    uses_pretrained_weights: bool
+    build: Callable[[MedMPLMModel, MedMPLMModel], nn.Module] | None
+
+
+TEXT_AND_CODES = frozenset({"text", "codes"})
+CODES = frozenset({"codes"})
+TEXT = frozenset({"text"})
+
+MODELS: dict[str, ModelSpec] = {
+    "medmplm": ModelSpec(TEXT_AND_CODES, True, lambda code, text: MedMPLMEncoder(code)),
+    "medmplm-nocross": ModelSpec(TEXT_AND_CODES, True, lambda code, text: ConcatEncoder(CodeOnlyEncoder(code), TextOnlyEncoder(code))),
+    "gbert": ModelSpec(CODES, True, lambda code, text: CodeOnlyEncoder(code)),
+    "clinicalbert": ModelSpec(TEXT, True, lambda code, text: TextOnlyEncoder(text)),
+    "medbert": ModelSpec(CODES, False, lambda code, text: _medbert(code)),
+    "rnn": ModelSpec(CODES, False, lambda code, text: _rnn(code)),
+    "cnn": ModelSpec(TEXT, False, lambda code, text: _cnn(text)),
+    "lr": ModelSpec(CODES, False, None),
+    "gbert+clinicalbert": ModelSpec(
+        TEXT_AND_CODES, True, lambda code, text: ConcatEncoder(CodeOnlyEncoder(code), TextOnlyEncoder(text))
+    ),
+    "medbert+clinicalbert": ModelSpec(
+        TEXT_AND_CODES, True, lambda code, text: ConcatEncoder(_medbert(code), TextOnlyEncoder(text))
+    ),
+}
+
+
+def model_spec(name: str) -> ModelSpec:
+    """The spec of ``--model name``.
+
+    Raises:
+        ValueError: naming the accepted models.
+    """
+    if name not in MODELS:
+        raise ValueError(f"unknown model {name!r}; expected one of {sorted(MODELS)}")
+    return MODELS[name]
+
+
+def build_encoder(name: str, code_backbone: MedMPLMModel, text_backbone: MedMPLMModel | None = None) -> nn.Module:
+    """The visit encoder of ``--model name`` (not ``lr``: see :func:`build_logistic_regression`)."""
+    spec = model_spec(name)
+    if spec.build is None:
+        raise ValueError(f"model {name!r} is not a torch module; build it with build_logistic_regression")
+    return spec.build(code_backbone, text_backbone if text_backbone is not None else code_backbone)
+
+
+def build_logistic_regression(
+    backbone: MedMPLMModel, multilabel: bool, c: float = 1.0, max_iter: int = 1000, seed: int = 0
+) -> MultiHotLogisticRegression:
+    """The ``lr`` model over the backbone's code vocabularies."""
+    return MultiHotLogisticRegression(
+        len(backbone.diagnosis_vocab), len(backbone.medication_vocab), multilabel, c=c, max_iter=max_iter, seed=seed
+    )

@@ -1,0 +1,141 @@
+"""Fine-tuning heads over every encoder of the grid: pooling, missing modalities, padding, a short fine-tune."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from medmplm.data.features import VisitFeaturizer
+from medmplm.models import MedMPLMConfig, MedMPLMModel
+from medmplm.tasks import build_task, read_visits
+from medmplm.tasks.encoders import MODELS, build_encoder, model_spec
+from medmplm.tasks.featurize import ExampleFeaturizer
+from medmplm.tasks.modeling import FineTuningModel, HeadConfig, VisitEncoding, head_config_for
+from medmplm.tasks.testing_utils import write_finetune_prepared_dir
+
+TORCH_MODELS = [name for name, spec in MODELS.items() if spec.build is not None]
+# Every model on readmission, and every task through a multimodal and a history-summarising model, run by default;
+# the rest of the model x task grid is marked slow.
+FAST_CASES = {(m, "readmission") for m in TORCH_MODELS} | {("medmplm", "medrec"), ("medmplm", "icd"), ("rnn", "medrec")}
+GRID = [
+    pytest.param(m, t, marks=() if (m, t) in FAST_CASES else pytest.mark.slow)
+    for m in TORCH_MODELS
+    for t in ("medrec", "readmission", "icd")
+]
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    torch.manual_seed(0)
+    prepared = write_finetune_prepared_dir(tmp_path_factory.mktemp("prepared"))
+    # Short notes and small batches keep each short fine-tune to a few forward/backward passes of a tiny model.
+    backbone = MedMPLMModel.from_prepared(prepared, MedMPLMConfig.from_preset("tiny", text_max_length=32))
+    featurizer = VisitFeaturizer.from_model(backbone)
+    train = read_visits(prepared, "train")
+    batches = {}
+    for name in ("medrec", "readmission", "icd"):
+        task = build_task(name, **({"max_history": 2} if name == "medrec" else {}))
+        space = task.label_space(train)
+        examples = task.build_examples(train, space).examples.slice(0, 12)
+        columns = {c: examples.column(c).to_numpy(zero_copy_only=False) for c in examples.column_names}
+        arrays = ExampleFeaturizer(featurizer, task.max_visits, space if task.multilabel else None)(columns)
+        batches[name] = (task, len(space) if task.multilabel else 1, {k: torch.from_numpy(v) for k, v in arrays.items()})
+    return backbone, batches
+
+
+def _model(name, backbone, task, num_labels):
+    torch.manual_seed(0)
+    return FineTuningModel(build_encoder(name, backbone), head_config_for(task, num_labels))
+
+
+@pytest.mark.parametrize(("model_name", "task_name"), GRID)
+def test_short_finetune_lowers_the_loss(setup, model_name, task_name):
+    backbone, batches = setup
+    task, num_labels, batch = batches[task_name]
+    model = _model(model_name, backbone, task, num_labels)
+    assert model.encoder.modalities == model_spec(model_name).modalities
+    model.train()
+    optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=3e-3)
+    losses = []
+    for _ in range(3):
+        optimizer.zero_grad()
+        out = model(**batch)
+        out.loss.backward()
+        optimizer.step()
+        losses.append(out.loss.item())
+    assert all(np.isfinite(losses))
+    expected = (batch["labels"].shape[0], num_labels) if num_labels > 1 else (batch["labels"].shape[0],)
+    assert out.logits.shape == expected
+    model.eval()
+    with torch.no_grad():
+        assert model(**batch).loss.item() < losses[0]
+
+
+def test_padding_slots_and_hidden_notes_do_not_matter(setup):
+    backbone, batches = setup
+    task, num_labels, batch = batches["medrec"]
+    model = _model("medmplm", backbone, task, num_labels).eval()
+    with torch.no_grad():
+        reference = model(**batch).logits
+        changed = {k: v.clone() for k, v in batch.items()}
+        # Scribble over every padding slot and over the text of visits without a note.
+        padding = changed["visit_mask"] == 0
+        changed["diag_ids"][padding] = 5
+        changed["diag_mask"][padding] = 1
+        changed["input_ids"][padding] = 7
+        no_note = changed["has_note"] == 0
+        changed["input_ids"][no_note] = 9
+        changed["attention_mask"][no_note] = 1
+        assert padding.any() and (no_note & ~padding).any()
+        assert torch.allclose(model(**changed).logits, reference, atol=1e-6)
+        # A real visit's codes do matter.
+        changed["diag_ids"][~padding] = 4
+        assert not torch.allclose(model(**changed).logits, reference, atol=1e-4)
+
+
+class _FirstCodeEncoder(nn.Module):
+    """Code vector = the visit's first diagnosis id, text vector = has_note * 10 (easy to check by hand)."""
+
+    modalities = frozenset({"text", "codes"})
+    text_size = 1
+    code_size = 1
+
+    def forward(self, input_ids, attention_mask, has_note, diag_ids, diag_mask, med_ids, med_mask):
+        return VisitEncoding(text=has_note[:, None].float() * 10, codes=diag_ids[:, 1:2].float())
+
+
+def test_history_mean_and_target_modalities():
+    model = FineTuningModel(
+        _FirstCodeEncoder(), HeadConfig(num_labels=2, has_history=True, target_modalities=frozenset({"codes"}))
+    )
+    model.classifier = nn.Identity()  # expose the pooled features
+    length = 3
+    visit_mask = torch.tensor([[0, 1, 1, 1], [0, 0, 1, 1]])
+    diag_ids = torch.zeros(2, 4, length, dtype=torch.long)
+    diag_ids[..., 1] = torch.tensor([[0, 4, 6, 9], [0, 0, 8, 5]])
+    diag_mask = (diag_ids > 0).long()
+    diag_mask[..., 0] = 1
+    has_note = torch.tensor([[0, 1, 0, 0], [0, 0, 1, 0]])
+    zeros = torch.zeros(2, 4, length, dtype=torch.long)
+    features = model(
+        input_ids=zeros, attention_mask=zeros, has_note=has_note, diag_ids=diag_ids, diag_mask=diag_mask,
+        med_ids=zeros, med_mask=zeros, visit_mask=visit_mask,
+    ).logits
+    # Columns: mean history text, mean history codes, target codes (the task hides the target's text).
+    assert features.tolist() == [[5.0, 5.0, 9.0], [10.0, 8.0, 5.0]]
+
+
+def test_encoder_that_sees_nothing_of_the_task_is_an_error(setup):
+    backbone, batches = setup
+    with pytest.raises(ValueError, match="shows none of them"):
+        FineTuningModel(
+            build_encoder("clinicalbert", backbone),
+            HeadConfig(num_labels=3, has_history=False, target_modalities=frozenset({"codes"})),
+        )
+
+
+def test_unknown_model_is_a_clear_error():
+    with pytest.raises(ValueError, match="unknown model 'bert'"):
+        model_spec("bert")
