@@ -172,7 +172,8 @@ def main() -> None:
     print(f"  FlopCounterMode FLOPs           {counted / 1e9:8.1f} GFLOP  (ratio {counted / analytic:.3f})")
     print(f"  wall time (median of {args.repeats})          {step_s:8.2f} s  {[round(s, 2) for s in seconds]}")
     print(f"  achieved                        {achieved_gflops:8.1f} GFLOP/s")
-    print(f"  step rate / matmul rate         {statistics.median(ratios):8.2f}  (per step: {[round(r, 2) for r in ratios]})")
+    per_step = [round(r, 2) for r in ratios]
+    print(f"  step rate / matmul rate         {statistics.median(ratios):8.2f}  (per step: {per_step})")
 
     hidden, intermediate = model.config.hidden_size, model.config.intermediate_size
     frozen = args.layers - args.trainable_layers

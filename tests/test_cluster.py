@@ -44,7 +44,7 @@ RAY_PIN = re.compile(r"\bray(?:\[[^\]]*\])?==(\d[\w.]*)|ray\.__version__ == '([^
 SECRET_NAME = re.compile(r"KEY|SECRET|TOKEN|PASSWORD|CREDENTIAL", re.IGNORECASE)
 
 # Spec fields of the KubeRay ray.io/v1 API (ray-operator/apis/ray/v1/*_types.go) that these
-# manifests may use; anything else in a spec is a typo the API server would silently drop.
+# manifests may use; anything else in a spec is a typo that the API server would reject or prune.
 RAYCLUSTER_SPEC_FIELDS = {
     "rayVersion",
     "enableInTreeAutoscaling",
@@ -314,13 +314,20 @@ def test_autoscaler_places_each_workload_on_the_intended_node_type(path):
 
     # Pretraining: all workers on one on-demand 8-GPU node (DeepSpeed stays on NVLink).
     pretrain = nodes_launched_for(prepared, pretrain_worker_bundles())
-    assert sum(pretrain.values()) == 1 and launched_kinds(pretrain_worker_bundles()) == {(8, False)}, pretrain
+    assert sum(pretrain.values()) == 1, pretrain
+    assert launched_kinds(pretrain_worker_bundles()) == {(8, False)}, pretrain
     # One fine-tuning trial: a one-GPU on-demand node.
     assert launched_kinds([{"CPU": 1, "GPU": 1}]) == {(1, False)}
     # Spot is opt-in, through the "spot" resource.
     assert launched_kinds([{"CPU": 1, "GPU": 1, "spot": 0.001}]) == {(1, True)}
     # A sweep pinned to the small GPU type stays on one-GPU nodes instead of packing an 8-GPU one.
-    small_gpu = next(r for t in types.values() if t["resources"].get("GPU") == 1 for r in t["resources"] if r.startswith("accelerator_type:"))
+    (small_gpu,) = {
+        resource
+        for node_type in types.values()
+        if node_type["resources"].get("GPU") == 1
+        for resource in node_type["resources"]
+        if resource.startswith("accelerator_type:")
+    }
     assert launched_kinds([{"CPU": 1, "GPU": 1, small_gpu: 0.001}] * 4) == {(1, False)}
     # CPU-only work (Ray Data) never launches a GPU node.
     assert launched_kinds([{"CPU": 8}] * 4) == {(0, False)}
@@ -527,6 +534,7 @@ def test_dockerfile_runs_as_ray_user_and_bakes_in_no_data_or_credentials():
             sources = [word for word in rest.split()[:-1] if not word.startswith("--")]
             for source in sources:
                 assert source in allowed, f"docker/Dockerfile copies {source!r}, which .dockerignore excludes"
+                assert (REPO / source).exists(), f"docker/Dockerfile copies {source!r}, which does not exist"
 
 
 def test_dockerignore_is_an_allowlist_that_keeps_data_out():
@@ -535,12 +543,20 @@ def test_dockerignore_is_an_allowlist_that_keeps_data_out():
     ]
     assert patterns[0] == "*", ".dockerignore must start by excluding everything"
     allowed = {p[1:] for p in patterns if p.startswith("!")}
-    assert allowed <= {"pyproject.toml", "README.md", "medmplm", "configs", "tuning"}
+    assert allowed <= {"pyproject.toml", "README.md", "medmplm", "configs"}
     for data_pattern in ("**/*.csv", "**/*.csv.gz", "**/*.parquet", "**/*.safetensors", "**/.env"):
         assert data_pattern in patterns, f".dockerignore does not exclude {data_pattern}"
     assert patterns.index("**/*.csv") > max(patterns.index("!" + a) for a in allowed), (
         "data exclusions must come after the re-includes, or the re-includes win"
     )
+    # The exclusions must not silently drop package files the image needs.
+    excluded_suffixes = tuple(p[len("**/*"):] for p in patterns if p.startswith("**/*."))
+    for entry in allowed:
+        assert (REPO / entry).exists(), f".dockerignore admits {entry}, which a clean checkout lacks"
+        files = [REPO / entry] if (REPO / entry).is_file() else (REPO / entry).rglob("*")
+        for path in files:
+            if path.is_file() and "__pycache__" not in path.parts:
+                assert not path.name.endswith(excluded_suffixes), f"{path.relative_to(REPO)} is left out of the image"
 
 
 def test_readme_install_uses_the_same_pins():
