@@ -12,7 +12,8 @@ from medmplm.models import MedMPLMConfig, MedMPLMModel
 from medmplm.tasks import build_task, read_visits
 from medmplm.tasks.encoders import MODELS, build_encoder, model_spec
 from medmplm.tasks.featurize import ExampleFeaturizer
-from medmplm.tasks.modeling import FineTuningModel, HeadConfig, VisitEncoding, head_config_for
+from medmplm.tasks.encoding import VisitEncoding
+from medmplm.tasks.modeling import FineTuningModel, HeadConfig, build_finetuning_model, head_config_for
 from medmplm.tasks.testing_utils import write_finetune_prepared_dir
 
 TORCH_MODELS = [name for name, spec in MODELS.items() if spec.build is not None]
@@ -42,17 +43,17 @@ def setup(tmp_path_factory):
         columns = {c: examples.column(c).to_numpy(zero_copy_only=False) for c in examples.column_names}
         arrays = ExampleFeaturizer(featurizer, task.max_visits, space if task.multilabel else None)(columns)
         batches[name] = (task, len(space) if task.multilabel else 1, {k: torch.from_numpy(v) for k, v in arrays.items()})
-    return backbone, batches
+    return backbone, batches, prepared
 
 
 def _model(name, backbone, task, num_labels):
     torch.manual_seed(0)
-    return FineTuningModel(build_encoder(name, backbone), head_config_for(task, num_labels))
+    return build_finetuning_model(name, head_config_for(task, num_labels), backbone)
 
 
 @pytest.mark.parametrize(("model_name", "task_name"), GRID)
 def test_short_finetune_lowers_the_loss(setup, model_name, task_name):
-    backbone, batches = setup
+    backbone, batches, prepared = setup
     task, num_labels, batch = batches[task_name]
     model = _model(model_name, backbone, task, num_labels)
     assert model.encoder.modalities == model_spec(model_name).modalities
@@ -74,7 +75,7 @@ def test_short_finetune_lowers_the_loss(setup, model_name, task_name):
 
 
 def test_padding_slots_and_hidden_notes_do_not_matter(setup):
-    backbone, batches = setup
+    backbone, batches, prepared = setup
     task, num_labels, batch = batches["medrec"]
     model = _model("medmplm", backbone, task, num_labels).eval()
     with torch.no_grad():
@@ -128,7 +129,7 @@ def test_history_mean_and_target_modalities():
 
 
 def test_encoder_that_sees_nothing_of_the_task_is_an_error(setup):
-    backbone, batches = setup
+    backbone, batches, prepared = setup
     with pytest.raises(ValueError, match="shows none of them"):
         FineTuningModel(
             build_encoder("clinicalbert", backbone),
@@ -139,3 +140,44 @@ def test_encoder_that_sees_nothing_of_the_task_is_an_error(setup):
 def test_unknown_model_is_a_clear_error():
     with pytest.raises(ValueError, match="unknown model 'bert'"):
         model_spec("bert")
+
+
+@pytest.mark.parametrize("model_name", ["medmplm", "gbert+clinicalbert", "cnn"])
+def test_save_and_load_give_identical_outputs(setup, tmp_path, model_name):
+    backbone, batches, prepared = setup
+    task, num_labels, batch = batches["medrec"]
+    model = _model(model_name, backbone, task, num_labels)
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.add_(0.01)  # weights that differ from any freshly built model
+    model.eval()
+    model.save_pretrained(tmp_path / "saved")
+    assert not [p.name for p in (tmp_path / "saved").iterdir() if p.name.startswith(".")]
+    loaded = FineTuningModel.from_pretrained(tmp_path / "saved")
+    assert loaded.model_name == model_name and not loaded.training
+    with torch.no_grad():
+        assert torch.equal(loaded(**batch).logits, model(**batch).logits)
+
+
+def test_separate_text_backbone_is_saved_apart(setup, tmp_path):
+    backbone, batches, prepared = setup
+    task, num_labels, batch = batches["readmission"]
+    torch.manual_seed(1)
+    other = MedMPLMModel.from_prepared(prepared, MedMPLMConfig.from_preset("tiny", text_max_length=32))
+    model = build_finetuning_model("gbert+clinicalbert", head_config_for(task, num_labels), backbone, other).eval()
+    model.save_pretrained(tmp_path / "saved")
+    assert (tmp_path / "saved" / "text_backbone").is_dir()
+    loaded = FineTuningModel.from_pretrained(tmp_path / "saved")
+    with torch.no_grad():
+        assert torch.equal(loaded(**batch).logits, model(**batch).logits)
+
+
+def test_loading_errors_name_the_file(setup, tmp_path):
+    with pytest.raises(FileNotFoundError, match="config.json"):
+        FineTuningModel.from_pretrained(tmp_path)
+    (tmp_path / "config.json").write_text('{"format": "something-else"}')
+    with pytest.raises(ValueError, match="expected 'medmplm-finetune'"):
+        FineTuningModel.from_pretrained(tmp_path)
+    stub = FineTuningModel(_FirstCodeEncoder(), HeadConfig(num_labels=1, has_history=False, target_modalities=frozenset({"codes"})))
+    with pytest.raises(ValueError, match="build_finetuning_model"):
+        stub.save_pretrained(tmp_path / "stub")

@@ -34,7 +34,7 @@ from torch import nn
 
 from medmplm.models import MedMPLMModel
 from medmplm.models.baselines import MedBertEncoder, MultiHotLogisticRegression, TextCNNEncoder, VisitGRUEncoder
-from medmplm.tasks.modeling import VisitEncoding
+from medmplm.tasks.encoding import VisitEncoding
 
 
 class MedMPLMEncoder(nn.Module):

@@ -10,60 +10,42 @@ way for every encoder:
    ``summarize_history``, e.g. the GRU baseline), concatenated with the target visit's vectors of the modalities the
    task shows for it;
 4. an MLP gives one logit per label; the loss is binary cross-entropy on the sigmoid (eqs. 12-16).
+
+A model built by :func:`build_finetuning_model` knows the ``--model`` name and the backbones it came from, so it can
+``save_pretrained`` / ``from_pretrained`` itself (safetensors and JSON only; nothing is unpickled)::
+
+    <dir>/config.json          model name, head, which backbone directory plays which role (written last)
+    <dir>/model.safetensors    every weight of the fine-tuning model
+    <dir>/backbone/            the MedM-PLM backbone (``MedMPLMModel.save_pretrained``): architecture, tokenizer,
+                               vocabularies and ontology the encoder is rebuilt from
+    <dir>/text_backbone/       only when the text side comes from a different backbone
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection
+import dataclasses
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from pathlib import Path
 
 import torch
+from safetensors.torch import load_file, save_file
 from torch import nn
 from transformers.utils import ModelOutput
 
-MODALITIES = ("text", "codes")
+from medmplm.models import MedMPLMModel
+from medmplm.tasks.encoders import build_encoder
+from medmplm.tasks.encoding import MODALITIES
 
-
-@dataclass
-class VisitEncoding(ModelOutput):
-    """Per-visit representations.
-
-    Attributes:
-        text: ``[N, text_size]`` note representation, or ``None`` for encoders that do not read text.
-        codes: ``[N, code_size]`` code representation, or ``None`` for encoders that do not read codes.
-    """
-
-    text: torch.Tensor | None = None
-    codes: torch.Tensor | None = None
-
-
-class VisitEncoder(Protocol):
-    """What :class:`FineTuningModel` needs of an encoder (an ``nn.Module``).
-
-    Attributes:
-        modalities: the subset of ``{"text", "codes"}`` it reads.
-        text_size: width of :attr:`VisitEncoding.text` (0 without text).
-        code_size: width of :attr:`VisitEncoding.codes` (0 without codes).
-
-    It may also define ``summarize_history(codes [B, H, D], text [B, H, D'] | None, mask [B, H]) -> [B, history_size]``
-    with an int ``history_size``, to replace the mean over earlier visits.
-    """
-
-    modalities: frozenset[str]
-    text_size: int
-    code_size: int
-
-    def __call__(
-        self,
-        input_ids: torch.Tensor,
-        attention_mask: torch.Tensor,
-        has_note: torch.Tensor,
-        diag_ids: torch.Tensor,
-        diag_mask: torch.Tensor,
-        med_ids: torch.Tensor,
-        med_mask: torch.Tensor,
-    ) -> VisitEncoding: ...
+CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "model.safetensors"
+FORMAT = "medmplm-finetune"
+FORMAT_VERSION = 1
+BACKBONE_ROLES = ("code", "text")
 
 
 @dataclass
@@ -102,12 +84,24 @@ class FineTuningModel(nn.Module):
     """A visit encoder with a task head (see the module docstring).
 
     Args:
-        encoder: the visit encoder (an ``nn.Module`` following :class:`VisitEncoder`).
+        encoder: the visit encoder (an ``nn.Module`` following ``medmplm.tasks.encoding.VisitEncoder``).
         head: the task head's shape.
+        model_name: the ``--model`` name the encoder was built as (needed to save).
+        backbones: role (``code``, ``text``) -> the MedM-PLM backbone the encoder was built from (needed to save).
     """
 
-    def __init__(self, encoder: nn.Module, head: HeadConfig) -> None:
+    def __init__(
+        self,
+        encoder: nn.Module,
+        head: HeadConfig,
+        model_name: str | None = None,
+        backbones: dict[str, MedMPLMModel] | None = None,
+    ) -> None:
         super().__init__()
+        self.model_name = model_name
+        # A plain dict, not a ModuleDict: the backbones' modules are registered through the encoder already (or
+        # unused by it), and must not appear twice in the state dict.
+        self._backbones = dict(backbones or {})
         unknown = set(encoder.modalities) - set(MODALITIES)
         if not encoder.modalities or unknown:
             raise ValueError(f"encoder modalities must be a non-empty subset of {MODALITIES}, got {encoder.modalities}")
@@ -207,6 +201,74 @@ class FineTuningModel(nn.Module):
             loss = nn.functional.binary_cross_entropy_with_logits(logits, labels.to(logits.dtype))
         return FineTuningOutput(loss=loss, logits=logits)
 
+    def save_pretrained(self, save_directory: str | os.PathLike) -> None:
+        """Write the model (layout in the module docstring); ``config.json`` goes last, so an interrupted save never
+        looks complete. Other files in the directory are left alone.
+
+        Raises:
+            ValueError: for a model not built by :func:`build_finetuning_model` (no name or backbones to rebuild from).
+        """
+        if self.model_name is None or set(self._backbones) != set(BACKBONE_ROLES):
+            raise ValueError("only a model built by build_finetuning_model can be saved (it needs its name and backbones)")
+        target = Path(save_directory)
+        target.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=".saving-", dir=target))
+        try:
+            shared = self._backbones["code"] is self._backbones["text"]
+            directories = {"code": "backbone", "text": "backbone" if shared else "text_backbone"}
+            for role in BACKBONE_ROLES:
+                if not (staging / directories[role]).exists():
+                    self._backbones[role].save_pretrained(staging / directories[role])
+            state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
+            save_file(state, staging / WEIGHTS_FILE, metadata={"format": "pt"})
+            config = {
+                "format": FORMAT,
+                "format_version": FORMAT_VERSION,
+                "model_name": self.model_name,
+                "head": {**dataclasses.asdict(self.head_config), "target_modalities": sorted(self.head_config.target_modalities)},
+                "backbones": directories,
+            }
+            (target / CONFIG_FILE).unlink(missing_ok=True)
+            for name in {WEIGHTS_FILE, *directories.values()}:
+                destination = target / name
+                if destination.is_dir():
+                    shutil.rmtree(destination)
+                os.replace(staging / name, destination)
+            tmp = target / f".{CONFIG_FILE}.tmp-{os.getpid()}"
+            tmp.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+            os.replace(tmp, target / CONFIG_FILE)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+
+    @classmethod
+    def from_pretrained(cls, directory: str | os.PathLike) -> FineTuningModel:
+        """Load a model written by :meth:`save_pretrained`, in eval mode (weights via safetensors).
+
+        Raises:
+            FileNotFoundError: when ``config.json`` is missing (not a fine-tuned model, or an interrupted save).
+            ValueError: naming the file when it is not this format or the weights do not fit.
+        """
+        directory = Path(directory)
+        config_path = directory / CONFIG_FILE
+        if not config_path.is_file():
+            raise FileNotFoundError(f"{config_path}: missing; not a fine-tuned model directory (or its save was interrupted)")
+        config = json.loads(config_path.read_text(encoding="utf-8"))
+        if config.get("format") != FORMAT or config.get("format_version") != FORMAT_VERSION:
+            raise ValueError(
+                f"{config_path}: format {config.get('format')!r} version {config.get('format_version')!r}, "
+                f"expected {FORMAT!r} version {FORMAT_VERSION}"
+            )
+        loaded = {name: MedMPLMModel.from_pretrained(directory / name) for name in set(config["backbones"].values())}
+        backbones = {role: loaded[name] for role, name in config["backbones"].items()}
+        head = HeadConfig(**{**config["head"], "target_modalities": frozenset(config["head"]["target_modalities"])})
+        model = build_finetuning_model(config["model_name"], head, backbones["code"], backbones["text"])
+        try:
+            model.load_state_dict(load_file(directory / WEIGHTS_FILE, device="cpu"), strict=True)
+        except RuntimeError as err:
+            raise ValueError(f"{directory / WEIGHTS_FILE} does not fit model {config['model_name']!r}: {err}") from None
+        model.eval()
+        return model
+
 
 def head_config_for(task, num_labels: int, hidden_size: int = 128, dropout: float = 0.1) -> HeadConfig:
     """The head shape a task needs: history pooling when its examples have more than one visit slot."""
@@ -219,9 +281,11 @@ def head_config_for(task, num_labels: int, hidden_size: int = 128, dropout: floa
     )
 
 
-def check_modalities(modalities: Collection[str]) -> frozenset[str]:
-    """Validate a modality set (used by encoders' class attributes)."""
-    modalities = frozenset(modalities)
-    if not modalities or not modalities <= set(MODALITIES):
-        raise ValueError(f"modalities must be a non-empty subset of {MODALITIES}, got {sorted(modalities)}")
-    return modalities
+def build_finetuning_model(
+    model_name: str, head: HeadConfig, code_backbone: MedMPLMModel, text_backbone: MedMPLMModel | None = None
+) -> FineTuningModel:
+    """The fine-tuning model ``--model model_name`` over the given backbones (``text_backbone`` defaults to the code
+    one), with the task head ``head``."""
+    text_backbone = text_backbone if text_backbone is not None else code_backbone
+    encoder = build_encoder(model_name, code_backbone, text_backbone)
+    return FineTuningModel(encoder, head, model_name, {"code": code_backbone, "text": text_backbone})

@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from medmplm.tasks.modeling import VisitEncoding
+from medmplm.tasks.encoding import VisitEncoding
 
 
 class MedBertEncoder(nn.Module):

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence
 
-from medmplm.tasks.modeling import VisitEncoding
+from medmplm.tasks.encoding import VisitEncoding
 
 
 class VisitGRUEncoder(nn.Module):
