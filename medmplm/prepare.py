@@ -72,7 +72,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
     import ray
+    from ray.data import DataContext
 
+    # Each Ray Data stage here has a handful of long tasks; per-operator progress output is noise.
+    DataContext.get_current().enable_progress_bars = False
     if os.environ.get("RAY_ADDRESS"):
         ray.init()
     else:

@@ -205,3 +205,13 @@ def test_rows_differing_only_in_unused_columns_are_not_duplicates(ndc_atc3) -> N
     _, by_hadm, ledger, _ = build(tables, ndc_atc3)
     assert ledger.counts[("dropped", "PRESCRIPTIONS", q.DUPLICATE_ROW)] == 2
     assert by_hadm[1001]["medications"] == ["A10A", "N02B"]
+
+
+def test_header_only_tables_give_empty_lists(ndc_atc3) -> None:
+    tables = base_tables()
+    tables["PROCEDURES_ICD"] = []
+    tables["LABEVENTS"] = []
+    visits, _, _, _ = build(tables, ndc_atc3)
+    assert visits.num_rows == 6
+    assert visits["procedures"].to_pylist() == [[]] * 6
+    assert visits["labs"].to_pylist() == [[]] * 6
