@@ -79,9 +79,10 @@ class DataConfig:
         featurize_batch_size: visits per Ray Data batch when tokenising and mapping codes.
         text_cache: precompute the text encoder's frozen prefix (embeddings + frozen layers) once per note and train on
             the cached hidden states. Needs ``num_frozen_layers`` > 0. Memory: visits x text length x hidden size x
-            dtype bytes (paper preset, full MIMIC-III: ~59k x 512 x 768 x 4 B = 93 GB: use ``bfloat16`` and an object
+            dtype bytes (paper preset, full MIMIC-III: ~59k x 512 x 768 x 4 B = 93 GB: use ``float16`` and an object
             store that can spill to disk).
-        text_cache_dtype: storage type of the cached hidden states (compute stays float32 on CPU).
+        text_cache_dtype: storage type of the cached hidden states (float16 halves the cache; numpy and Arrow have no
+            bfloat16).
     """
 
     prepared_dir: str | None = None
@@ -91,7 +92,7 @@ class DataConfig:
     materialize: bool = True
     featurize_batch_size: int = 128
     text_cache: bool = False
-    text_cache_dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    text_cache_dtype: Literal["float32", "float16"] = "float32"
 
 
 @dataclass
@@ -281,6 +282,11 @@ class PretrainConfig:
             not (self.deepspeed.backend == "nccl" and not scaling.use_gpu),
             "deepspeed.backend",
             "nccl needs GPUs (scaling.use_gpu=true); use gloo or auto on CPU",
+        )
+        _require(
+            not (self.deepspeed.precision == "bf16" and self.deepspeed.zero_stage == 0),
+            "deepspeed.precision",
+            "bf16 needs deepspeed.zero_stage >= 1 (its fp32 master weights live in the ZeRO optimizer)",
         )
         _require(scaling.num_workers >= 1, "scaling.num_workers", "must be >= 1")
         _require(scaling.cpus_per_worker > 0, "scaling.cpus_per_worker", "must be > 0")

@@ -1,0 +1,403 @@
+"""The training loop every Ray Train worker runs: pretraining and fine-tuning alike.
+
+One DeepSpeed rank per worker. Data arrives featurised from Ray Data shards (``get_dataset_shard``); the task turns a
+batch into model inputs (pretraining masks codes with a generator seeded per rank and micro-batch). Validation runs at
+every epoch end; early stopping watches the task's score. Checkpoints (every ``checkpoint_every_steps`` optimizer
+steps and at every epoch end) go through ``ray.train.report``; a restarted or resumed run continues from the latest one
+at the exact micro-batch it stopped after.
+
+Resuming mid-epoch skips the micro-batches the checkpoint already covered. That reproduces the uninterrupted run when
+the shard delivers rows in the same order, which holds for one worker; with several workers Ray Data's streaming split
+may deal rows to workers in another order, so a resumed epoch covers the same number of batches but not necessarily the
+same visits per worker.
+"""
+
+from __future__ import annotations
+
+import math
+import tempfile
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from medmplm.config import BatchPlan, DeepSpeedSection, LoggingSection, TrainSection
+from medmplm.train.checkpoint import (
+    MODEL_DIR,
+    TRAINER_STATE_FILE,
+    TrainerState,
+    gather_trainable_fp32,
+    load_optimizer_shard,
+    save_optimizer_shard,
+)
+from medmplm.train.engine import engine_dtype, initialize_engine, resolve_backend, select_accelerator
+from medmplm.train.metrics import MetricSink, WeightedSums, configure_worker_logging, logger
+from medmplm.train.task import TrainingTask, concatenate_collected, has_evaluation
+
+
+@dataclass
+class LoopSpec:
+    """Everything a worker needs, built by the driver (:mod:`medmplm.train.trainer`) and shipped with the function.
+
+    Attributes:
+        task: the task (model loading, inputs, statistics).
+        model: object reference to the :class:`~medmplm.train.bundle.ModelBundle` of the initial model.
+        train: optimisation settings.
+        deepspeed: engine settings.
+        logging: metric sinks.
+        plan: micro-batch / accumulation / global batch split.
+        steps_per_epoch: optimizer steps per epoch (the same on every worker).
+        use_gpu: workers hold GPUs.
+        run_name: the run's name.
+        run_dir: ``<storage_path>/<run_name>`` (local path or URI).
+        config_yaml: the resolved configuration, written beside every checkpoint.
+        config_file_name: its file name.
+        progress_bar: show a progress bar on rank 0.
+    """
+
+    task: TrainingTask
+    model: Any
+    train: TrainSection
+    deepspeed: DeepSpeedSection
+    logging: LoggingSection
+    plan: BatchPlan
+    steps_per_epoch: int
+    use_gpu: bool
+    run_name: str
+    run_dir: str
+    config_yaml: str
+    config_file_name: str
+    progress_bar: bool = False
+
+    @property
+    def total_steps(self) -> int:
+        """Optimizer steps of the whole run (``epochs x steps_per_epoch``, capped by ``max_steps``)."""
+        steps = self.train.epochs * self.steps_per_epoch
+        return min(steps, self.train.max_steps) if self.train.max_steps is not None else steps
+
+
+def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
+    """Ray Train entry: ``TorchTrainer(train_loop_per_worker, train_loop_config={"spec": LoopSpec(...)})``."""
+    spec: LoopSpec = loop_config["spec"]
+    # DeepSpeed 0.19.8 calls a torch.distributed function that torch deprecated; nothing to act on here.
+    warnings.filterwarnings("ignore", message=".*all_gather_into_tensor.*", category=FutureWarning)
+    select_accelerator(spec.use_gpu)
+    _Worker(spec).run()
+
+
+def _seed(*parts: int) -> int:
+    """A 63-bit seed mixed from integers (run seed, rank, epoch, micro-batch ...)."""
+    return int(np.random.SeedSequence([int(p) & 0xFFFFFFFF for p in parts]).generate_state(2, dtype=np.uint64)[0] >> 1)
+
+
+# Seed-stream tags, so training, validation and dropout draws never coincide.
+_TRAIN, _VALIDATION, _DROPOUT = 1, 2, 3
+
+
+class _Worker:
+    """One rank's training run."""
+
+    def __init__(self, spec: LoopSpec) -> None:
+        import ray.train
+        import ray.train.torch
+
+        self.spec = spec
+        context = ray.train.get_context()
+        self.rank = context.get_world_rank()
+        self.world_size = context.get_world_size()
+        if self.world_size != spec.plan.world_size:
+            raise RuntimeError(f"batch plan is for {spec.plan.world_size} workers, running with {self.world_size}")
+        self.device = ray.train.torch.get_device() if spec.use_gpu else torch.device("cpu")
+        configure_worker_logging(self.rank)
+        self.train_shard = ray.train.get_dataset_shard("train")
+        self.val_shard = ray.train.get_dataset_shard("val")
+        self._scratch = tempfile.TemporaryDirectory(prefix="medmplm-worker-")
+        self.initial_model_dir = Path(self._scratch.name) / "initial_model"
+        ray.get(spec.model).write_to(self.initial_model_dir)
+        self._export_model = None
+
+    # ---------------------------------------------------------------------------------------------- setup / restore
+
+    def _restore(self) -> tuple[Any, TrainerState, Path | None]:
+        import ray.train
+
+        checkpoint = ray.train.get_checkpoint()
+        if checkpoint is None:
+            model = self.spec.task.load_model(self.initial_model_dir)
+            return model, TrainerState(world_size=self.world_size, zero_stage=self.spec.deepspeed.zero_stage), None
+        self._checkpoint_context = checkpoint.as_directory()
+        directory = Path(self._checkpoint_context.__enter__())
+        model = self.spec.task.load_model(directory / MODEL_DIR)
+        state = TrainerState.load(directory / TRAINER_STATE_FILE)
+        return model, state, directory
+
+    def run(self) -> None:
+        spec, train = self.spec, self.spec.train
+        torch.manual_seed(_seed(train.seed, self.rank, _DROPOUT))
+        model, state, restored_from = self._restore()
+        engine, scheduler = initialize_engine(
+            model,
+            train,
+            spec.deepspeed,
+            spec.plan,
+            spec.total_steps,
+            resolve_backend(spec.deepspeed, spec.use_gpu),
+        )
+        if restored_from is not None:
+            load_optimizer_shard(engine, restored_from, self.rank, self.world_size, spec.deepspeed.zero_stage)
+            if state.scheduler:
+                scheduler.load_state_dict(state.scheduler)
+            engine.global_steps = state.global_step
+            engine.global_samples = state.samples_seen
+            self._checkpoint_context.__exit__(None, None, None)
+        self.engine, self.scheduler, self.dtype = engine, scheduler, engine_dtype(engine)
+
+        sink = self._open_sink() if self.rank == 0 else None
+        if restored_from is not None:
+            logger.info("resumed from step %d (epoch %d, step %d of it)", state.global_step, state.epoch, state.step_in_epoch)
+        if sink is not None:
+            sink.log({"run/resumed_from_step": state.global_step}, state.global_step)
+        try:
+            self._train(state, sink)
+        finally:
+            if sink is not None:
+                sink.close()
+            self._scratch.cleanup()
+
+    def _open_sink(self) -> MetricSink:
+        spec = self.spec
+        params = {
+            "run_name": spec.run_name,
+            "global_batch_size": spec.plan.global_batch_size,
+            "micro_batch_size": spec.plan.micro_batch_size,
+            "accumulation_steps": spec.plan.accumulation_steps,
+            "world_size": spec.plan.world_size,
+            "lr": spec.train.lr,
+            "zero_stage": spec.deepspeed.zero_stage,
+            "precision": spec.deepspeed.precision,
+        }
+        return MetricSink(
+            tensorboard_dir=f"{spec.run_dir}/tensorboard" if spec.logging.tensorboard else None,
+            mlflow_tracking_uri=spec.logging.mlflow_tracking_uri,
+            mlflow_experiment=spec.logging.mlflow_experiment,
+            run_name=spec.run_name,
+            params=params,
+        )
+
+    # ----------------------------------------------------------------------------------------------- training
+
+    def _train(self, state: TrainerState, sink: MetricSink | None) -> None:
+        spec, train, plan = self.spec, self.spec.train, self.spec.plan
+        total_steps = spec.total_steps
+        if state.stopped_early or state.global_step >= total_steps:
+            logger.info("run already complete at step %d; nothing to train", state.global_step)
+            return
+        progress = self._progress(total_steps, state.global_step) if sink is not None and spec.progress_bar else None
+        micro_per_epoch = spec.steps_per_epoch * plan.accumulation_steps
+        stats = WeightedSums()
+        window_start = time.perf_counter()
+
+        for epoch in range(state.epoch, train.epochs):
+            skip = state.step_in_epoch * plan.accumulation_steps
+            stop = False
+            for index, batch in enumerate(
+                self.train_shard.iter_torch_batches(batch_size=plan.micro_batch_size, drop_last=True)
+            ):
+                # Batches before a mid-epoch resume point, or past the run's end, are read and dropped so that every
+                # worker consumes its shard to the end (the streaming split's epochs stay in step).
+                if index < skip or index >= micro_per_epoch or stop:
+                    continue
+                torch.manual_seed(_seed(train.seed, self.rank, _DROPOUT, state.global_step, index))
+                generator = torch.Generator().manual_seed(_seed(train.seed, self.rank, _TRAIN, epoch, index))
+                inputs = self._inputs(batch, generator, training=True)
+                output = self.engine(**inputs)
+                self.engine.backward(output.loss)
+                self.engine.step()
+                self._accumulate(stats, output, inputs)
+                if (index + 1) % plan.accumulation_steps:
+                    continue
+
+                state.global_step += 1
+                state.step_in_epoch += 1
+                state.samples_seen += plan.global_batch_size
+                if progress is not None:
+                    progress.update(1)
+                if state.global_step % train.log_every_steps == 0 or state.global_step == total_steps:
+                    elapsed = time.perf_counter() - window_start
+                    self._log_train(stats, sink, state.global_step, epoch, elapsed)
+                    window_start = time.perf_counter()
+                if state.global_step >= total_steps:
+                    stop = True
+                elif (
+                    train.checkpoint_every_steps is not None
+                    and state.global_step % train.checkpoint_every_steps == 0
+                    and state.step_in_epoch < spec.steps_per_epoch
+                ):
+                    self._checkpoint(state, {"val_loss": math.nan}, sink)
+
+            if state.step_in_epoch >= spec.steps_per_epoch:
+                state.epoch += 1
+                state.step_in_epoch = 0
+            validation = self._validate(state, sink)
+            self._early_stopping(state, validation)
+            self._checkpoint(state, validation, sink)
+            if state.stopped_early:
+                logger.info(
+                    "early stopping after epoch %d: no %s improvement for %d epochs (best %.4f at epoch %s)",
+                    state.epoch,
+                    spec.task.score_metric,
+                    state.epochs_without_improvement,
+                    state.best_score,
+                    state.best_epoch,
+                )
+            if state.stopped_early or state.global_step >= total_steps:
+                break
+        if progress is not None:
+            progress.close()
+
+    def _progress(self, total: int, done: int) -> Any:
+        from ray.experimental.tqdm_ray import tqdm
+
+        bar = tqdm(total=total, desc=f"{self.spec.task.name} steps")
+        bar.update(done)
+        return bar
+
+    def _inputs(self, batch: dict[str, torch.Tensor], generator: torch.Generator, training: bool) -> dict[str, Any]:
+        inputs = self.spec.task.model_inputs(batch, generator, training)
+        return {
+            key: value.to(self.device, self.dtype) if torch.is_floating_point(value) else value.to(self.device)
+            for key, value in inputs.items()
+        }
+
+    def _accumulate(self, stats: WeightedSums, output: Any, inputs: dict[str, torch.Tensor]) -> None:
+        batch_size = next(iter(inputs.values())).shape[0]
+        stats.add("loss", output.loss.detach().float() * batch_size, batch_size)
+        for name, (total, weight) in self.spec.task.batch_statistics(output, inputs).items():
+            stats.add(name, total, weight)
+        stats.add("samples", batch_size, 1.0)
+        if "attention_mask" in inputs:
+            stats.add("tokens", inputs["attention_mask"].sum(), 1.0)
+
+    def _log_train(self, stats: WeightedSums, sink: MetricSink | None, step: int, epoch: int, elapsed: float) -> None:
+        totals = stats.reduce_totals(self.device)
+        metrics = {f"train/{name}": total / weight for name, (total, weight) in totals.items() if weight > 0}
+        metrics.pop("train/samples", None)
+        metrics.pop("train/tokens", None)
+        samples = totals.get("samples", (0.0, 0.0))[0]
+        tokens = totals.get("tokens", (0.0, 0.0))[0]
+        metrics["perf/samples_per_s"] = samples / elapsed if elapsed > 0 else math.nan
+        metrics["perf/tokens_per_s"] = tokens / elapsed if elapsed > 0 else math.nan
+        metrics["train/lr"] = self.scheduler.get_last_lr()[0]
+        metrics["train/epoch"] = float(epoch)
+        if sink is not None:
+            sink.log(metrics, step)
+            logger.info(
+                "step %d epoch %d loss %.4f lr %.2e %.1f samples/s",
+                step,
+                epoch,
+                metrics.get("train/loss", math.nan),
+                metrics["train/lr"],
+                metrics["perf/samples_per_s"],
+            )
+
+    # --------------------------------------------------------------------------------------------- validation
+
+    def _validate(self, state: TrainerState, sink: MetricSink | None) -> dict[str, float]:
+        import torch.distributed as dist
+
+        task = self.spec.task
+        stats = WeightedSums()
+        collected: list[dict[str, np.ndarray]] = []
+        self.engine.eval()
+        with torch.no_grad():
+            for index, batch in enumerate(
+                self.val_shard.iter_torch_batches(batch_size=self.spec.plan.micro_batch_size, drop_last=False)
+            ):
+                generator = torch.Generator().manual_seed(_seed(self.spec.train.seed, self.rank, _VALIDATION, index))
+                inputs = self._inputs(batch, generator, training=False)
+                output = self.engine(**inputs)
+                self._accumulate(stats, output, inputs)
+                if has_evaluation(task):
+                    collected.append(task.collect(output, inputs))
+        self.engine.train()
+        totals = stats.reduce_totals(self.device)
+        metrics = {f"val_{name}": total / weight for name, (total, weight) in totals.items() if weight > 0}
+        metrics.pop("val_samples", None)
+        metrics.pop("val_tokens", None)
+        metrics["val_visits"] = totals.get("samples", (0.0, 0.0))[0]
+        if has_evaluation(task):
+            gathered: list[Any] = [None] * self.world_size
+            dist.all_gather_object(gathered, collected)
+            extra = [None]
+            if self.rank == 0:
+                parts = [part for worker in gathered for part in worker]
+                extra[0] = {f"val_{k}": float(v) for k, v in task.evaluate(concatenate_collected(parts)).items()}
+            dist.broadcast_object_list(extra, src=0)
+            metrics.update(extra[0])
+        if sink is not None:
+            sink.log({name.replace("val_", "val/", 1): value for name, value in metrics.items()}, state.global_step)
+            logger.info(
+                "validation after step %d: %s %.4f on %d visits",
+                state.global_step,
+                task.score_metric,
+                metrics.get(task.score_metric, math.nan),
+                int(metrics["val_visits"]),
+            )
+        return metrics
+
+    def _early_stopping(self, state: TrainerState, validation: dict[str, float]) -> None:
+        task, train = self.spec.task, self.spec.train
+        score = validation.get(task.score_metric, math.nan)
+        if math.isnan(score):
+            raise ValueError(
+                f"validation produced no {task.score_metric!r} (metrics: {sorted(validation)}); "
+                "is the validation split empty?"
+            )
+        sign = 1.0 if task.score_mode == "min" else -1.0
+        if state.best_score is None or sign * (state.best_score - score) > train.early_stopping_min_delta:
+            state.best_score, state.best_epoch = score, state.epoch
+            state.epochs_without_improvement = 0
+        else:
+            state.epochs_without_improvement += 1
+        patience = train.early_stopping_patience
+        if patience is not None and state.epochs_without_improvement >= patience:
+            state.stopped_early = True
+
+    # --------------------------------------------------------------------------------------------- checkpoints
+
+    def _checkpoint(self, state: TrainerState, metrics: dict[str, float], sink: MetricSink | None) -> None:
+        """Every rank writes its optimizer partition; rank 0 the full model, the state and the config."""
+        import ray.train
+
+        spec = self.spec
+        state.scheduler = self.scheduler.state_dict()
+        with tempfile.TemporaryDirectory(prefix="medmplm-checkpoint-") as directory:
+            save_optimizer_shard(self.engine, directory, self.rank, self.world_size, spec.deepspeed.zero_stage)
+            weights = gather_trainable_fp32(self.engine)
+            if self.rank == 0:
+                model = self._model_for_export()
+                missing, unexpected = model.load_state_dict(weights, strict=False)
+                frozen = {name for name, p in model.named_parameters() if not p.requires_grad}
+                if unexpected or set(missing) - frozen - {n for n, _ in model.named_buffers()}:
+                    raise RuntimeError(f"checkpoint weights do not fit the model: missing {missing}, unexpected {unexpected}")
+                model.save_pretrained(Path(directory) / MODEL_DIR)
+                state.save(Path(directory) / TRAINER_STATE_FILE)
+                (Path(directory) / spec.config_file_name).write_text(spec.config_yaml, encoding="utf-8")
+            report = {"global_step": state.global_step, "epoch": state.epoch, **metrics}
+            ray.train.report(
+                report,
+                checkpoint=ray.train.Checkpoint.from_directory(directory),
+                checkpoint_dir_name=f"checkpoint_step{state.global_step:09d}",
+            )
+        if sink is not None:
+            sink.sync()
+
+    def _model_for_export(self) -> Any:
+        """A CPU copy of the model on rank 0 that receives the gathered fp32 weights and writes them."""
+        if self._export_model is None:
+            self._export_model = self.spec.task.load_model(self.initial_model_dir)
+        return self._export_model

@@ -1,0 +1,94 @@
+"""Run storage: local directories, shared file systems and object stores (``s3://``, ``gs://``) through pyarrow.fs.
+
+Directories are uploaded file by file with a marker file (``config.json`` of a saved model) written last, so that a
+reader that finds the marker finds a complete directory, even on object stores where a directory cannot be renamed
+atomically.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import time
+from pathlib import Path
+
+import pyarrow.fs as pafs
+
+
+def resolve_storage_path(path: str) -> str:
+    """URIs unchanged; local paths made absolute (Ray Train workers do not share the driver's working directory)."""
+    return path if "://" in path else str(Path(path).expanduser().resolve())
+
+
+def join(base: str, *parts: str) -> str:
+    """``base/part/...`` for a local path or a URI."""
+    return "/".join([base.rstrip("/"), *parts])
+
+
+def new_run_name(prefix: str) -> str:
+    """A unique run name: ``<prefix>-<YYYYmmdd-HHMMSS>-<6 hex>``."""
+    return f"{prefix}-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(3)}"
+
+
+def _filesystem(location: str) -> tuple[pafs.FileSystem, str]:
+    if "://" in location:
+        return pafs.FileSystem.from_uri(location)
+    return pafs.LocalFileSystem(), str(Path(location).resolve())
+
+
+def exists(location: str) -> bool:
+    """Whether a file or directory exists at ``location``."""
+    filesystem, path = _filesystem(location)
+    return filesystem.get_file_info(path).type != pafs.FileType.NotFound
+
+
+def upload_directory(local: str | os.PathLike, location: str, marker: str | None = None) -> None:
+    """Copy the files under ``local`` to ``location``; the file named ``marker`` (relative path) goes last.
+
+    Raises:
+        FileNotFoundError: when ``marker`` is given but not among the files.
+    """
+    root = Path(local)
+    files = sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file())
+    if marker is not None:
+        if marker not in files:
+            raise FileNotFoundError(f"{root / marker}: missing; refusing to upload an incomplete directory")
+        files = [f for f in files if f != marker] + [marker]
+    filesystem, base = _filesystem(location)
+    filesystem.create_dir(base, recursive=True)
+    if marker is not None:
+        stale = f"{base.rstrip('/')}/{marker}"
+        if filesystem.get_file_info(stale).type == pafs.FileType.File:
+            filesystem.delete_file(stale)
+    for relative in files:
+        target = f"{base.rstrip('/')}/{relative}"
+        parent = target.rsplit("/", 1)[0]
+        filesystem.create_dir(parent, recursive=True)
+        with open(root / relative, "rb") as source, filesystem.open_output_stream(target) as sink:
+            while chunk := source.read(1 << 24):
+                sink.write(chunk)
+
+
+def download_directory(location: str, local: str | os.PathLike) -> Path:
+    """Copy the directory at ``location`` to the local directory ``local``; returns it."""
+    filesystem, base = _filesystem(location)
+    selector = pafs.FileSelector(base, recursive=True)
+    root = Path(local)
+    for info in filesystem.get_file_info(selector):
+        if info.type != pafs.FileType.File:
+            continue
+        relative = info.path[len(base.rstrip("/")) + 1 :]
+        target = root / relative
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with filesystem.open_input_stream(info.path) as source, open(target, "wb") as sink:
+            while chunk := source.read(1 << 24):
+                sink.write(chunk)
+    return root
+
+
+def write_text(location: str, text: str) -> None:
+    """Write a small text file at ``location`` (local path or URI), creating parent directories."""
+    filesystem, path = _filesystem(location)
+    filesystem.create_dir(path.rsplit("/", 1)[0], recursive=True)
+    with filesystem.open_output_stream(path) as sink:
+        sink.write(text.encode("utf-8"))
