@@ -453,7 +453,9 @@ def test_kuberay_manifests_have_required_fields():
     assert job["shutdownAfterJobFinishes"] is True
     entrypoint = shlex.split(job["entrypoint"])
     assert entrypoint[:3] == ["python", "-m", "medmplm.pretrain"]
-    assert entrypoint[entrypoint.index("--config") + 1].endswith("configs/cluster_pretrain.yaml")
+    # The config is read from the image: docker/Dockerfile copies configs/ into its WORKDIR.
+    (workdir,) = [rest for keyword, rest in dockerfile_instructions() if keyword == "WORKDIR"]
+    assert entrypoint[entrypoint.index("--config") + 1] == f"{workdir}/configs/cluster_pretrain.yaml"
     job_gpus = [
         int(container["resources"]["limits"]["nvidia.com/gpu"])
         for group in job["rayClusterSpec"]["workerGroupSpecs"]
