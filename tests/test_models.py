@@ -3,6 +3,7 @@
 import json
 import math
 import re
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -28,6 +29,16 @@ from medmplm.models.text_encoder import build_bert_backbone
 from medmplm.ontology import build_ontology
 
 MODELS_DIR = Path(modeling_medmplm.__file__).parent
+
+
+@pytest.fixture(autouse=True)
+def single_thread() -> Iterator[None]:
+    # Tiny tensors gain nothing from intra-op threads, and on a shared CPU they can make each
+    # step many times slower.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 def tiny_config(**overrides) -> MedMPLMConfig:
@@ -202,6 +213,10 @@ def test_frozen_prefix_path_equals_full_path(model: MedMPLMForPretraining, prepa
     assert torch.allclose(full.loss, cached.loss, atol=1e-6)
     for name in full.losses:
         assert torch.allclose(full.losses[name], cached.losses[name], atol=1e-6), name
+    # A half-precision cache is accepted and stays close.
+    cached_batch["text_hidden_states"] = cached_batch["text_hidden_states"].half()
+    with torch.no_grad():
+        assert torch.allclose(model(**cached_batch).loss, full.loss, atol=1e-2)
     # The prefix runs without dropout even in training mode, so caching it is exact.
     model.train()
     first = model.text_encoder.frozen_prefix(batch["input_ids"], batch["attention_mask"])

@@ -113,8 +113,8 @@ class MedMPLMPretrainingOutput(ModelOutput):
             ``c2c_medication``) -> scalar loss; 0 (still attached to the graph) when the batch
             has no target for it.
         accuracies: objective -> scalar accuracy; NaN when the batch has no target for it.
-            C2C: argmax accuracy over masked codes. T2C: share of a visit's masked codes found
-            among its k highest-scoring codes, k = number of masked codes (micro-averaged).
+            Share of a visit's masked codes found among its k highest-scoring codes, k = its
+            number of masked codes (micro-averaged over the batch's target codes).
         target_counts: objective -> number of targets (masked codes) the loss and accuracy
             cover; weight per-batch accuracies by it when averaging.
         model_output: the :class:`MedMPLMModelOutput` the objectives were computed from.
@@ -524,11 +524,17 @@ class MedMPLMModel(MedMPLMPreTrainedModel):
 class MedMPLMForPretraining(MedMPLMPreTrainedModel):
     """MedM-PLM with the Text-to-Code (T2C) and Code-to-Code (C2C) pretraining objectives.
 
-    * C2C: each masked code is predicted from its own fused state ``R_code`` at its position
-      (its code context through the code encoder, plus the note through cross-attention).
-    * T2C (eq. 8): the masked codes of a visit are predicted from the note's visit-level fused
-      state ``R_text`` (position 0): cross-entropy against the uniform distribution over the
-      visit's masked codes. Only visits with a note count.
+    Both predict the set of a visit's masked codes of one type from a visit-level vector
+    (cross-entropy against the uniform distribution over the masked codes):
+
+    * T2C (eq. 8): from ``R_text`` at [CLS], the note's summary after attending over the codes.
+      Only visits with a note count.
+    * C2C: from ``R_code`` at the code sequence's [CLS], which sees the surrounding (unmasked)
+      codes through the code encoder and the note through cross-attention.
+
+    Visit-level rather than per-position prediction, because codes carry no position: two
+    [MASK] tokens of one visit are indistinguishable, so per-position targets would be
+    ambiguous.
     """
 
     def __init__(
@@ -590,9 +596,11 @@ class MedMPLMForPretraining(MedMPLMPreTrainedModel):
             ("medication", encoded.medication_fused, med_labels),
         ):
             name = f"c2c_{code_type}"
-            losses[name], accuracies[name], counts[name] = self._c2c(self.c2c_heads[code_type], fused, labels)
+            losses[name], accuracies[name], counts[name] = self._masked_code_set_loss(
+                self.c2c_heads[code_type], fused[:, 0], labels, torch.ones_like(note_present)
+            )
             name = f"t2c_{code_type}"
-            losses[name], accuracies[name], counts[name] = self._t2c(
+            losses[name], accuracies[name], counts[name] = self._masked_code_set_loss(
                 self.t2c_heads[code_type], encoded.text_fused[:, 0], labels, note_present
             )
         weights = self.config.loss_weights
@@ -602,34 +610,34 @@ class MedMPLMForPretraining(MedMPLMPreTrainedModel):
         )
 
     @staticmethod
-    def _c2c(
-        head: CodePredictionHead, fused: torch.Tensor, labels: torch.Tensor
+    def _masked_code_set_loss(
+        head: CodePredictionHead, visit_vectors: torch.Tensor, labels: torch.Tensor, eligible: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        selected = labels != IGNORE_INDEX
-        logits = head(fused[selected])
-        targets = labels[selected]
-        count = selected.sum()
-        if targets.numel() == 0:
-            # Keeps every head parameter in the graph (with zero gradient) for data-parallel training.
-            return logits.sum() * 0.0, torch.tensor(float("nan"), device=logits.device), count
-        accuracy = (logits.argmax(dim=-1) == targets).float().mean()
-        return F.cross_entropy(logits, targets), accuracy.detach(), count
+        """Predict each eligible visit's set of masked codes from one visit-level vector.
 
-    @staticmethod
-    def _t2c(
-        head: CodePredictionHead, visit_text: torch.Tensor, labels: torch.Tensor, note_present: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        vocab_size = head.decoder.out_features
+        Args:
+            head: prediction head over the code type's vocabulary.
+            visit_vectors: [B, H] fused visit-level states.
+            labels: [B, L] original ids at masked positions, -100 elsewhere.
+            eligible: [B] visits that may count (e.g. those with a note).
+
+        Returns:
+            (loss, accuracy, number of target codes). The loss is the cross-entropy against the
+            uniform distribution over the visit's distinct masked codes, averaged over visits;
+            accuracy is the share of target codes among each visit's top-k logits, k = its number
+            of targets.
+        """
         selected = labels != IGNORE_INDEX
-        targets = torch.zeros(labels.shape[0], vocab_size, device=labels.device)
+        targets = torch.zeros(labels.shape[0], head.decoder.out_features, device=labels.device)
         targets.scatter_add_(1, labels.clamp(min=0), selected.float())
         targets = (targets > 0).float()
-        eligible = note_present & (targets.sum(dim=1) > 0)
-        logits = head(visit_text[eligible])
+        eligible = eligible & (targets.sum(dim=1) > 0)
+        logits = head(visit_vectors[eligible])
         targets = targets[eligible]
         per_visit = targets.sum(dim=1)
         count = per_visit.sum().long()
         if logits.shape[0] == 0:
+            # Keeps every head parameter in the graph (with zero gradient) for data-parallel training.
             return logits.sum() * 0.0, torch.tensor(float("nan"), device=logits.device), count
         loss = F.cross_entropy(logits, targets / per_visit[:, None])
         top = logits.topk(int(per_visit.max()), dim=-1).indices

@@ -122,7 +122,7 @@ class TextEncoder(nn.Module):
         Args:
             input_ids: [B, L] token ids (exclusive with ``text_hidden_states``).
             attention_mask: [B, L] 1 on real tokens.
-            text_hidden_states: [B, L, H] output of :meth:`frozen_prefix`.
+            text_hidden_states: [B, L, H] output of :meth:`frozen_prefix` (any float dtype).
 
         Returns:
             [B, L, H] last hidden states.
@@ -131,7 +131,11 @@ class TextEncoder(nn.Module):
             raise ValueError("attention_mask is required")
         if (input_ids is None) == (text_hidden_states is None):
             raise ValueError("pass exactly one of input_ids and text_hidden_states")
-        hidden = self.frozen_prefix(input_ids, attention_mask) if text_hidden_states is None else text_hidden_states
+        if text_hidden_states is None:
+            hidden = self.frozen_prefix(input_ids, attention_mask)
+        else:
+            # A prefix cache may store lower precision than the encoder computes in.
+            hidden = text_hidden_states.to(self.backbone.embeddings.word_embeddings.weight.dtype)
         mask = self._layer_mask(hidden, attention_mask)
         for layer in self.backbone.encoder.layer[self.num_frozen_layers :]:
             hidden = layer(hidden, mask)
