@@ -173,7 +173,12 @@ def test_split_is_patient_level_deterministic_and_configurable(tmp_path) -> None
     out = tmp_path / "out"
     manifest = prepare(mimic, out, PrepareOptions(split=(0.6, 0.2, 0.2), seed=7, num_shards_per_split=3,
                                                   admissions_per_bucket=50))
-    subjects = {split: set(read_split(out, split)["subject_id"].to_pylist()) for split in SPLITS}
+    subjects = {}
+    for split in SPLITS:
+        table = read_split(out, split)
+        keys = list(zip(table["subject_id"].to_pylist(), table["admittime"].to_pylist(), table["hadm_id"].to_pylist()))
+        assert keys == sorted(keys)  # several buckets per shard, shards in order
+        subjects[split] = set(table["subject_id"].to_pylist())
     assert not (subjects["train"] & subjects["val"] or subjects["train"] & subjects["test"]
                 or subjects["val"] & subjects["test"])
     assert sum(len(s) for s in subjects.values()) == 203
