@@ -1,0 +1,84 @@
+"""``python -m medmplm.finetune``: fine-tune and evaluate one model on one task, append a result record.
+
+Runs through the same training loop, config system and checkpointing as pretraining (Ray Train + DeepSpeed); the
+``lr`` baseline is fitted in process. Each run writes ``<finetune.results_dir>/<run>.parquet`` (task, model, init,
+train ratio, seed, lr, every metric on val and test); ``medmplm.results.gather_results`` reads many runs as one table.
+``RAY_ADDRESS`` (set by ``ray job submit``) joins a cluster.
+
+Examples::
+
+    python -m medmplm.finetune --task readmission --init runs/<pretrain-run>/export
+    python -m medmplm.finetune --task medrec --model gbert --init DIR --train-ratio 0.1 --seed 2
+    python -m medmplm.finetune --task icd --model lr finetune.task_options.top_k=20
+    python -m medmplm.finetune --task readmission --model medmplm model.preset=tiny   # from scratch (no --init)
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+
+from medmplm.config import ConfigError, load_config, parse_overrides, to_yaml
+from medmplm.tasks.config import SHORT_FLAGS, FinetuneConfig, expand_short_flags
+
+logger = logging.getLogger("medmplm.finetune")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command-line entry point."""
+    parser = argparse.ArgumentParser(
+        prog="python -m medmplm.finetune",
+        description="Fine-tune a pretrained MedM-PLM (or a baseline) on medrec, readmission or icd and record its metrics.",
+        epilog=f"Short flags: {', '.join('--' + k.replace('_', '-') + ' -> ' + v for k, v in SHORT_FLAGS.items())}. "
+        "Other overrides: key=value or --key value with dotted keys, e.g. train.epochs=10 "
+        "finetune.task_options.top_k=50 finetune.results_dir=runs/table (see medmplm/tasks/config.py).",
+    )
+    parser.add_argument("--config", help="YAML config file with any of the sections")
+    parser.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+    args, tokens = parser.parse_known_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    try:
+        overrides = expand_short_flags(parse_overrides(tokens))
+        config = load_config(FinetuneConfig, args.config, overrides)
+    except ConfigError as error:
+        parser.error(str(error))
+    if args.print_config:
+        print(to_yaml(config), end="")
+        return 0
+
+    import ray
+
+    from medmplm.pretrain import ensure_prepared
+    from medmplm.tasks.encoders import model_spec
+    from medmplm.tasks.runner import run_finetune
+    from medmplm.train import storage
+
+    section = config.finetune
+    if config.run.name is None:
+        config.run.name = storage.new_run_name(f"{section.task}-{section.model.replace('+', '_')}")
+    progress_bar = config.logging.progress_bar == "on" or (config.logging.progress_bar == "auto" and sys.stdout.isatty())
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    # The lr baseline on an existing prepared directory runs entirely in this process.
+    needs_ray = model_spec(section.model).build is not None or config.data.prepared_dir is None
+    if needs_ray:
+        ray.init(**({} if os.environ.get("RAY_ADDRESS") else {"include_dashboard": False}))
+    try:
+        prepared_dir = ensure_prepared(config.data)
+        config.data.prepared_dir = prepared_dir
+        record = run_finetune(config, prepared_dir, config.run.name, progress_bar)
+    finally:
+        if needs_ray:
+            ray.shutdown()
+    print(f"Fine-tuning finished: run {record.run_id} ({record.task}, {record.model}, init {record.init}, "
+          f"train ratio {record.train_ratio}, seed {record.seed})")
+    for split in ("val", "test"):
+        values = " ".join(f"{name}={value:.4f}" for name, value in sorted(record.metrics[split].items()))
+        print(f"  {split} ({record.num_examples[split]} examples): {values}")
+    print(f"  result record: {section.results_dir}/{record.run_id}.parquet")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,141 @@
+"""Fine-tuning configuration: the pretraining sections (``medmplm.config``) plus a ``finetune`` section.
+
+Same machinery as pretraining: dataclass defaults, then ``--config FILE`` (YAML), then ``key=value`` / ``--key value``
+overrides with dotted keys. The entry point adds the short flags of the paper's experiments (``--task``, ``--model``,
+``--init``, ``--train-ratio``, ``--seed``), which map onto the keys in :data:`SHORT_FLAGS`. The resolved config is
+saved with every checkpoint as ``finetune_config.yaml``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from medmplm.config import (
+    ConfigError,
+    DataConfig,
+    DeepSpeedSection,
+    LoggingSection,
+    ModelSection,
+    PretrainConfig,
+    RunSection,
+    ScalingSection,
+    TrainSection,
+)
+from medmplm.tasks import TASKS
+from medmplm.tasks.encoders import MODELS
+
+CONFIG_FILE_NAME = "finetune_config.yaml"
+
+# Short flag -> dotted config key.
+SHORT_FLAGS = {
+    "task": "finetune.task",
+    "model": "finetune.model",
+    "init": "model.init_from",
+    "train_ratio": "finetune.train_ratio",
+    "seed": "train.seed",
+    "lr": "train.lr",
+}
+
+
+@dataclass
+class FinetuneSection:
+    """What to fine-tune, on how much data, and where the result goes.
+
+    Attributes:
+        task: ``medrec``, ``readmission`` or ``icd``.
+        model: a model of ``medmplm.tasks.encoders.MODELS`` (``medmplm``, ``gbert``, ``lr``, ...).
+        init_text: a pretrained directory for the text side of the concatenation baselines, when it comes from another
+            pretraining run than ``model.init_from``.
+        train_ratio: fraction of training patients kept (nested across ratios for a seed, see
+            ``medmplm.data.splits``); validation and test are always whole.
+        task_options: keyword options of the task (``threshold``, ``top_k``, ``max_history``, ``subsample_negatives``,
+            ``require_note``, ``label_column``, ``ddi_table``).
+        head_hidden_size: width of the MLP head's hidden layer.
+        head_dropout: dropout in the MLP head.
+        score_metric: validation metric that ranks checkpoints and drives early stopping: ``val_loss`` or
+            ``val_<task metric>`` (e.g. ``val_auroc``).
+        score_mode: ``min`` or ``max`` for ``score_metric``.
+        results_dir: where the run's result record (one Parquet file) is written; many runs can share it.
+        eval_batch_size: examples per batch when predicting the validation and test splits.
+        lr_c: inverse regularisation strength of the ``lr`` model.
+        lr_max_iter: solver iterations of the ``lr`` model.
+    """
+
+    task: Literal["medrec", "readmission", "icd"] = "readmission"
+    model: str = "medmplm"
+    init_text: str | None = None
+    train_ratio: float = 1.0
+    task_options: dict[str, Any] = field(default_factory=dict)
+    head_hidden_size: int = 128
+    head_dropout: float = 0.1
+    score_metric: str = "val_loss"
+    score_mode: Literal["min", "max"] = "min"
+    results_dir: str = "runs/results"
+    eval_batch_size: int = 64
+    lr_c: float = 1.0
+    lr_max_iter: int = 1000
+
+
+def _finetune_train() -> TrainSection:
+    # Fine-tuning converges in tens of epochs, not hundreds; checkpoint at epoch ends only and keep the best one.
+    return TrainSection(
+        epochs=30,
+        global_batch_size=32,
+        micro_batch_size=32,
+        lr=5e-4,
+        early_stopping_patience=3,
+        checkpoint_every_steps=None,
+        keep_checkpoints=1,
+    )
+
+
+@dataclass
+class FinetuneConfig:
+    """Everything ``python -m medmplm.finetune`` needs; defaults fit a laptop (one worker, tiny model)."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelSection = field(default_factory=ModelSection)
+    train: TrainSection = field(default_factory=_finetune_train)
+    deepspeed: DeepSpeedSection = field(default_factory=lambda: DeepSpeedSection(zero_stage=0))
+    scaling: ScalingSection = field(default_factory=lambda: ScalingSection(num_workers=1))
+    run: RunSection = field(default_factory=RunSection)
+    logging: LoggingSection = field(default_factory=lambda: LoggingSection(mlflow_experiment="medmplm-finetune"))
+    finetune: FinetuneSection = field(default_factory=FinetuneSection)
+
+    def validate(self) -> FinetuneConfig:
+        """Check the shared sections as pretraining does, then the fine-tuning ones; returns ``self``.
+
+        Raises:
+            ConfigError: naming the first offending key.
+        """
+        PretrainConfig(
+            data=self.data,
+            model=self.model,
+            train=self.train,
+            deepspeed=self.deepspeed,
+            scaling=self.scaling,
+            run=self.run,
+            logging=self.logging,
+        ).validate()
+        section = self.finetune
+        if section.model not in MODELS:
+            raise ConfigError(f"finetune.model: expected one of {sorted(MODELS)}, got {section.model!r}")
+        if section.task not in TASKS:
+            raise ConfigError(f"finetune.task: expected one of {sorted(TASKS)}, got {section.task!r}")
+        if not 0.0 < section.train_ratio <= 1.0:
+            raise ConfigError(f"finetune.train_ratio: must be in (0, 1], got {section.train_ratio}")
+        if section.head_hidden_size < 1 or not 0.0 <= section.head_dropout < 1.0:
+            raise ConfigError("finetune.head_hidden_size must be >= 1 and finetune.head_dropout in [0, 1)")
+        if section.eval_batch_size < 1:
+            raise ConfigError(f"finetune.eval_batch_size: must be >= 1, got {section.eval_batch_size}")
+        if section.score_metric != "val_loss" and not section.score_metric.startswith("val_"):
+            raise ConfigError(f"finetune.score_metric: expected val_loss or val_<metric>, got {section.score_metric!r}")
+        if self.data.text_cache:
+            raise ConfigError("data.text_cache: not supported for fine-tuning (the encoders read token ids)")
+        return self
+
+
+def expand_short_flags(overrides: dict[str, Any]) -> dict[str, Any]:
+    """Overrides with the short flags (``task``, ``init``, ...) renamed to their dotted keys."""
+    return {SHORT_FLAGS.get(key, key): value for key, value in overrides.items()}

@@ -1,0 +1,292 @@
+"""One fine-tuning run, from a prepared directory to a result record.
+
+Library code behind ``python -m medmplm.finetune`` (and the benchmark grid, and Tune sweeps): it expects Ray to be
+initialised by its caller and never parses argv.
+
+1. Task examples for every split, from the prepared visits (the training split reduced to ``train_ratio`` of its
+   patients first); the label space comes from the whole training split, so every ratio predicts the same codes.
+2. Backbones: the pretrained model(s) of ``model.init_from`` (and ``finetune.init_text``), or a MedM-PLM built from
+   the prepared directory (``model.preset``) for a run from scratch. They fix the tokenizer and vocabularies.
+3. Torch models train in the shared loop (``medmplm.train``: Ray Train + DeepSpeed, checkpoints, early stopping,
+   validation metrics); the ``lr`` model is fitted in process.
+4. The best checkpoint predicts the validation and test splits (Ray Data), the task's metrics are computed, and the
+   record goes to ``finetune.results_dir/<run>.parquet``; the visits each split could not use go to
+   ``finetune.results_dir/excluded/<run>.parquet``.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+
+from medmplm.config import to_yaml
+from medmplm.data.features import VisitFeaturizer
+from medmplm.data.splits import subset_train_visits
+from medmplm.models import MedMPLMConfig, MedMPLMModel
+from medmplm.results import SCRATCH, ResultRecord, write_result
+from medmplm.tasks import build_task, read_visits
+from medmplm.tasks.base import ExampleSet, Task
+from medmplm.tasks.config import CONFIG_FILE_NAME, FinetuneConfig
+from medmplm.tasks.encoders import build_logistic_regression, model_spec
+from medmplm.tasks.featurize import ExampleFeaturizer
+from medmplm.tasks.modeling import FineTuningModel, HeadConfig, build_finetuning_model
+from medmplm.tasks.training import FinetuningTask
+
+logger = logging.getLogger(__name__)
+
+EVAL_SPLITS = ("val", "test")
+EXCLUDED_DIR = "excluded"
+
+
+def build_backbones(config: FinetuneConfig, prepared_dir: str) -> tuple[MedMPLMModel, MedMPLMModel]:
+    """The (code, text) MedM-PLM backbones: pretrained from ``model.init_from`` / ``finetune.init_text``, or built
+    from the prepared directory with ``model.preset`` (seeded by ``train.seed``) for a run from scratch."""
+    section = config.model
+    torch.manual_seed(config.train.seed)
+    if section.init_from is not None:
+        code = MedMPLMModel.from_pretrained(section.init_from)
+    else:
+        code = MedMPLMModel.from_prepared(
+            prepared_dir,
+            MedMPLMConfig.from_preset(section.preset, **section.overrides),
+            tokenizer_dir=section.tokenizer_dir,
+            text_checkpoint=section.text_checkpoint,
+        )
+    text = code if config.finetune.init_text is None else MedMPLMModel.from_pretrained(config.finetune.init_text)
+    return code, text
+
+
+def example_featurizer(task: Task, label_space: list[str], code: MedMPLMModel, text: MedMPLMModel) -> ExampleFeaturizer:
+    """Featuriser of the task's examples: the text backbone's tokenizer, the code backbone's vocabularies."""
+    visits = VisitFeaturizer(
+        text.tokenizer,
+        code.diagnosis_vocab,
+        code.medication_vocab,
+        text_max_length=text.config.text_max_length,
+        max_codes=code.config.max_codes,
+    )
+    return ExampleFeaturizer(visits, task.max_visits, label_space if task.multilabel else None)
+
+
+def build_example_sets(task: Task, prepared_dir: str, train_ratio: float, seed: int) -> tuple[list[str], dict[str, ExampleSet]]:
+    """The label space and each split's examples (training: ``train_ratio`` of the patients, then the task's
+    training-only selection such as negative subsampling)."""
+    train_visits = read_visits(prepared_dir, "train")
+    label_space = task.label_space(train_visits)
+    if task.multilabel and not label_space:
+        raise ValueError(f"{prepared_dir}: the training split has no {task.name} label codes")
+    subset = subset_train_visits(train_visits, train_ratio, seed)
+    sets = {"train": task.training_examples(task.build_examples(subset, label_space), seed)}
+    for split in EVAL_SPLITS:
+        sets[split] = task.build_examples(read_visits(prepared_dir, split), label_space)
+    for split, examples in sets.items():
+        logger.info(
+            "%s %s: %d examples; excluded visits by reason %s; label codes outside the label space: %d",
+            task.name,
+            split,
+            len(examples),
+            examples.exclusion_counts(),
+            examples.dropped_label_codes,
+        )
+        if len(examples) == 0:
+            raise ValueError(f"{prepared_dir}: the {split} split has no {task.name} examples ({examples.exclusion_counts()})")
+    return label_space, sets
+
+
+def _numpy_columns(table: pa.Table) -> dict[str, np.ndarray]:
+    return {name: table.column(name).to_numpy(zero_copy_only=False) for name in table.column_names}
+
+
+def featurize_in_process(featurizer: ExampleFeaturizer, examples: pa.Table, batch_size: int) -> dict[str, np.ndarray]:
+    """Featurise a whole example table in this process (used by the ``lr`` model), batch by batch."""
+    parts = [
+        featurizer(_numpy_columns(examples.slice(start, batch_size))) for start in range(0, examples.num_rows, batch_size)
+    ]
+    return {key: np.concatenate([part[key] for part in parts]) for key in parts[0]}
+
+
+def _run_logistic_regression(
+    config: FinetuneConfig, task: Task, code: MedMPLMModel, featurizer: ExampleFeaturizer, sets: dict[str, ExampleSet]
+) -> tuple[dict[str, tuple[np.ndarray, np.ndarray]], dict[str, Any]]:
+    section = config.finetune
+    model = build_logistic_regression(code, task.multilabel, c=section.lr_c, max_iter=section.lr_max_iter, seed=config.train.seed)
+    arrays = {split: featurize_in_process(featurizer, sets[split].examples, config.data.featurize_batch_size) for split in sets}
+    model.fit(arrays["train"])
+    predictions = {split: (arrays[split]["labels"], model.predict_proba(arrays[split])) for split in EVAL_SPLITS}
+    return predictions, {"epochs": 0}
+
+
+class _Predictor:
+    """Ray Data actor: featurised examples -> labels and predicted probabilities of a saved fine-tuning model."""
+
+    def __init__(self, bundle: Any) -> None:
+        import ray
+
+        bundle = ray.get(bundle) if isinstance(bundle, ray.ObjectRef) else bundle
+        with tempfile.TemporaryDirectory(prefix="medmplm-predict-") as directory:
+            self.model = FineTuningModel.from_pretrained(bundle.write_to(directory))
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        # torch.tensor copies: Ray Data hands out read-only arrays.
+        inputs = {key: torch.tensor(value) for key, value in batch.items() if key != "labels"}
+        with torch.no_grad():
+            scores = torch.sigmoid(self.model(**inputs).logits.float()).numpy()
+        return {"labels": batch["labels"], "scores": scores}
+
+
+def _predict(dataset: Any, bundle_ref: Any, batch_size: int, num_cpus: float) -> tuple[np.ndarray, np.ndarray]:
+    import ray.data
+
+    predicted = dataset.map_batches(
+        _Predictor,
+        fn_constructor_kwargs={"bundle": bundle_ref},
+        batch_format="numpy",
+        batch_size=batch_size,
+        compute=ray.data.ActorPoolStrategy(size=1),
+        num_cpus=num_cpus,
+    )
+    labels, scores = [], []
+    for batch in predicted.iter_batches(batch_format="numpy", batch_size=None):
+        labels.append(batch["labels"])
+        scores.append(batch["scores"])
+    return np.concatenate(labels), np.concatenate(scores)
+
+
+def _run_torch(
+    config: FinetuneConfig,
+    task: Task,
+    label_space: list[str],
+    code: MedMPLMModel,
+    text: MedMPLMModel,
+    featurizer: ExampleFeaturizer,
+    sets: dict[str, ExampleSet],
+    run_name: str,
+    progress_bar: bool,
+) -> tuple[dict[str, tuple[np.ndarray, np.ndarray]], dict[str, Any]]:
+    import ray
+    import ray.data
+
+    from medmplm.train import storage
+    from medmplm.train.bundle import ModelBundle
+    from medmplm.train.checkpoint import MODEL_DIR
+    from medmplm.train.trainer import fit, initial_model_bundle
+
+    section = config.finetune
+    head = HeadConfig(
+        num_labels=len(label_space) if task.multilabel else 1,
+        has_history=task.max_visits > 1,
+        target_modalities=frozenset(task.target_modalities),
+        hidden_size=section.head_hidden_size,
+        dropout=section.head_dropout,
+    )
+    run_dir = storage.join(storage.resolve_storage_path(config.run.storage_path), run_name)
+    config_yaml = to_yaml(config)
+    storage.write_text(storage.join(run_dir, CONFIG_FILE_NAME), config_yaml)
+
+    def build(directory: Path) -> None:
+        torch.manual_seed(config.train.seed)
+        build_finetuning_model(section.model, head, code, text).save_pretrained(directory)
+
+    bundle, reused = initial_model_bundle(run_dir, build)
+    if reused:
+        logger.info("run %s exists: resuming with its initial model", run_name)
+    model_ref = ray.put(bundle)
+    datasets = {
+        split: ray.data.from_arrow(sets[split].examples)
+        .map_batches(featurizer, batch_format="numpy", batch_size=config.data.featurize_batch_size)
+        .materialize()
+        for split in sets
+    }
+    training_task = FinetuningTask(
+        task=task, label_space=list(label_space), score_metric=section.score_metric, score_mode=section.score_mode
+    )
+    outcome = fit(
+        training_task,
+        {"train": datasets["train"], "val": datasets["val"]},
+        model_ref,
+        train=config.train,
+        deepspeed=config.deepspeed,
+        scaling=config.scaling,
+        run=config.run,
+        logging=config.logging,
+        run_name=run_name,
+        config_yaml=config_yaml,
+        config_file_name=CONFIG_FILE_NAME,
+        progress_bar=progress_bar,
+    )
+    with outcome.best_checkpoint.as_directory() as directory:
+        best_ref = ray.put(ModelBundle.from_directory(Path(directory) / MODEL_DIR))
+    predictions = {
+        split: _predict(datasets[split], best_ref, section.eval_batch_size, config.scaling.cpus_per_worker)
+        for split in EVAL_SPLITS
+    }
+    info = {
+        "epochs": int(outcome.best_metrics.get("epoch", 0)),
+        "best_step": int(outcome.best_metrics.get("global_step", 0)),
+        "steps_per_epoch": outcome.steps_per_epoch,
+        "run_dir": run_dir,
+        "best_checkpoint": outcome.best_checkpoint.path,
+    }
+    return predictions, info
+
+
+def run_finetune(config: FinetuneConfig, prepared_dir: str, run_name: str, progress_bar: bool = False) -> ResultRecord:
+    """Fine-tune and evaluate one (task, model, init, train ratio, seed); write and return its result record."""
+    section = config.finetune
+    spec = model_spec(section.model)
+    task = build_task(section.task, **section.task_options)
+    label_space, sets = build_example_sets(task, prepared_dir, section.train_ratio, config.train.seed)
+    code, text = build_backbones(config, prepared_dir)
+    featurizer = example_featurizer(task, label_space, code, text)
+    if spec.build is None:
+        predictions, info = _run_logistic_regression(config, task, code, featurizer, sets)
+    else:
+        predictions, info = _run_torch(config, task, label_space, code, text, featurizer, sets, run_name, progress_bar)
+
+    metrics = {split: task.metrics(labels.astype(np.int64), scores, label_space) for split, (labels, scores) in predictions.items()}
+    pretrained = spec.uses_pretrained_weights and config.model.init_from is not None
+    record = ResultRecord(
+        run_id=run_name,
+        task=task.name,
+        model=section.model,
+        init=config.model.init_from if pretrained else SCRATCH,
+        train_ratio=section.train_ratio,
+        seed=config.train.seed,
+        lr=config.train.lr if spec.build is not None else 0.0,
+        epochs=info.pop("epochs"),
+        num_train=len(sets["train"]),
+        metrics=metrics,
+        num_examples={split: len(sets[split]) for split in EVAL_SPLITS},
+        details={
+            **info,
+            "task_options": {k: v for k, v in vars(task).items() if not k.startswith("_")},
+            "num_labels": len(label_space),
+            "preset": config.model.preset if config.model.init_from is None else None,
+            "vocabularies_from": config.model.init_from or "prepared",
+            "init_text": config.finetune.init_text,
+            "prepared_dir": prepared_dir,
+            "exclusions": {split: s.exclusion_counts() for split, s in sets.items()},
+            "dropped_label_codes": {split: s.dropped_label_codes for split, s in sets.items()},
+        },
+    )
+    path = write_result(section.results_dir, record)
+    _write_exclusions(Path(section.results_dir) / EXCLUDED_DIR / f"{run_name}.parquet", sets)
+    logger.info("result record written to %s", path)
+    return record
+
+
+def _write_exclusions(path: Path, sets: dict[str, ExampleSet]) -> None:
+    tables = [
+        s.excluded.append_column("split", pa.array([split] * s.excluded.num_rows, pa.string())) for split, s in sets.items()
+    ]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    pq.write_table(pa.concat_tables(tables), tmp)
+    tmp.replace(path)
