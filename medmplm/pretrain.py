@@ -243,6 +243,10 @@ def main(argv: list[str] | None = None) -> int:
     # Joins the cluster in RAY_ADDRESS (ray job submit sets it), or starts a local Ray. The dashboard stays on:
     # Ray Train V2 watches its controller through the state API the dashboard serves.
     ray.init()
+    from ray.data import DataContext
+
+    # A few long stages per dataset: per-operator progress output would only bury the run's own log.
+    DataContext.get_current().enable_progress_bars = False
     try:
         where = run(config, progress_bar)
     except ConfigError as error:

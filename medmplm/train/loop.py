@@ -199,7 +199,7 @@ class _Worker:
         progress = self._progress(total_steps, state.global_step) if sink is not None and spec.progress_bar else None
         micro_per_epoch = spec.steps_per_epoch * plan.accumulation_steps
         stats = WeightedSums()
-        window_start = time.perf_counter()
+        self._window_start = time.perf_counter()
 
         for epoch in range(state.epoch, train.epochs):
             skip = state.step_in_epoch * plan.accumulation_steps
@@ -227,9 +227,8 @@ class _Worker:
                 if progress is not None:
                     progress.update(1)
                 if state.global_step % train.log_every_steps == 0 or state.global_step == total_steps:
-                    elapsed = time.perf_counter() - window_start
-                    self._log_train(stats, sink, state.global_step, epoch, elapsed)
-                    window_start = time.perf_counter()
+                    self._log_train(stats, sink, state.global_step, epoch, time.perf_counter() - self._window_start)
+                    self._window_start = time.perf_counter()
                 if state.global_step >= total_steps:
                     stop = True
                 elif (
@@ -238,6 +237,8 @@ class _Worker:
                     and state.step_in_epoch < spec.steps_per_epoch
                 ):
                     self._checkpoint(state, {"val_loss": math.nan}, sink)
+                    # Throughput counts training only, not the pause for the checkpoint.
+                    self._window_start = time.perf_counter()
 
             if state.step_in_epoch >= spec.steps_per_epoch:
                 state.epoch += 1
@@ -256,6 +257,7 @@ class _Worker:
                 )
             if state.stopped_early or state.global_step >= total_steps:
                 break
+            self._window_start = time.perf_counter()
         if progress is not None:
             progress.close()
 
