@@ -31,7 +31,8 @@ def synthetic_codes(num_diagnoses: int, num_medications: int) -> dict[str, list[
     diagnoses = [f"{1 + i % 999:03d}{i // 999:02d}" for i in range(num_diagnoses)]
     letters = "ABCDGHJLMNPRSV"
     medications = [
-        f"{letters[i % len(letters)]}{i // len(letters) % 100:02d}{'ABCDEFGH'[i // 1400]}" for i in range(num_medications)
+        f"{letters[i % len(letters)]}{i // len(letters) % 100:02d}{'ABCDEFGH'[i // 1400]}"
+        for i in range(num_medications)
     ]
     return {"diagnosis": diagnoses, "medication": medications}
 
@@ -48,11 +49,15 @@ def build_model(config: MedMPLMConfig, num_diagnoses: int, num_medications: int)
     return MedMPLMForPretraining(config, vocabs, ontologies, backbone)
 
 
-def random_batch(model: MedMPLMForPretraining, batch_size: int, text_length: int, codes: int) -> dict[str, torch.Tensor]:
+def random_batch(
+    model: MedMPLMForPretraining, batch_size: int, text_length: int, codes: int
+) -> dict[str, torch.Tensor]:
     """A full-length featurised batch of random ids, masked."""
     g = torch.Generator().manual_seed(0)
     batch = {
-        "input_ids": torch.randint(NUM_SPECIAL_TOKENS + 1, model.config.text_vocab_size, (batch_size, text_length), generator=g),
+        "input_ids": torch.randint(
+            NUM_SPECIAL_TOKENS + 1, model.config.text_vocab_size, (batch_size, text_length), generator=g
+        ),
         "attention_mask": torch.ones(batch_size, text_length, dtype=torch.long),
         "has_note": torch.ones(batch_size, dtype=torch.long),
     }

@@ -24,7 +24,9 @@ def prepared(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def featurizer(prepared: Path) -> VisitFeaturizer:
     tokenizer = train_wordpiece_tokenizer(iter_split_notes(prepared), vocab_size=300, model_max_length=TEXT_LEN)
     vocabs = {t: CodeVocab.from_tsv(prepared / "vocab" / f"{t}.tsv", t) for t in ("diagnosis", "medication")}
-    return VisitFeaturizer(tokenizer, vocabs["diagnosis"], vocabs["medication"], text_max_length=TEXT_LEN, max_codes=MAX_CODES)
+    return VisitFeaturizer(
+        tokenizer, vocabs["diagnosis"], vocabs["medication"], text_max_length=TEXT_LEN, max_codes=MAX_CODES
+    )
 
 
 def test_code_vocab_from_tsv_puts_special_tokens_first(tmp_path: Path) -> None:
@@ -51,7 +53,10 @@ def test_code_vocab_save_load_round_trip_and_type_check(tmp_path: Path) -> None:
 
 
 def test_clean_note_text_lowercases_and_removes_line_breaks() -> None:
-    assert clean_note_text("Admission Date:\r\n  [**2101-1-1**]\nHTN\tand  CHF\n") == "admission date: [**2101-1-1**] htn and chf"
+    assert (
+        clean_note_text("Admission Date:\r\n  [**2101-1-1**]\nHTN\tand  CHF\n")
+        == "admission date: [**2101-1-1**] htn and chf"
+    )
 
 
 def test_featurizer_shapes_and_code_encoding(prepared: Path, featurizer: VisitFeaturizer) -> None:

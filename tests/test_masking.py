@@ -9,7 +9,9 @@ from medmplm.data.vocab import CLS_ID, MASK_ID, NUM_SPECIAL_TOKENS, PAD_ID, UNK_
 DIAG_VOCAB, MED_VOCAB = 40, 5000
 
 
-def code_batch(num_visits: int, num_codes: int, length: int, vocab_size: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+def code_batch(
+    num_visits: int, num_codes: int, length: int, vocab_size: int, seed: int
+) -> tuple[torch.Tensor, torch.Tensor]:
     """[CLS] + ``num_codes`` random real codes + padding to ``length``."""
     g = torch.Generator().manual_seed(seed)
     ids = torch.full((num_visits, length), PAD_ID)
@@ -111,8 +113,15 @@ def test_output_is_the_forward_keyword_set() -> None:
     batch["hadm_id"] = torch.arange(4)
     out = masker()(batch, torch.Generator().manual_seed(0))
     assert set(out) == {
-        "input_ids", "attention_mask", "has_note",
-        "diag_ids", "diag_mask", "diag_labels", "med_ids", "med_mask", "med_labels",
+        "input_ids",
+        "attention_mask",
+        "has_note",
+        "diag_ids",
+        "diag_mask",
+        "diag_labels",
+        "med_ids",
+        "med_mask",
+        "med_labels",
     }
     batch["text_hidden_states"] = torch.zeros(4, 4, 8)
     out = masker()(batch, torch.Generator().manual_seed(0))

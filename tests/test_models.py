@@ -21,8 +21,8 @@ from medmplm.models import (
     OntologyEmbedding,
     OntologyTree,
     TextEncoder,
+    modeling_medmplm,
 )
-from medmplm.models import modeling_medmplm
 from medmplm.models.summary import main as summary_main
 from medmplm.models.testing_utils import read_split_batch, write_tiny_prepared_dir
 from medmplm.models.text_encoder import build_bert_backbone
@@ -70,7 +70,12 @@ def test_config_presets_round_trip_and_validation(tmp_path: Path) -> None:
     assert (paper.text_num_layers, paper.text_num_frozen_layers, paper.code_hidden_size) == (12, 10, 300)
     assert paper.ontology_head_size * paper.ontology_num_heads == 300
     config = MedMPLMConfig.from_preset("tiny", max_codes=10, loss_weights={"t2c_diagnosis": 2.0})
-    assert config.loss_weights == {"t2c_diagnosis": 2.0, "t2c_medication": 0.0, "c2c_diagnosis": 0.0, "c2c_medication": 0.0}
+    assert config.loss_weights == {
+        "t2c_diagnosis": 2.0,
+        "t2c_medication": 0.0,
+        "c2c_diagnosis": 0.0,
+        "c2c_medication": 0.0,
+    }
     assert MedMPLMConfig.from_dict(config.to_dict()) == config
     config.to_json_file(tmp_path / "c.json")
     assert MedMPLMConfig.from_json_file(tmp_path / "c.json") == config
@@ -207,7 +212,9 @@ def test_frozen_prefix_path_equals_full_path(model: MedMPLMForPretraining, prepa
     with torch.no_grad():
         full = model(**batch)
         cached_batch = dict(batch)
-        cached_batch["text_hidden_states"] = model.text_encoder.frozen_prefix(batch["input_ids"], batch["attention_mask"])
+        cached_batch["text_hidden_states"] = model.text_encoder.frozen_prefix(
+            batch["input_ids"], batch["attention_mask"]
+        )
         del cached_batch["input_ids"]
         cached = model(**cached_batch)
     assert torch.allclose(full.loss, cached.loss, atol=1e-6)
@@ -309,7 +316,9 @@ def test_attention_maps_on_request(model: MedMPLMForPretraining, prepared: Path)
 # --- save / load ---------------------------------------------------------------------------
 
 
-def test_save_load_round_trip_gives_identical_outputs(model: MedMPLMForPretraining, prepared: Path, tmp_path: Path) -> None:
+def test_save_load_round_trip_gives_identical_outputs(
+    model: MedMPLMForPretraining, prepared: Path, tmp_path: Path
+) -> None:
     batch = masked_batch(model, prepared)
     model.eval()
     (tmp_path / "train_config.yaml").write_text("lr: 0.001\n")
@@ -375,7 +384,13 @@ def test_interrupted_save_does_not_look_complete(
 def test_pretraining_load_of_an_encoder_directory_names_the_missing_heads(
     model: MedMPLMForPretraining, tmp_path: Path
 ) -> None:
-    encoder = MedMPLMModel(model.config, model.vocabs, model.ontologies, build_bert_backbone(model.config, len(model.tokenizer), 0), model.tokenizer)
+    encoder = MedMPLMModel(
+        model.config,
+        model.vocabs,
+        model.ontologies,
+        build_bert_backbone(model.config, len(model.tokenizer), 0),
+        model.tokenizer,
+    )
     encoder.save_pretrained(tmp_path)
     with pytest.raises(ValueError, match="t2c_heads"):
         MedMPLMForPretraining.from_pretrained(tmp_path)

@@ -31,7 +31,9 @@ def test_tiny_model_overfits_a_handful_of_visits(tmp_path: Path) -> None:
     model = MedMPLMForPretraining.from_prepared(prepared, config)
     arrays = VisitFeaturizer.from_model(model)(read_split_batch(prepared))
     # One fixed masking: the classic "can it fit one batch" check of the whole path, input to loss.
-    batch = CodeMasker.from_model(model)({k: torch.from_numpy(v) for k, v in arrays.items()}, torch.Generator().manual_seed(0))
+    batch = CodeMasker.from_model(model)(
+        {k: torch.from_numpy(v) for k, v in arrays.items()}, torch.Generator().manual_seed(0)
+    )
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=3e-3)
     model.eval()
     with torch.no_grad():

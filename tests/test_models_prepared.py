@@ -21,7 +21,9 @@ def test_tiny_model_on_a_prepared_synthetic_mimic(synthetic_prepared: Path, tmp_
     arrays = VisitFeaturizer.from_model(model)(batch)
     assert arrays["has_note"].sum() > 0 and arrays["diag_mask"][:, 1:].sum() > 0 and arrays["med_mask"][:, 1:].sum() > 0
     assert arrays["diag_unknown"].sum() == 0  # every training code is in the vocabulary built from training counts
-    inputs = CodeMasker.from_model(model)({k: torch.from_numpy(v[:64]) for k, v in arrays.items()}, torch.Generator().manual_seed(0))
+    inputs = CodeMasker.from_model(model)(
+        {k: torch.from_numpy(v[:64]) for k, v in arrays.items()}, torch.Generator().manual_seed(0)
+    )
     out = model(**inputs)
     assert torch.isfinite(out.loss)
     out.loss.backward()

@@ -56,11 +56,11 @@ def clean_note_text(text: str) -> str:
 
 
 def _backend_tokenizer(tokenizer: PreTrainedTokenizerBase | tokenizers.Tokenizer) -> tokenizers.Tokenizer:
-    backend = tokenizer if isinstance(tokenizer, tokenizers.Tokenizer) else getattr(tokenizer, "backend_tokenizer", None)
+    backend = (
+        tokenizer if isinstance(tokenizer, tokenizers.Tokenizer) else getattr(tokenizer, "backend_tokenizer", None)
+    )
     if backend is None:
-        raise TypeError(
-            f"VisitFeaturizer needs a fast (tokenizers-backed) tokenizer, got {type(tokenizer).__name__}"
-        )
+        raise TypeError(f"VisitFeaturizer needs a fast (tokenizers-backed) tokenizer, got {type(tokenizer).__name__}")
     # A private copy: enabling padding/truncation mutates the tokenizer in place.
     return tokenizers.Tokenizer.from_str(backend.to_str())
 
@@ -130,7 +130,9 @@ class VisitFeaturizer:
         for row, codes in enumerate(column):
             if codes is None or isinstance(codes, str | bytes) or not isinstance(codes, Iterable):
                 where = f"hadm_id {row_ids[row]}" if row_ids is not None else f"row {row}"
-                raise ValueError(f"column {name!r}, {where}: expected a list of code strings, got {type(codes).__name__}")
+                raise ValueError(
+                    f"column {name!r}, {where}: expected a list of code strings, got {type(codes).__name__}"
+                )
             encoded = vocab.encode(list(codes))
             kept = encoded[: self.max_codes]
             ids[row, 1 : 1 + len(kept)] = kept
@@ -143,7 +145,9 @@ class VisitFeaturizer:
         """Featurise a batch of VISIT_SCHEMA columns (extra columns are ignored)."""
         missing = [c for c in REQUIRED_COLUMNS if c not in batch]
         if missing:
-            raise KeyError(f"visit batch lacks column(s) {missing}; expected VISIT_SCHEMA columns {list(REQUIRED_COLUMNS)}")
+            raise KeyError(
+                f"visit batch lacks column(s) {missing}; expected VISIT_SCHEMA columns {list(REQUIRED_COLUMNS)}"
+            )
         notes = batch["note_text"]
         batch_size = len(notes)
         for name in REQUIRED_COLUMNS:
@@ -165,7 +169,9 @@ class VisitFeaturizer:
         out: dict[str, np.ndarray] = {}
         if row_ids is not None:
             out["hadm_id"] = row_ids
-        out["input_ids"] = np.array([e.ids for e in encodings], dtype=np.int64).reshape(batch_size, self.text_max_length)
+        out["input_ids"] = np.array([e.ids for e in encodings], dtype=np.int64).reshape(
+            batch_size, self.text_max_length
+        )
         out["attention_mask"] = np.array([e.attention_mask for e in encodings], dtype=np.int64).reshape(
             batch_size, self.text_max_length
         )

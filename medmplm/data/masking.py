@@ -103,10 +103,12 @@ class CodeMasker:
         labels = torch.where(selected, ids, torch.full_like(ids, IGNORE_INDEX))
         action = uniform(ids.shape)
         to_mask = selected & (action < self.mask_token_prob)
-        to_random = selected & (action >= self.mask_token_prob) & (action < self.mask_token_prob + self.random_token_prob)
-        random_codes = torch.randint(
-            NUM_SPECIAL_TOKENS, vocab_size, ids.shape, generator=generator, device=device
-        ).to(ids.device)
+        to_random = (
+            selected & (action >= self.mask_token_prob) & (action < self.mask_token_prob + self.random_token_prob)
+        )
+        random_codes = torch.randint(NUM_SPECIAL_TOKENS, vocab_size, ids.shape, generator=generator, device=device).to(
+            ids.device
+        )
         masked = torch.where(to_mask, torch.full_like(ids, MASK_ID), ids)
         masked = torch.where(to_random, random_codes, masked)
         return masked, labels

@@ -73,14 +73,18 @@ class MedMPLMConfig:
                 f"must equal code_hidden_size ({self.code_hidden_size})"
             )
         if self.code_hidden_size % self.code_num_heads:
-            raise ValueError(f"code_hidden_size {self.code_hidden_size} is not divisible by code_num_heads {self.code_num_heads}")
+            raise ValueError(
+                f"code_hidden_size {self.code_hidden_size} is not divisible by code_num_heads {self.code_num_heads}"
+            )
         if not 0 <= self.text_num_frozen_layers <= self.text_num_layers:
             raise ValueError(
                 f"text_num_frozen_layers must be in [0, text_num_layers={self.text_num_layers}], "
                 f"got {self.text_num_frozen_layers}"
             )
         if self.text_max_length < 2 or self.max_codes < 1:
-            raise ValueError(f"text_max_length must be >= 2 and max_codes >= 1, got {self.text_max_length}, {self.max_codes}")
+            raise ValueError(
+                f"text_max_length must be >= 2 and max_codes >= 1, got {self.text_max_length}, {self.max_codes}"
+            )
         unknown = set(self.loss_weights) - set(OBJECTIVES)
         if unknown:
             raise ValueError(f"loss_weights has unknown objective(s) {sorted(unknown)}; known: {list(OBJECTIVES)}")

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import logging
 import math
 import os
 import shutil
@@ -21,7 +20,7 @@ import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import torch
 import torch.nn.functional as F
@@ -31,7 +30,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from transformers.utils import ModelOutput
 
 from medmplm.data.masking import IGNORE_INDEX
-from medmplm.data.schema import ONTOLOGY_DIR, VOCAB_DIR
+from medmplm.data.schema import ONTOLOGY_CODE_TYPES, ONTOLOGY_DIR, VOCAB_DIR
 from medmplm.data.vocab import NUM_SPECIAL_TOKENS, PAD_ID, CodeVocab, VocabMismatchError
 from medmplm.models.configuration_medmplm import MedMPLMConfig
 from medmplm.models.ontology_embedding import OntologyEmbedding, OntologyTree
@@ -44,17 +43,15 @@ from medmplm.models.text_encoder import (
 from medmplm.models.tokenization import iter_split_notes, load_tokenizer, train_wordpiece_tokenizer
 from medmplm.ontology import read_ontology, write_ontology
 
-logger = logging.getLogger(__name__)
-
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
 MODEL_INFO_FILE = "medmplm.json"
 TOKENIZER_DIR = "tokenizer"
 FORMAT_VERSION = 1
-CODE_TYPES = ("diagnosis", "medication")
-# Index of each code type in the code type embedding, and its batch-key prefix.
+# The code types with an ontology are the ones the model encodes.
+CODE_TYPES = ONTOLOGY_CODE_TYPES
+# Index of each code type in the code type embedding.
 CODE_TYPE_INDEX = {"diagnosis": 0, "medication": 1}
-BATCH_PREFIX = {"diagnosis": "diag", "medication": "med"}
 
 ModelT = TypeVar("ModelT", bound="MedMPLMPreTrainedModel")
 
@@ -140,11 +137,15 @@ class CodeEmbeddings(nn.Module):
         hidden = config.code_hidden_size
         self.ontology = nn.ModuleDict(
             {
-                t: OntologyEmbedding(trees[t], config.ontology_head_size, config.ontology_num_heads, config.ontology_dropout)
+                t: OntologyEmbedding(
+                    trees[t], config.ontology_head_size, config.ontology_num_heads, config.ontology_dropout
+                )
                 for t in CODE_TYPES
             }
         )
-        self.special_tokens = nn.ModuleDict({t: nn.Embedding(NUM_SPECIAL_TOKENS, hidden, padding_idx=PAD_ID) for t in CODE_TYPES})
+        self.special_tokens = nn.ModuleDict(
+            {t: nn.Embedding(NUM_SPECIAL_TOKENS, hidden, padding_idx=PAD_ID) for t in CODE_TYPES}
+        )
         self.code_type = nn.Embedding(len(CODE_TYPES), hidden)
         self.layer_norm = nn.LayerNorm(hidden)
         self.dropout = nn.Dropout(config.code_dropout)
@@ -223,7 +224,9 @@ class CrossModalAttention(nn.Module):
         )
         self.scale = 1.0 / math.sqrt(code_hidden_size)
 
-    def attend(self, queries: torch.Tensor, keys: torch.Tensor, key_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def attend(
+        self, queries: torch.Tensor, keys: torch.Tensor, key_mask: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Masked dot-product attention with a residual: ([B, Lq, d] output, [B, Lq, Lk] weights)."""
         key_mask = key_mask.bool()[:, None, :]
         scores = torch.matmul(queries, keys.transpose(1, 2)) * self.scale
@@ -302,10 +305,16 @@ class MedMPLMPreTrainedModel(nn.Module):
             )
         max_positions = getattr(text_backbone.config, "max_position_embeddings", None)
         if max_positions is not None and config.text_max_length > max_positions:
-            raise ValueError(f"text_max_length {config.text_max_length} exceeds the text encoder's {max_positions} positions")
-        self.config = dataclasses.replace(config, text_config=json.loads(text_backbone.config.to_json_string(use_diff=False)))
+            raise ValueError(
+                f"text_max_length {config.text_max_length} exceeds the text encoder's {max_positions} positions"
+            )
+        self.config = dataclasses.replace(
+            config, text_config=json.loads(text_backbone.config.to_json_string(use_diff=False))
+        )
         self.vocabs = dict(vocabs)
-        self.ontologies = {t: {c: list(ontologies[t][c]) for c in vocabs[t].codes if c in ontologies[t]} for t in CODE_TYPES}
+        self.ontologies = {
+            t: {c: list(ontologies[t][c]) for c in vocabs[t].codes if c in ontologies[t]} for t in CODE_TYPES
+        }
         self.tokenizer = tokenizer
 
     @property
@@ -340,7 +349,8 @@ class MedMPLMPreTrainedModel(nn.Module):
         """
         prepared = Path(prepared_dir)
         vocabs = {
-            t: CodeVocab.from_tsv(prepared / VOCAB_DIR / f"{t}.tsv", t, min_count=config.code_min_count) for t in CODE_TYPES
+            t: CodeVocab.from_tsv(prepared / VOCAB_DIR / f"{t}.tsv", t, min_count=config.code_min_count)
+            for t in CODE_TYPES
         }
         ontologies = {t: read_ontology(prepared / ONTOLOGY_DIR / f"{t}.tsv") for t in CODE_TYPES}
         if text_checkpoint is not None:
@@ -389,7 +399,9 @@ class MedMPLMPreTrainedModel(nn.Module):
             info = {
                 "format_version": FORMAT_VERSION,
                 "architecture": type(self).__name__,
-                "vocabularies": {t: {"size": len(self.vocabs[t]), "sha256": self.vocabs[t].fingerprint()} for t in CODE_TYPES},
+                "vocabularies": {
+                    t: {"size": len(self.vocabs[t]), "sha256": self.vocabs[t].fingerprint()} for t in CODE_TYPES
+                },
             }
             (staging / MODEL_INFO_FILE).write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
             self.config.to_json_file(staging / CONFIG_FILE)
@@ -418,12 +430,16 @@ class MedMPLMPreTrainedModel(nn.Module):
         """
         directory = Path(directory)
         if not (directory / CONFIG_FILE).is_file():
-            raise FileNotFoundError(f"{directory / CONFIG_FILE}: missing; not a saved MedM-PLM model (or its save was interrupted)")
+            raise FileNotFoundError(
+                f"{directory / CONFIG_FILE}: missing; not a saved MedM-PLM model (or its save was interrupted)"
+            )
         config = MedMPLMConfig.from_json_file(directory / CONFIG_FILE)
         with open(directory / MODEL_INFO_FILE, encoding="utf-8") as f:
             info = json.load(f)
         if info.get("format_version") != FORMAT_VERSION:
-            raise ValueError(f"{directory / MODEL_INFO_FILE}: format_version {info.get('format_version')}, expected {FORMAT_VERSION}")
+            raise ValueError(
+                f"{directory / MODEL_INFO_FILE}: format_version {info.get('format_version')}, expected {FORMAT_VERSION}"
+            )
         vocabs = {}
         for t in CODE_TYPES:
             path = directory / VOCAB_DIR / f"{t}.json"

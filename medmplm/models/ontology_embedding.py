@@ -143,7 +143,9 @@ class OntologyEmbedding(nn.Module):
         for i, level in enumerate(tree.levels):
             self.register_buffer(f"level{i}_nodes", torch.tensor(level.nodes, dtype=torch.long), persistent=False)
             self.register_buffer(f"level{i}_edges", _edge_index(level.edges), persistent=False)
-            self.register_buffer(f"level{i}_parents_local", torch.tensor(level.parents_local, dtype=torch.long), persistent=False)
+            self.register_buffer(
+                f"level{i}_parents_local", torch.tensor(level.parents_local, dtype=torch.long), persistent=False
+            )
             self.register_buffer(f"level{i}_parents", torch.tensor(level.parents, dtype=torch.long), persistent=False)
         self.register_buffer("ancestor_edges", _edge_index(tree.ancestor_edges), persistent=False)
         nn.init.xavier_uniform_(self.node_embeddings)
@@ -158,7 +160,9 @@ class OntologyEmbedding(nn.Module):
         for i in range(len(self.tree.levels)):
             nodes = getattr(self, f"level{i}_nodes")
             aggregated = F.elu(self.stage_one(x[nodes], getattr(self, f"level{i}_edges")))
-            x = x.index_copy(0, getattr(self, f"level{i}_parents"), aggregated[getattr(self, f"level{i}_parents_local")])
+            x = x.index_copy(
+                0, getattr(self, f"level{i}_parents"), aggregated[getattr(self, f"level{i}_parents_local")]
+            )
         # GATConv adds self-loops, so each code also attends to itself.
         codes = F.elu(self.stage_two(x, self.ancestor_edges))
         return codes[: self.tree.num_codes]

@@ -31,7 +31,9 @@ from medmplm.ontology import read_ontology
 def build_for_summary(config: MedMPLMConfig, prepared_dir: str | Path) -> MedMPLMForPretraining:
     """A pretraining model with the prepared directory's codes and an untrained-tokenizer text encoder."""
     prepared = Path(prepared_dir)
-    vocabs = {t: CodeVocab.from_tsv(prepared / VOCAB_DIR / f"{t}.tsv", t, min_count=config.code_min_count) for t in CODE_TYPES}
+    vocabs = {
+        t: CodeVocab.from_tsv(prepared / VOCAB_DIR / f"{t}.tsv", t, min_count=config.code_min_count) for t in CODE_TYPES
+    }
     ontologies = {t: read_ontology(prepared / ONTOLOGY_DIR / f"{t}.tsv") for t in CODE_TYPES}
     backbone = build_bert_backbone(config, config.text_vocab_size, pad_token_id=0)
     return MedMPLMForPretraining(config, vocabs, ontologies, backbone)
@@ -43,14 +45,20 @@ def parameter_table(model: MedMPLMForPretraining) -> list[tuple[str, int, int]]:
     code = model.medmplm.code_encoder
     parts: list[tuple[str, list[nn.Module]]] = [
         ("text embeddings", [text.backbone.embeddings]),
-        (f"text layers 1-{text.num_frozen_layers} (frozen)", list(text.backbone.encoder.layer[: text.num_frozen_layers])),
+        (
+            f"text layers 1-{text.num_frozen_layers} (frozen)",
+            list(text.backbone.encoder.layer[: text.num_frozen_layers]),
+        ),
         (
             f"text layers {text.num_frozen_layers + 1}-{len(text.backbone.encoder.layer)}",
             list(text.backbone.encoder.layer[text.num_frozen_layers :]),
         ),
         ("code ontology embedding (diagnosis)", [code.embeddings.ontology["diagnosis"]]),
         ("code ontology embedding (medication)", [code.embeddings.ontology["medication"]]),
-        ("code special/type embeddings + norm", [code.embeddings.special_tokens, code.embeddings.code_type, code.embeddings.layer_norm]),
+        (
+            "code special/type embeddings + norm",
+            [code.embeddings.special_tokens, code.embeddings.code_type, code.embeddings.layer_norm],
+        ),
         ("code transformer", [code.encoder]),
         ("cross-modal module", [model.medmplm.cross_modal]),
         ("T2C heads", [model.t2c_heads]),
@@ -88,7 +96,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         model = build_for_summary(config, prepared)
     source = args.prepared or "built-in example (pass --prepared for real vocabularies)"
     print(f"MedM-PLM preset {args.preset!r}; codes from {source}")
-    print(f"diagnosis vocabulary {len(model.diagnosis_vocab)} tokens, medication vocabulary {len(model.medication_vocab)} tokens")
+    sizes = f"{len(model.diagnosis_vocab)} diagnosis / {len(model.medication_vocab)} medication"
+    print(f"code vocabularies: {sizes} tokens (special tokens included)")
     rows = parameter_table(model)
     width = max(len(r[0]) for r in rows)
     print(f"{'part':<{width}}  {'total':>13}  {'trainable':>13}")

@@ -32,15 +32,38 @@ from medmplm.ontology import build_ontology, write_ontology
 
 # Valid ICD-9-CM / ATC-3 codes spread over several chapters and groups, with a word each.
 DIAGNOSES = {
-    "4019": "hypertension", "4280": "heartfailure", "42731": "afib", "41401": "atherosclerosis",
-    "5849": "kidneyinjury", "25000": "diabetes", "2724": "hyperlipidemia", "51881": "respfailure",
-    "5990": "uti", "53081": "reflux", "V4581": "bypass", "0389": "septicemia", "486": "pneumonia",
-    "2449": "hypothyroid", "311": "depression", "99592": "sepsis", "E8497": "accident", "2851": "anemia",
+    "4019": "hypertension",
+    "4280": "heartfailure",
+    "42731": "afib",
+    "41401": "atherosclerosis",
+    "5849": "kidneyinjury",
+    "25000": "diabetes",
+    "2724": "hyperlipidemia",
+    "51881": "respfailure",
+    "5990": "uti",
+    "53081": "reflux",
+    "V4581": "bypass",
+    "0389": "septicemia",
+    "486": "pneumonia",
+    "2449": "hypothyroid",
+    "311": "depression",
+    "99592": "sepsis",
+    "E8497": "accident",
+    "2851": "anemia",
 }
 MEDICATIONS = {
-    "N02B": "analgesic", "B01A": "anticoagulant", "C07A": "betablocker", "A02B": "antacid",
-    "C10A": "statin", "N05B": "anxiolytic", "A12C": "mineral", "J01D": "cephalosporin",
-    "C03C": "diuretic", "H02A": "corticosteroid", "A06A": "laxative", "B05X": "electrolyte",
+    "N02B": "analgesic",
+    "B01A": "anticoagulant",
+    "C07A": "betablocker",
+    "A02B": "antacid",
+    "C10A": "statin",
+    "N05B": "anxiolytic",
+    "A12C": "mineral",
+    "J01D": "cephalosporin",
+    "C03C": "diuretic",
+    "H02A": "corticosteroid",
+    "A06A": "laxative",
+    "B05X": "electrolyte",
 }
 
 
@@ -82,11 +105,23 @@ def write_tiny_prepared_dir(
             hadm += 1
             rows.append(
                 {
-                    "subject_id": 1000 + i, "hadm_id": hadm, "admittime": admit, "dischtime": admit + timedelta(days=3),
-                    "deathtime": None, "admission_type": "EMERGENCY", "visit_index": 0, "num_visits": 1,
-                    "diagnoses": diagnoses, "procedures": [], "medications": medications, "labs": [],
-                    "note_text": note, "num_notes": 0 if note is None else 1, "hospital_death": False,
-                    "readmission_30d": 0, "readmission_30d_nonelective": 0,
+                    "subject_id": 1000 + i,
+                    "hadm_id": hadm,
+                    "admittime": admit,
+                    "dischtime": admit + timedelta(days=3),
+                    "deathtime": None,
+                    "admission_type": "EMERGENCY",
+                    "visit_index": 0,
+                    "num_visits": 1,
+                    "diagnoses": diagnoses,
+                    "procedures": [],
+                    "medications": medications,
+                    "labs": [],
+                    "note_text": note,
+                    "num_notes": 0 if note is None else 1,
+                    "hospital_death": False,
+                    "readmission_30d": 0,
+                    "readmission_30d_nonelective": 0,
                 }
             )
         split_dir = root / VISITS_DIR / split
@@ -100,7 +135,8 @@ def write_tiny_prepared_dir(
     for code_type in ("procedure", "lab"):
         write_vocab(root / VOCAB_DIR / f"{code_type}.tsv", {})
     (root / MANIFEST_FILE).write_text(
-        json.dumps({"schema_version": SCHEMA_VERSION, "source": "medmplm.models.testing_utils"}) + "\n", encoding="utf-8"
+        json.dumps({"schema_version": SCHEMA_VERSION, "source": "medmplm.models.testing_utils"}) + "\n",
+        encoding="utf-8",
     )
     return root
 

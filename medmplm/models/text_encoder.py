@@ -92,7 +92,9 @@ class TextEncoder(nn.Module):
         return self
 
     def _layer_mask(self, hidden: torch.Tensor, attention_mask: torch.Tensor) -> Any:
-        return create_bidirectional_mask(config=self.backbone.config, inputs_embeds=hidden, attention_mask=attention_mask)
+        return create_bidirectional_mask(
+            config=self.backbone.config, inputs_embeds=hidden, attention_mask=attention_mask
+        )
 
     def frozen_prefix(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """Output of the embeddings and the frozen layers, without gradient.

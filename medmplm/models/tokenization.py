@@ -16,7 +16,13 @@ from medmplm.data.schema import VISITS_DIR
 
 logger = logging.getLogger(__name__)
 
-BERT_SPECIAL_TOKENS = {"pad_token": "[PAD]", "unk_token": "[UNK]", "cls_token": "[CLS]", "sep_token": "[SEP]", "mask_token": "[MASK]"}
+BERT_SPECIAL_TOKENS = {
+    "pad_token": "[PAD]",
+    "unk_token": "[UNK]",
+    "cls_token": "[CLS]",
+    "sep_token": "[SEP]",
+    "mask_token": "[MASK]",
+}
 
 
 def iter_split_notes(prepared_dir: str | os.PathLike, split: str = "train", batch_size: int = 1024) -> Iterator[str]:
@@ -58,12 +64,16 @@ def train_wordpiece_tokenizer(texts: Iterable[str], vocab_size: int, model_max_l
             counted += 1
             yield text
 
-    tokenizer.train_from_iterator(counting(texts), trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=specials, show_progress=False))
+    tokenizer.train_from_iterator(
+        counting(texts), trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=specials, show_progress=False)
+    )
     if counted == 0:
         raise ValueError("no note text to train the tokenizer on (every training visit lacks a note)")
     cls_id, sep_id = tokenizer.token_to_id("[CLS]"), tokenizer.token_to_id("[SEP]")
     tokenizer.post_processor = processors.TemplateProcessing(
-        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1", special_tokens=[("[CLS]", cls_id), ("[SEP]", sep_id)]
+        single="[CLS] $A [SEP]",
+        pair="[CLS] $A [SEP] $B:1 [SEP]:1",
+        special_tokens=[("[CLS]", cls_id), ("[SEP]", sep_id)],
     )
     logger.info("trained a WordPiece tokenizer of %d tokens on %d notes", tokenizer.get_vocab_size(), counted)
     return PreTrainedTokenizerFast(tokenizer_object=tokenizer, model_max_length=model_max_length, **BERT_SPECIAL_TOKENS)
