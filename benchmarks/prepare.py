@@ -151,8 +151,8 @@ def main(argv: list[str] | None = None) -> int:
     import ray
 
     ray_start = time.perf_counter()
-    ray.init(num_cpus=args.num_cpus, object_store_memory=args.object_store_memory, include_dashboard=False,
-             log_to_driver=False)
+    ray.init(address="local", num_cpus=args.num_cpus, object_store_memory=args.object_store_memory,
+             include_dashboard=False, log_to_driver=False)
     print(f"ray.init: {time.perf_counter() - ray_start:.1f} s (not counted below)")
     options = PrepareOptions(num_shards_per_split=args.num_shards_per_split,
                              admissions_per_bucket=args.admissions_per_bucket)

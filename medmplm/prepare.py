@@ -79,7 +79,9 @@ def main(argv: list[str] | None = None) -> int:
     if os.environ.get("RAY_ADDRESS"):
         ray.init()
     else:
-        ray.init(num_cpus=args.num_cpus, object_store_memory=args.object_store_memory, include_dashboard=False)
+        # address="local": never attach to some other `ray start` cluster on this machine by accident.
+        ray.init(address="local", num_cpus=args.num_cpus, object_store_memory=args.object_store_memory,
+                 include_dashboard=False)
     try:
         manifest = prepare(args.mimic, args.out, options)
     except PrepareInputError as err:

@@ -187,7 +187,8 @@ def ray_session():
         # that can pass, so try twice before failing.
         for attempt in range(2):
             try:
-                ray.init(num_cpus=2, include_dashboard=False, object_store_memory=256 << 20, log_to_driver=False)
+                ray.init(address="local", num_cpus=2, include_dashboard=False, object_store_memory=256 << 20,
+                         log_to_driver=False)
                 break
             except Exception as err:
                 ray.shutdown()
