@@ -222,13 +222,13 @@ class LoggingSection:
         tensorboard: write TensorBoard event files to ``<storage_path>/<name>/tensorboard``.
         mlflow_tracking_uri: log to MLflow as well (needs ``pip install medmplm[mlflow]``).
         mlflow_experiment: MLflow experiment name.
-        progress_bar: ``auto`` shows one on rank 0 when the driver's stdout is a terminal.
+        progress_bar: a progress bar on rank 0; ``null`` (default): when the driver's stdout is a terminal.
     """
 
     tensorboard: bool = True
     mlflow_tracking_uri: str | None = None
     mlflow_experiment: str = "medmplm-pretrain"
-    progress_bar: Literal["auto", "on", "off"] = "auto"
+    progress_bar: bool | None = None
 
 
 @dataclass

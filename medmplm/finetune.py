@@ -58,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     section = config.finetune
     if config.run.name is None:
         config.run.name = storage.new_run_name(f"{section.task}-{section.model.replace('+', '_')}")
-    progress_bar = config.logging.progress_bar == "on" or (config.logging.progress_bar == "auto" and sys.stdout.isatty())
+    progress_bar = config.logging.progress_bar if config.logging.progress_bar is not None else sys.stdout.isatty()
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     # The lr baseline on an existing prepared directory runs entirely in this process.
     needs_ray = model_spec(section.model).build is not None or config.data.prepared_dir is None

@@ -235,7 +235,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if config.run.name is None:
         config.run.name = storage.new_run_name("pretrain")
-    progress_bar = config.logging.progress_bar == "on" or (config.logging.progress_bar == "auto" and sys.stdout.isatty())
+    progress_bar = config.logging.progress_bar if config.logging.progress_bar is not None else sys.stdout.isatty()
 
     import ray
 

@@ -43,7 +43,7 @@ def small_run(prepared: Path, storage: Path, name: str, *extra: str) -> list[str
         "train.checkpoint_every_steps=4",
         "train.log_every_steps=1",
         "train.early_stopping_patience=null",
-        "logging.progress_bar=off",
+        "logging.progress_bar=false",
         *extra,
     ]
 
@@ -71,9 +71,11 @@ def latest_registered_step(run_dir: Path) -> int | None:
     return None if latest is None else int(latest["metrics"]["global_step"])
 
 
-def wait_for(condition, timeout: float, what: str):
+def wait_for(condition, timeout: float, what: str, process: subprocess.Popen | None = None):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            raise AssertionError(f"the process exited with {process.returncode} while waiting for {what}")
         value = condition()
         if value:
             return value
@@ -126,7 +128,7 @@ def test_zero2_end_to_end_and_resume_by_run_name(ray_local, synthetic_prepared, 
     with open(tmp_path / "first.log", "w") as log:
         first = subprocess.Popen(command, env=env, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
         try:
-            stopped_after = wait_for(lambda: latest_registered_step(run_dir), 900, "the first checkpoint")
+            stopped_after = wait_for(lambda: latest_registered_step(run_dir), 900, "the first checkpoint", first)
         finally:
             first.send_signal(signal.SIGTERM)
             first.wait(timeout=120)

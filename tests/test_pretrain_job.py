@@ -1,0 +1,80 @@
+"""``ray job submit`` from the repository root against a loopback ``ray start --head`` (slow: starts its own Ray).
+
+Runs exactly the command of ``docs/ray_job_submit.md`` (address, working directory upload with ``.gitignore`` and
+``.rayignore`` in place, token authentication on) and stops only the Ray instance it started.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from conftest import free_port
+from medmplm.models import MedMPLMForPretraining
+
+pytestmark = pytest.mark.slow
+
+REPO = Path(__file__).resolve().parents[1]
+RAY = str(Path(sys.executable).parent / "ray")
+
+
+def wait_for_dashboard(url: str, head: subprocess.Popen, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if head.poll() is not None:
+            raise AssertionError(f"ray start exited with {head.returncode}")
+        try:
+            urllib.request.urlopen(f"{url}/api/version", timeout=5)
+            return
+        except urllib.error.HTTPError:
+            return  # 401 without a token: the dashboard is up
+        except OSError:
+            time.sleep(1)
+    raise AssertionError(f"the dashboard at {url} did not come up in {timeout:.0f} s")
+
+
+def test_ray_job_submit_from_the_repository_root(synthetic_prepared, tmp_path):
+    assert (REPO / ".gitignore").is_file() and (REPO / ".rayignore").is_file()
+    dashboard = f"http://127.0.0.1:{free_port()}"
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    # The job's `python` must be this environment's (it has the project's dependencies).
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    head_log = open(tmp_path / "head.log", "w")
+    head = subprocess.Popen(
+        [
+            RAY, "start", "--head", "--block",
+            "--node-ip-address=127.0.0.1", f"--port={free_port()}",
+            "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard.rsplit(':', 1)[1]}",
+            "--num-cpus=2", "--include-dashboard=true",
+        ],
+        env=env, stdout=head_log, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    try:
+        wait_for_dashboard(dashboard, head, timeout=300)
+        submit_env = {**env, "RAY_AUTH_MODE": "token"}
+        command = [
+            RAY, "job", "submit", "--address", dashboard, "--working-dir", ".", "--",
+            "python", "-m", "medmplm.pretrain",
+            f"data.prepared_dir={synthetic_prepared}", f"run.storage_path={tmp_path / 'runs'}", "run.name=job",
+            "train.epochs=1", "train.global_batch_size=16", "train.micro_batch_size=8",
+        ]  # fmt: skip
+        result = subprocess.run(command, cwd=REPO, env=submit_env, capture_output=True, text=True, timeout=1800)
+        output = result.stdout + result.stderr
+        (tmp_path / "job.log").write_text(output)
+        assert result.returncode == 0, output[-4000:]
+        assert "Pretraining finished: run job" in output
+        assert "succeeded" in output
+        MedMPLMForPretraining.from_pretrained(tmp_path / "runs" / "job" / "export")
+    finally:
+        # Only the instance started above: SIGTERM makes `ray start --block` stop the processes it started.
+        head.send_signal(signal.SIGTERM)
+        head.wait(timeout=120)
+        head_log.close()
