@@ -1,0 +1,127 @@
+"""Rebuild the paper's comparison (Table III style): every (task, model variant, train ratio, seed) fine-tuned and
+evaluated through ``medmplm.tasks.runner.run_finetune``, then one table of test metrics (mean ± std over seeds).
+
+Runs share one local Ray instance and one results directory; a rerun skips the runs already recorded there, so an
+interrupted grid continues where it stopped. Prints figures, asserts nothing.
+
+Example (a few thousand synthetic patients; see the README for the data and pretraining commands)::
+
+    python benchmarks/finetune_table.py --prepared runs/grid/prepared --init runs/grid/pretrain/export \\
+        --results runs/grid/results --ratios 0.1,1.0 --seeds 0 train.epochs=10
+
+Model variants: ``medmplm`` (pretrained from ``--init``), ``medmplm-scratch`` (same architecture, random init),
+``medmplm-nocross``, ``gbert``, ``clinicalbert`` (MedM-PLM's parts, pretrained), ``lr``; any other name of
+``medmplm.tasks.encoders.MODELS`` may be given too (pretrained when it uses pretrained weights).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import time
+
+import pandas as pd
+
+from medmplm.config import load_config, parse_overrides
+from medmplm.results import gather_results, summary_table
+from medmplm.tasks.config import FinetuneConfig, expand_short_flags
+from medmplm.tasks.encoders import model_spec
+
+DEFAULT_VARIANTS = ("medmplm", "medmplm-scratch", "medmplm-nocross", "gbert", "clinicalbert", "lr")
+KEY_METRICS = {
+    "medrec": ("jaccard", "prauc", "f1", "auc_micro"),
+    "readmission": ("auroc", "auprc", "rp80", "f1"),
+    "icd": ("f1_micro", "f1_macro", "auc_micro", "auc_macro", "p_at_5"),
+}
+SCRATCH_SUFFIX = "-scratch"
+
+
+def variant_model(variant: str) -> tuple[str, bool]:
+    """``(model name, pretrained)`` of a grid variant."""
+    if variant.endswith(SCRATCH_SUFFIX):
+        return variant[: -len(SCRATCH_SUFFIX)], False
+    return variant, model_spec(variant).uses_pretrained_weights
+
+
+def _done(results_dir: str) -> set[tuple]:
+    try:
+        df = gather_results(results_dir)
+    except FileNotFoundError:
+        return set()
+    return set(zip(df.task, df.model, df.pretrained, df.train_ratio.round(6), df.seed))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--prepared", required=True, help="prepared directory (python -m medmplm.prepare)")
+    parser.add_argument("--init", required=True, help="pretrained MedM-PLM directory (python -m medmplm.pretrain export)")
+    parser.add_argument("--results", required=True, help="results directory (one Parquet file per run)")
+    parser.add_argument("--storage", default=None, help="run storage (checkpoints); default <results>/../runs")
+    parser.add_argument("--tasks", default="medrec,readmission,icd")
+    parser.add_argument("--variants", default=",".join(DEFAULT_VARIANTS))
+    parser.add_argument("--ratios", default="0.1,1.0")
+    parser.add_argument("--seeds", default="0")
+    parser.add_argument("--config", default=None, help="YAML fine-tuning config applied to every run")
+    args, tokens = parser.parse_known_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    common = expand_short_flags(parse_overrides(tokens))
+    tasks = args.tasks.split(",")
+    variants = args.variants.split(",")
+    ratios = [float(r) for r in args.ratios.split(",")]
+    seeds = [int(s) for s in args.seeds.split(",")]
+    storage = args.storage or os.path.join(os.path.dirname(os.path.abspath(args.results)), "runs")
+
+    import ray
+
+    from medmplm.tasks.runner import run_finetune
+    from medmplm.train.storage import new_run_name
+
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    ray.init(**({} if os.environ.get("RAY_ADDRESS") else {"address": "local", "include_dashboard": False}))
+    timings = []
+    try:
+        for task in tasks:
+            for variant in variants:
+                model, pretrained = variant_model(variant)
+                for ratio in ratios:
+                    for seed in seeds:
+                        if (task, model, pretrained, round(ratio, 6), seed) in _done(args.results):
+                            continue
+                        overrides = {
+                            **common,
+                            "data.prepared_dir": args.prepared,
+                            "finetune.task": task,
+                            "finetune.model": model,
+                            "finetune.train_ratio": ratio,
+                            "finetune.results_dir": args.results,
+                            "train.seed": seed,
+                            "run.storage_path": storage,
+                            "model.init_from": args.init if pretrained else None,
+                        }
+                        config = load_config(FinetuneConfig, args.config, overrides)
+                        run_name = new_run_name(f"{task}-{variant.replace('+', '_')}-r{ratio:g}-s{seed}")
+                        config.run.name = run_name
+                        start = time.perf_counter()
+                        run_finetune(config, args.prepared, run_name)
+                        timings.append((task, variant, ratio, seed, time.perf_counter() - start))
+    finally:
+        ray.shutdown()
+
+    for task, variant, ratio, seed, seconds in timings:
+        print(f"run {task:12s} {variant:18s} ratio {ratio:<4g} seed {seed}: {seconds:7.1f} s")
+    results = gather_results(args.results)
+    pd.set_option("display.width", 250)
+    pd.set_option("display.max_columns", 20)
+    for task in tasks:
+        rows = results[results.task == task]
+        if rows.empty:
+            continue
+        print(f"\n== {task}: test metrics, mean ± std (number of seeds)")
+        print(summary_table(rows, split="test", metrics=KEY_METRICS[task]).to_string())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
