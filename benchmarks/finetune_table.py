@@ -56,7 +56,9 @@ def _done(results_dir: str) -> set[tuple]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--prepared", required=True, help="prepared directory (python -m medmplm.prepare)")
-    parser.add_argument("--init", required=True, help="pretrained MedM-PLM directory (python -m medmplm.pretrain export)")
+    parser.add_argument(
+        "--init", required=True, help="pretrained MedM-PLM directory (python -m medmplm.pretrain export)"
+    )
     parser.add_argument("--results", required=True, help="results directory (one Parquet file per run)")
     parser.add_argument("--storage", default=None, help="run storage (checkpoints); default <results>/../runs")
     parser.add_argument("--tasks", default="medrec,readmission,icd")

@@ -30,7 +30,7 @@ def main(argv: list[str] | None = None) -> int:
     """Command-line entry point."""
     parser = argparse.ArgumentParser(
         prog="python -m medmplm.finetune",
-        description="Fine-tune a pretrained MedM-PLM (or a baseline) on medrec, readmission or icd and record its metrics.",
+        description="Fine-tune MedM-PLM (or a baseline) on medrec, readmission or icd and record its metrics.",
         epilog=f"Short flags: {', '.join('--' + k.replace('_', '-') + ' -> ' + v for k, v in SHORT_FLAGS.items())}. "
         "Other overrides: key=value or --key value with dotted keys, e.g. train.epochs=10 "
         "finetune.task_options.top_k=50 finetune.results_dir=runs/table (see medmplm/tasks/config.py).",
@@ -63,7 +63,8 @@ def main(argv: list[str] | None = None) -> int:
     # The lr baseline on an existing prepared directory runs entirely in this process.
     needs_ray = model_spec(section.model).build is not None or config.data.prepared_dir is None
     if needs_ray:
-        ray.init(**({} if os.environ.get("RAY_ADDRESS") else {"include_dashboard": False}))
+        # address="local": never attach to a stale cluster some other process recorded in /tmp/ray.
+        ray.init(**({} if os.environ.get("RAY_ADDRESS") else {"address": "local", "include_dashboard": False}))
     try:
         prepared_dir = ensure_prepared(config.data)
         config.data.prepared_dir = prepared_dir
@@ -71,8 +72,10 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if needs_ray:
             ray.shutdown()
-    print(f"Fine-tuning finished: run {record.run_id} ({record.task}, {record.model}, init {record.init}, "
-          f"train ratio {record.train_ratio}, seed {record.seed})")
+    print(
+        f"Fine-tuning finished: run {record.run_id} ({record.task}, {record.model}, init {record.init}, "
+        f"train ratio {record.train_ratio}, seed {record.seed})"
+    )
     for split in ("val", "test"):
         values = " ".join(f"{name}={value:.4f}" for name, value in sorted(record.metrics[split].items()))
         print(f"  {split} ({record.num_examples[split]} examples): {values}")

@@ -1,8 +1,8 @@
 """Evaluation metrics for the fine-tuning tasks, with their definitions in one place.
 
-Every metric takes ``y_true`` (0/1 labels) and ``y_score`` (probabilities, after the sigmoid) as numpy arrays and returns
-plain floats. Binary tasks use 1-D arrays ``[N]``; multi-label tasks use 2-D arrays ``[N, K]``. Hard predictions are
-``y_score >= threshold``.
+Every metric takes ``y_true`` (0/1 labels) and ``y_score`` (probabilities, after the sigmoid) as numpy arrays and
+returns plain floats. Binary tasks use 1-D arrays ``[N]``; multi-label tasks use 2-D arrays ``[N, K]``. Hard
+predictions are ``y_score >= threshold``.
 
 Definitions (scikit-learn unless marked *hand-written*):
 
@@ -172,7 +172,9 @@ def medrec_metrics(
         "jaccard": float(jaccard_score(y_true, y_pred, average="samples", zero_division=0.0)),
         "f1": float(f1_score(y_true, y_pred, average="samples", zero_division=0.0)),
         "prauc": _samples_average_precision(y_true, y_score),
-        "auc_micro": float(roc_auc_score(y_true, y_score, average="micro")) if _has_both_classes(y_true) else float("nan"),
+        "auc_micro": float(roc_auc_score(y_true, y_score, average="micro"))
+        if _has_both_classes(y_true)
+        else float("nan"),
         **_subset_and_hamming(y_true, y_pred),
     }
     if ddi_pairs is not None:
@@ -217,7 +219,9 @@ def icd_metrics(y_true: np.ndarray, y_score: np.ndarray, threshold: float = DEFA
     metrics = {
         "f1_micro": float(f1_score(y_true, y_pred, average="micro", zero_division=0.0)),
         "f1_macro": float(f1_score(y_true, y_pred, average="macro", zero_division=0.0)),
-        "auc_micro": float(roc_auc_score(y_true, y_score, average="micro")) if _has_both_classes(y_true) else float("nan"),
+        "auc_micro": float(roc_auc_score(y_true, y_score, average="micro"))
+        if _has_both_classes(y_true)
+        else float("nan"),
         "auc_macro": (
             float(roc_auc_score(y_true[:, both], y_score[:, both], average="macro")) if both.any() else float("nan")
         ),

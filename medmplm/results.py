@@ -170,4 +170,3 @@ def summary_table(
         table = table[[m for m in metrics if m in table.columns]]
     table.columns.name = None
     return table
-

@@ -30,7 +30,9 @@ def test_gru_visit_embedding_is_a_multi_hot_sum():
     med_ids = torch.tensor([[1, 9, 0, 0]])
     out = encoder(diag_ids=diag_ids, diag_mask=(diag_ids > 0).long(), med_ids=med_ids, med_mask=(med_ids > 0).long())
     expected_diag = encoder.diagnosis_bag.weight[5] + encoder.diagnosis_bag.weight[7]
-    assert torch.allclose(out.codes[0, :4], expected_diag) and torch.allclose(out.codes[0, 4:], encoder.medication_bag.weight[9])
+    assert torch.allclose(out.codes[0, :4], expected_diag) and torch.allclose(
+        out.codes[0, 4:], encoder.medication_bag.weight[9]
+    )
 
 
 def test_cnn_ignores_padding_length():
@@ -58,17 +60,25 @@ def test_medbert_ignores_padded_codes():
     scribbled = diag_ids.clone()
     scribbled[0, 3:] = 9
     assert reference.shape == (1, 16)
-    assert torch.allclose(encoder(diag_ids=scribbled, diag_mask=diag_mask, med_ids=med_ids, med_mask=med_mask).codes, reference)
+    assert torch.allclose(
+        encoder(diag_ids=scribbled, diag_mask=diag_mask, med_ids=med_ids, med_mask=med_mask).codes, reference
+    )
     # Serialization embeddings make the order of codes matter.
     swapped = torch.tensor([[1, 5, 4, 0, 0]])
-    assert not torch.allclose(encoder(diag_ids=swapped, diag_mask=diag_mask, med_ids=med_ids, med_mask=med_mask).codes, reference)
+    assert not torch.allclose(
+        encoder(diag_ids=swapped, diag_mask=diag_mask, med_ids=med_ids, med_mask=med_mask).codes, reference
+    )
 
 
 def _arrays(diag, med, visit_mask, labels):
     diag, med = np.asarray(diag), np.asarray(med)
     return {
-        "diag_ids": diag, "diag_mask": (diag > 0).astype(np.int64), "med_ids": med,
-        "med_mask": (med > 0).astype(np.int64), "visit_mask": np.asarray(visit_mask), "labels": np.asarray(labels),
+        "diag_ids": diag,
+        "diag_mask": (diag > 0).astype(np.int64),
+        "med_ids": med,
+        "med_mask": (med > 0).astype(np.int64),
+        "visit_mask": np.asarray(visit_mask),
+        "labels": np.asarray(labels),
     }
 
 

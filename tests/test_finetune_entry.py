@@ -23,15 +23,34 @@ def prepared(tmp_path_factory):
 
 def test_lr_run_writes_a_result_record(prepared, tmp_path, capsys):
     results = tmp_path / "results"
-    argv = ["--task", "icd", "--model", "lr", "--seed", "3", "--train-ratio", "0.5", f"data.prepared_dir={prepared}",
-            f"finetune.results_dir={results}", "finetune.task_options.top_k=4", *TINY]
+    argv = [
+        "--task",
+        "icd",
+        "--model",
+        "lr",
+        "--seed",
+        "3",
+        "--train-ratio",
+        "0.5",
+        f"data.prepared_dir={prepared}",
+        f"finetune.results_dir={results}",
+        "finetune.task_options.top_k=4",
+        *TINY,
+    ]
     assert main(argv) == 0
     assert "test (" in capsys.readouterr().out
     df = gather_results(results)
     assert set(df.split) == {"val", "test"}
     assert set(df.metric) >= {"f1_micro", "f1_macro", "auc_micro", "auc_macro", "p_at_5", "accuracy"}
     row = df.iloc[0]
-    assert (row.task, row.model, row.init, row.pretrained, row.train_ratio, row.seed) == ("icd", "lr", "scratch", False, 0.5, 3)
+    assert (row.task, row.model, row.init, row.pretrained, row.train_ratio, row.seed) == (
+        "icd",
+        "lr",
+        "scratch",
+        False,
+        0.5,
+        3,
+    )
     excluded = pq.read_table(results / "excluded" / f"{row.run_id}.parquet")
     assert set(excluded.column("split").to_pylist()) <= {"train", "val", "test"} and excluded.num_rows > 0
 
@@ -45,7 +64,12 @@ def test_config_errors_and_short_flags(prepared, capsys):
     assert "finetune.train_ratio" in capsys.readouterr().err
     assert main(["--print-config", "--task", "medrec", "--init", "/some/dir", "--seed", "7", "--lr", "0.001"]) == 0
     printed = capsys.readouterr().out
-    assert "task: medrec" in printed and "init_from: /some/dir" in printed and "seed: 7" in printed and "lr: 0.001" in printed
+    assert (
+        "task: medrec" in printed
+        and "init_from: /some/dir" in printed
+        and "seed: 7" in printed
+        and "lr: 0.001" in printed
+    )
 
 
 def test_train_ratio_subsets_training_only_and_nests(prepared):
@@ -67,13 +91,23 @@ def test_pretrained_medmplm_through_the_training_loop(prepared, tmp_path):
 
     torch.manual_seed(0)
     pretrained = tmp_path / "pretrained"
-    MedMPLMForPretraining.from_prepared(prepared, MedMPLMConfig.from_preset("tiny", text_max_length=32)).save_pretrained(
-        pretrained
-    )
+    MedMPLMForPretraining.from_prepared(
+        prepared, MedMPLMConfig.from_preset("tiny", text_max_length=32)
+    ).save_pretrained(pretrained)
     results = tmp_path / "results"
-    argv = ["--task", "medrec", "--init", str(pretrained), f"data.prepared_dir={prepared}",
-            f"finetune.results_dir={results}", f"run.storage_path={tmp_path / 'runs'}", "run.name=medrec-test",
-            "train.epochs=2", "train.global_batch_size=16", "train.micro_batch_size=16"]
+    argv = [
+        "--task",
+        "medrec",
+        "--init",
+        str(pretrained),
+        f"data.prepared_dir={prepared}",
+        f"finetune.results_dir={results}",
+        f"run.storage_path={tmp_path / 'runs'}",
+        "run.name=medrec-test",
+        "train.epochs=2",
+        "train.global_batch_size=16",
+        "train.micro_batch_size=16",
+    ]
     assert main(argv) == 0
     df = gather_results(results)
     assert set(df.metric) >= {"jaccard", "prauc", "f1", "auc_micro", "accuracy"}
@@ -87,9 +121,21 @@ def test_pretrained_medmplm_through_the_training_loop(prepared, tmp_path):
 @pytest.mark.slow
 def test_gru_baseline_through_the_training_loop(prepared, tmp_path):
     results = tmp_path / "results"
-    argv = ["--task", "readmission", "--model", "rnn", f"data.prepared_dir={prepared}", f"finetune.results_dir={results}",
-            f"run.storage_path={tmp_path / 'runs'}", "train.epochs=1", "train.global_batch_size=8",
-            "train.micro_batch_size=8", "finetune.score_metric=val_auprc", "finetune.score_mode=max", *TINY]
+    argv = [
+        "--task",
+        "readmission",
+        "--model",
+        "rnn",
+        f"data.prepared_dir={prepared}",
+        f"finetune.results_dir={results}",
+        f"run.storage_path={tmp_path / 'runs'}",
+        "train.epochs=1",
+        "train.global_batch_size=8",
+        "train.micro_batch_size=8",
+        "finetune.score_metric=val_auprc",
+        "finetune.score_mode=max",
+        *TINY,
+    ]
     assert main(argv) == 0
     df = gather_results(results)
     assert set(df.metric) == {"auroc", "auprc", "f1", "accuracy", "rp80"}

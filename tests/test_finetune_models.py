@@ -11,8 +11,8 @@ from medmplm.data.features import VisitFeaturizer
 from medmplm.models import MedMPLMConfig, MedMPLMModel
 from medmplm.tasks import build_task, read_visits
 from medmplm.tasks.encoders import MODELS, build_encoder, model_spec
-from medmplm.tasks.featurize import ExampleFeaturizer
 from medmplm.tasks.encoding import VisitEncoding
+from medmplm.tasks.featurize import ExampleFeaturizer
 from medmplm.tasks.modeling import FineTuningModel, HeadConfig, build_finetuning_model, head_config_for
 from medmplm.tasks.testing_utils import write_finetune_prepared_dir
 
@@ -42,7 +42,11 @@ def setup(tmp_path_factory):
         examples = task.build_examples(train, space).examples.slice(0, 12)
         columns = {c: examples.column(c).to_numpy(zero_copy_only=False) for c in examples.column_names}
         arrays = ExampleFeaturizer(featurizer, task.max_visits, space if task.multilabel else None)(columns)
-        batches[name] = (task, len(space) if task.multilabel else 1, {k: torch.from_numpy(v) for k, v in arrays.items()})
+        batches[name] = (
+            task,
+            len(space) if task.multilabel else 1,
+            {k: torch.from_numpy(v) for k, v in arrays.items()},
+        )
     return backbone, batches, prepared
 
 
@@ -121,8 +125,14 @@ def test_history_mean_and_target_modalities():
     has_note = torch.tensor([[0, 1, 0, 0], [0, 0, 1, 0]])
     zeros = torch.zeros(2, 4, length, dtype=torch.long)
     features = model(
-        input_ids=zeros, attention_mask=zeros, has_note=has_note, diag_ids=diag_ids, diag_mask=diag_mask,
-        med_ids=zeros, med_mask=zeros, visit_mask=visit_mask,
+        input_ids=zeros,
+        attention_mask=zeros,
+        has_note=has_note,
+        diag_ids=diag_ids,
+        diag_mask=diag_mask,
+        med_ids=zeros,
+        med_mask=zeros,
+        visit_mask=visit_mask,
     ).logits
     # Columns: mean history text, mean history codes, target codes (the task hides the target's text).
     assert features.tolist() == [[5.0, 5.0, 9.0], [10.0, 8.0, 5.0]]
@@ -178,6 +188,8 @@ def test_loading_errors_name_the_file(setup, tmp_path):
     (tmp_path / "config.json").write_text('{"format": "something-else"}')
     with pytest.raises(ValueError, match="expected 'medmplm-finetune'"):
         FineTuningModel.from_pretrained(tmp_path)
-    stub = FineTuningModel(_FirstCodeEncoder(), HeadConfig(num_labels=1, has_history=False, target_modalities=frozenset({"codes"})))
+    stub = FineTuningModel(
+        _FirstCodeEncoder(), HeadConfig(num_labels=1, has_history=False, target_modalities=frozenset({"codes"}))
+    )
     with pytest.raises(ValueError, match="build_finetuning_model"):
         stub.save_pretrained(tmp_path / "stub")

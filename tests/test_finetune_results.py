@@ -27,7 +27,11 @@ def _record(model: str, init: str, seed: int, auroc: float, ratio: float = 0.1) 
 
 
 def test_write_and_gather(tmp_path):
-    records = [_record("medmplm", "/ckpt", 0, 0.70), _record("medmplm", "/ckpt", 1, 0.74), _record("lr", SCRATCH, 0, 0.6)]
+    records = [
+        _record("medmplm", "/ckpt", 0, 0.70),
+        _record("medmplm", "/ckpt", 1, 0.74),
+        _record("lr", SCRATCH, 0, 0.6),
+    ]
     for record in records:
         write_result(tmp_path, record)
     assert not list(tmp_path.glob(".*")), "no temporary file may be left behind"

@@ -151,7 +151,9 @@ def test_readmission_negative_subsampling_is_seeded_and_training_only():
     assert labels.count(1) == 4 and labels.count(0) == 4
     assert train.exclusion_counts()["negative_subsampled"] == 5
     assert train.examples.equals(task.training_examples(examples, seed=0).examples)
-    other_seeds = {tuple(task.training_examples(examples, seed=s).examples.column("hadm_id").to_pylist()) for s in range(6)}
+    other_seeds = {
+        tuple(task.training_examples(examples, seed=s).examples.column("hadm_id").to_pylist()) for s in range(6)
+    }
     assert len(other_seeds) > 1
     assert Readmission(subsample_negatives=False).training_examples(examples, seed=0) is examples
 

@@ -62,7 +62,9 @@ def test_icd_input_never_has_diagnoses(setup):
     task = build_task("icd", top_k=5)
     train = read_visits(prepared, "train")
     space = task.label_space(train)
-    arrays = ExampleFeaturizer(visit_featurizer, task.max_visits, space)(_columns(task.build_examples(train, space).examples))
+    arrays = ExampleFeaturizer(visit_featurizer, task.max_visits, space)(
+        _columns(task.build_examples(train, space).examples)
+    )
     assert arrays["diag_mask"][:, :, 1:].sum() == 0
     assert arrays["med_mask"][:, :, 1:].sum() > 0 and arrays["has_note"].all()
     assert arrays["labels"].sum(axis=1).min() >= 1
@@ -78,8 +80,13 @@ def test_binary_labels_and_errors(setup):
 
     with pytest.raises(ValueError, match="expected 1..1 visits"):
         ExampleFeaturizer(visit_featurizer, 1, None)(
-            {"subject_id": np.array([7]), "note_text": [[None, None]], "diagnoses": [[[], []]], "medications": [[[], []]],
-             "label": np.array([0])}
+            {
+                "subject_id": np.array([7]),
+                "note_text": [[None, None]],
+                "diagnoses": [[[], []]],
+                "medications": [[[], []]],
+                "label": np.array([0]),
+            }
         )
     with pytest.raises(ValueError, match="outside the task's label space"):
         ExampleFeaturizer(visit_featurizer, 1, ["4019"])(

@@ -200,7 +200,9 @@ def subsample_negatives(examples: ExampleSet, seed: int) -> ExampleSet:
             )
         ]
     )
-    return ExampleSet(table.take(keep), pa.concat_tables([examples.excluded, dropped_rows]), examples.dropped_label_codes)
+    return ExampleSet(
+        table.take(keep), pa.concat_tables([examples.excluded, dropped_rows]), examples.dropped_label_codes
+    )
 
 
 def visits_as_rows(visits: pa.Table) -> list[dict]:

@@ -109,7 +109,9 @@ class TextOnlyEncoder(nn.Module):
         self.text_encoder = backbone.text_encoder
         self.text_size = backbone.text_encoder.hidden_size
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, **code_inputs: torch.Tensor) -> VisitEncoding:
+    def forward(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, **code_inputs: torch.Tensor
+    ) -> VisitEncoding:
         """``text [N, H_text]``; code inputs are accepted and not read."""
         return VisitEncoding(text=self.text_encoder(input_ids, attention_mask)[:, 0])
 
@@ -184,7 +186,9 @@ TEXT = frozenset({"text"})
 
 MODELS: dict[str, ModelSpec] = {
     "medmplm": ModelSpec(TEXT_AND_CODES, True, lambda code, text: MedMPLMEncoder(code)),
-    "medmplm-nocross": ModelSpec(TEXT_AND_CODES, True, lambda code, text: ConcatEncoder(CodeOnlyEncoder(code), TextOnlyEncoder(code))),
+    "medmplm-nocross": ModelSpec(
+        TEXT_AND_CODES, True, lambda code, text: ConcatEncoder(CodeOnlyEncoder(code), TextOnlyEncoder(code))
+    ),
     "gbert": ModelSpec(CODES, True, lambda code, text: CodeOnlyEncoder(code)),
     "clinicalbert": ModelSpec(TEXT, True, lambda code, text: TextOnlyEncoder(text)),
     "medbert": ModelSpec(CODES, False, lambda code, text: _medbert(code)),

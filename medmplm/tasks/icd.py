@@ -14,7 +14,14 @@ import numpy as np
 import pyarrow as pa
 
 from medmplm.metrics import DEFAULT_ICD_THRESHOLD, icd_metrics
-from medmplm.tasks.base import MULTILABEL_EXAMPLE_SCHEMA, ExampleSet, code_frequencies, excluded_table, has_note, visits_as_rows
+from medmplm.tasks.base import (
+    MULTILABEL_EXAMPLE_SCHEMA,
+    ExampleSet,
+    code_frequencies,
+    excluded_table,
+    has_note,
+    visits_as_rows,
+)
 
 
 @dataclass

@@ -117,7 +117,7 @@ class FineTuningModel(nn.Module):
                 width += sum(self._size(m) for m in MODALITIES if m in encoder.modalities)
         if width == 0:
             raise ValueError(
-                f"the encoder reads {sorted(encoder.modalities)} but the task shows none of them: nothing to predict from"
+                f"the encoder reads {sorted(encoder.modalities)} but the task shows none of them: nothing to predict"
             )
         self.classifier = nn.Sequential(
             nn.Dropout(head.dropout),
@@ -209,7 +209,9 @@ class FineTuningModel(nn.Module):
             ValueError: for a model not built by :func:`build_finetuning_model` (no name or backbones to rebuild from).
         """
         if self.model_name is None or set(self._backbones) != set(BACKBONE_ROLES):
-            raise ValueError("only a model built by build_finetuning_model can be saved (it needs its name and backbones)")
+            raise ValueError(
+                "only a model built by build_finetuning_model can be saved (it needs its name and backbones)"
+            )
         target = Path(save_directory)
         target.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=".saving-", dir=target))
@@ -225,7 +227,10 @@ class FineTuningModel(nn.Module):
                 "format": FORMAT,
                 "format_version": FORMAT_VERSION,
                 "model_name": self.model_name,
-                "head": {**dataclasses.asdict(self.head_config), "target_modalities": sorted(self.head_config.target_modalities)},
+                "head": {
+                    **dataclasses.asdict(self.head_config),
+                    "target_modalities": sorted(self.head_config.target_modalities),
+                },
                 "backbones": directories,
             }
             (target / CONFIG_FILE).unlink(missing_ok=True)
@@ -251,7 +256,9 @@ class FineTuningModel(nn.Module):
         directory = Path(directory)
         config_path = directory / CONFIG_FILE
         if not config_path.is_file():
-            raise FileNotFoundError(f"{config_path}: missing; not a fine-tuned model directory (or its save was interrupted)")
+            raise FileNotFoundError(
+                f"{config_path}: missing; not a fine-tuned model directory (or its save was interrupted)"
+            )
         config = json.loads(config_path.read_text(encoding="utf-8"))
         if config.get("format") != FORMAT or config.get("format_version") != FORMAT_VERSION:
             raise ValueError(

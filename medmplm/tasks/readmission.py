@@ -15,7 +15,14 @@ import numpy as np
 import pyarrow as pa
 
 from medmplm.metrics import DEFAULT_BINARY_THRESHOLD, binary_metrics
-from medmplm.tasks.base import BINARY_EXAMPLE_SCHEMA, ExampleSet, excluded_table, has_note, subsample_negatives, visits_as_rows
+from medmplm.tasks.base import (
+    BINARY_EXAMPLE_SCHEMA,
+    ExampleSet,
+    excluded_table,
+    has_note,
+    subsample_negatives,
+    visits_as_rows,
+)
 
 LABEL_COLUMNS = ("readmission_30d", "readmission_30d_nonelective")
 

@@ -75,7 +75,9 @@ def example_featurizer(task: Task, label_space: list[str], code: MedMPLMModel, t
     return ExampleFeaturizer(visits, task.max_visits, label_space if task.multilabel else None)
 
 
-def build_example_sets(task: Task, prepared_dir: str, train_ratio: float, seed: int) -> tuple[list[str], dict[str, ExampleSet]]:
+def build_example_sets(
+    task: Task, prepared_dir: str, train_ratio: float, seed: int
+) -> tuple[list[str], dict[str, ExampleSet]]:
     """The label space and each split's examples (training: ``train_ratio`` of the patients, then the task's
     training-only selection such as negative subsampling)."""
     train_visits = read_visits(prepared_dir, "train")
@@ -96,7 +98,9 @@ def build_example_sets(task: Task, prepared_dir: str, train_ratio: float, seed: 
             examples.dropped_label_codes,
         )
         if len(examples) == 0:
-            raise ValueError(f"{prepared_dir}: the {split} split has no {task.name} examples ({examples.exclusion_counts()})")
+            raise ValueError(
+                f"{prepared_dir}: the {split} split has no {task.name} examples ({examples.exclusion_counts()})"
+            )
     return label_space, sets
 
 
@@ -107,7 +111,8 @@ def _numpy_columns(table: pa.Table) -> dict[str, np.ndarray]:
 def featurize_in_process(featurizer: ExampleFeaturizer, examples: pa.Table, batch_size: int) -> dict[str, np.ndarray]:
     """Featurise a whole example table in this process (used by the ``lr`` model), batch by batch."""
     parts = [
-        featurizer(_numpy_columns(examples.slice(start, batch_size))) for start in range(0, examples.num_rows, batch_size)
+        featurizer(_numpy_columns(examples.slice(start, batch_size)))
+        for start in range(0, examples.num_rows, batch_size)
     ]
     return {key: np.concatenate([part[key] for part in parts]) for key in parts[0]}
 
@@ -116,8 +121,13 @@ def _run_logistic_regression(
     config: FinetuneConfig, task: Task, code: MedMPLMModel, featurizer: ExampleFeaturizer, sets: dict[str, ExampleSet]
 ) -> tuple[dict[str, tuple[np.ndarray, np.ndarray]], dict[str, Any]]:
     section = config.finetune
-    model = build_logistic_regression(code, task.multilabel, c=section.lr_c, max_iter=section.lr_max_iter, seed=config.train.seed)
-    arrays = {split: featurize_in_process(featurizer, sets[split].examples, config.data.featurize_batch_size) for split in sets}
+    model = build_logistic_regression(
+        code, task.multilabel, c=section.lr_c, max_iter=section.lr_max_iter, seed=config.train.seed
+    )
+    arrays = {
+        split: featurize_in_process(featurizer, sets[split].examples, config.data.featurize_batch_size)
+        for split in sets
+    }
     model.fit(arrays["train"])
     predictions = {split: (arrays[split]["labels"], model.predict_proba(arrays[split])) for split in EVAL_SPLITS}
     return predictions, {"epochs": 0}
@@ -250,7 +260,10 @@ def run_finetune(config: FinetuneConfig, prepared_dir: str, run_name: str, progr
     else:
         predictions, info = _run_torch(config, task, label_space, code, text, featurizer, sets, run_name, progress_bar)
 
-    metrics = {split: task.metrics(labels.astype(np.int64), scores, label_space) for split, (labels, scores) in predictions.items()}
+    metrics = {
+        split: task.metrics(labels.astype(np.int64), scores, label_space)
+        for split, (labels, scores) in predictions.items()
+    }
     pretrained = spec.uses_pretrained_weights and config.model.init_from is not None
     record = ResultRecord(
         run_id=run_name,
@@ -284,7 +297,8 @@ def run_finetune(config: FinetuneConfig, prepared_dir: str, run_name: str, progr
 
 def _write_exclusions(path: Path, sets: dict[str, ExampleSet]) -> None:
     tables = [
-        s.excluded.append_column("split", pa.array([split] * s.excluded.num_rows, pa.string())) for split, s in sets.items()
+        s.excluded.append_column("split", pa.array([split] * s.excluded.num_rows, pa.string()))
+        for split, s in sets.items()
     ]
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")

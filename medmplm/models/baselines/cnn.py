@@ -39,7 +39,9 @@ class TextCNNEncoder(nn.Module):
         self.max_kernel = max(kernel_sizes)
         self.text_size = num_filters * len(kernel_sizes)
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, **code_inputs: torch.Tensor) -> VisitEncoding:
+    def forward(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, **code_inputs: torch.Tensor
+    ) -> VisitEncoding:
         """Encode notes ``input_ids [N, L]``; code inputs are accepted and not read. Returns ``text [N, text_size]``."""
         # Cut the batch's common padding (notes are padded to the maximum length); keep room for the widest kernel.
         length = max(int(attention_mask.sum(dim=1).max()), self.max_kernel)

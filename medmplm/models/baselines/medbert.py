@@ -67,7 +67,8 @@ class MedBertEncoder(nn.Module):
     ) -> VisitEncoding:
         """Encode code sequences ``[N, 1 + C]``; text inputs are accepted and not read. Returns ``codes [N, 2H]``."""
         x = torch.cat(
-            [self._embed(diag_ids, self.diagnosis_embedding, 0), self._embed(med_ids, self.medication_embedding, 1)], dim=1
+            [self._embed(diag_ids, self.diagnosis_embedding, 0), self._embed(med_ids, self.medication_embedding, 1)],
+            dim=1,
         )
         padding = ~torch.cat([diag_mask, med_mask], dim=1).bool()
         hidden = self.encoder(self.dropout(self.norm(x)), src_key_padding_mask=padding)

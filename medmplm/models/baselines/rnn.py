@@ -51,9 +51,7 @@ class VisitGRUEncoder(nn.Module):
         medications = (med_ids * med_mask)[:, 1:]
         return VisitEncoding(codes=torch.cat([self.diagnosis_bag(diagnoses), self.medication_bag(medications)], dim=1))
 
-    def summarize_history(
-        self, codes: torch.Tensor, text: torch.Tensor | None, mask: torch.Tensor
-    ) -> torch.Tensor:
+    def summarize_history(self, codes: torch.Tensor, text: torch.Tensor | None, mask: torch.Tensor) -> torch.Tensor:
         """Last GRU state over the real visits of ``codes [B, H, 2H']`` (right-aligned, ``mask [B, H]``)."""
         lengths = mask.sum(dim=1).long()
         num_slots = codes.shape[1]
