@@ -8,7 +8,9 @@ with ``CodeMasker``. Code vocabularies are ICD-9/ATC-3-shaped codes of MIMIC-III
 (``--diagnosis-codes``, ``--medication-codes``) with their real ontology paths. Two paths are
 timed: from token ids (the frozen prefix recomputed every step) and from a cached frozen prefix
 (``text_hidden_states``), which is what the pretraining engine can do. Prints one line per
-preset and path: mean / median / min seconds per step over ``--steps`` steps after a warm-up.
+preset and path: median and min wall seconds per step over ``--steps`` steps after a warm-up,
+and the median process CPU seconds per step (on a shared machine, CPU time with ``--threads 1``
+is the steadier figure: wall time there includes waiting for other processes).
 """
 
 from __future__ import annotations
@@ -69,20 +71,23 @@ def random_batch(
     return CodeMasker.from_model(model)(batch, g)
 
 
-def time_steps(model: MedMPLMForPretraining, batch: dict[str, torch.Tensor], steps: int, warmup: int) -> list[float]:
-    """Seconds per forward + backward for ``steps`` steps after ``warmup`` untimed ones."""
-    times = []
+def time_steps(
+    model: MedMPLMForPretraining, batch: dict[str, torch.Tensor], steps: int, warmup: int
+) -> tuple[list[float], list[float]]:
+    """(wall seconds, process CPU seconds) per forward + backward for ``steps`` steps after ``warmup`` untimed ones."""
+    wall, cpu = [], []
     for step in range(warmup + steps):
         if batch["diag_ids"].is_cuda:
             torch.cuda.synchronize()
-        start = time.perf_counter()
+        start, start_cpu = time.perf_counter(), time.process_time()
         model(**batch).loss.backward()
         if batch["diag_ids"].is_cuda:
             torch.cuda.synchronize()
         if step >= warmup:
-            times.append(time.perf_counter() - start)
+            wall.append(time.perf_counter() - start)
+            cpu.append(time.process_time() - start_cpu)
         model.zero_grad(set_to_none=True)
-    return times
+    return wall, cpu
 
 
 def main() -> None:
@@ -90,8 +95,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--presets", nargs="+", default=["tiny", "paper"])
     parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--text-length", type=int, default=512)
-    parser.add_argument("--codes", type=int, default=61, help="codes per type per visit ([CLS] added)")
+    parser.add_argument("--text-length", type=int, default=512, help="0: each preset's own text_max_length")
+    parser.add_argument("--codes", type=int, default=61, help="codes per type per visit; 0: each preset's max_codes")
     parser.add_argument("--diagnosis-codes", type=int, default=6000)
     parser.add_argument("--medication-codes", type=int, default=300)
     parser.add_argument("--steps", type=int, default=5)
@@ -102,25 +107,27 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     print(
-        f"device {device}, {args.threads} threads, torch {torch.__version__}; batch {args.batch_size}, "
-        f"text {args.text_length} tokens, {args.codes} diagnoses + {args.codes} medications per visit, "
+        f"device {device}, {args.threads} threads, torch {torch.__version__}; batch {args.batch_size}; "
         f"vocabularies {args.diagnosis_codes} diagnoses / {args.medication_codes} medications"
     )
     for preset in args.presets:
-        config = MedMPLMConfig.from_preset(preset, text_max_length=args.text_length, max_codes=args.codes)
+        lengths = {"text_max_length": args.text_length, "max_codes": args.codes}
+        config = MedMPLMConfig.from_preset(preset, **{k: v for k, v in lengths.items() if v > 0})
         torch.manual_seed(0)
         model = build_model(config, args.diagnosis_codes, args.medication_codes).to(device).train()
-        batch = {k: v.to(device) for k, v in random_batch(model, args.batch_size, args.text_length, args.codes).items()}
+        batch = random_batch(model, args.batch_size, config.text_max_length, config.max_codes)
+        batch = {k: v.to(device) for k, v in batch.items()}
         cached = {k: v for k, v in batch.items() if k != "input_ids"}
         cached["text_hidden_states"] = model.text_encoder.frozen_prefix(batch["input_ids"], batch["attention_mask"])
         total = sum(p.numel() for p in model.parameters())
         trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
         for path, inputs in (("from token ids", batch), ("cached frozen prefix", cached)):
-            times = time_steps(model, inputs, args.steps, args.warmup)
+            wall, cpu = time_steps(model, inputs, args.steps, args.warmup)
             print(
-                f"{preset:>6} ({total / 1e6:.1f}M params, {trainable / 1e6:.1f}M trainable), {path:>20}: "
-                f"mean {statistics.mean(times):.3f} s, median {statistics.median(times):.3f} s, "
-                f"min {min(times):.3f} s per forward+backward ({args.steps} steps)"
+                f"{preset:>6} (text {config.text_max_length}, codes {config.max_codes}; "
+                f"{total / 1e6:.1f}M params, {trainable / 1e6:.1f}M trainable), {path:>20}: "
+                f"wall median {statistics.median(wall):.3f} s, min {min(wall):.3f} s; "
+                f"CPU median {statistics.median(cpu):.3f} s per forward+backward ({args.steps} steps)"
             )
 
 

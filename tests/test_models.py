@@ -1,5 +1,6 @@
 """MedM-PLM model library: config, ontology GAT, text encoder, cross-modal module, objectives, save/load."""
 
+import copy
 import json
 import math
 import re
@@ -412,3 +413,12 @@ def test_summary_prints_parts(prepared: Path, capsys: pytest.CaptureFixture[str]
     total_line = [line for line in printed.splitlines() if line.startswith("total")][0]
     total, trainable = (int(x.replace(",", "")) for x in total_line.split()[1:])
     assert 0 < trainable < total
+
+
+def test_bfloat16_model_gives_finite_losses(model: MedMPLMForPretraining, prepared: Path) -> None:
+    batch = masked_batch(model, prepared)
+    half = copy.deepcopy(model).to(torch.bfloat16).eval()
+    with torch.no_grad():
+        out = half(**batch)
+    assert out.loss.dtype == torch.bfloat16 and torch.isfinite(out.loss)
+    assert torch.isfinite(out.model_output.visit_embedding).all()

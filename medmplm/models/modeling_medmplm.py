@@ -655,7 +655,7 @@ class MedMPLMForPretraining(MedMPLMPreTrainedModel):
         if logits.shape[0] == 0:
             # Keeps every head parameter in the graph (with zero gradient) for data-parallel training.
             return logits.sum() * 0.0, torch.tensor(float("nan"), device=logits.device), count
-        loss = F.cross_entropy(logits, targets / per_visit[:, None])
+        loss = F.cross_entropy(logits, (targets / per_visit[:, None]).to(logits.dtype))
         top = logits.topk(int(per_visit.max()), dim=-1).indices
         within_k = torch.arange(top.shape[1], device=top.device)[None, :] < per_visit[:, None]
         hits = (targets.gather(1, top) * within_k).sum()
