@@ -127,6 +127,22 @@ def build_datasets(config: PretrainConfig, prepared_dir: str, model_ref: object,
     return datasets
 
 
+def warn_if_outputs_are_ephemeral(config: PretrainConfig) -> None:
+    """Warn when relative output paths would land in a Ray job's temporary copy of the working directory."""
+    cwd = Path.cwd().as_posix()
+    if "/runtime_resources/working_dir_files/" not in cwd:
+        return
+    for key, value in (("run.storage_path", config.run.storage_path), ("data.data_root", config.data.data_root)):
+        if "://" not in value and not Path(value).is_absolute():
+            logger.warning(
+                "%s=%s is relative and this job runs in a temporary copy of its working directory (%s): its outputs "
+                "are deleted with the Ray session; pass an absolute shared path or an s3:// / gs:// URI",
+                key,
+                value,
+                cwd,
+            )
+
+
 def run(config: PretrainConfig, progress_bar: bool) -> dict[str, str]:
     """Pretrain with an initialised Ray; returns where things went (run_dir, export_dir, ...)."""
     import ray
@@ -138,6 +154,7 @@ def run(config: PretrainConfig, progress_bar: bool) -> dict[str, str]:
     from medmplm.train.pretraining import PretrainingTask
     from medmplm.train.trainer import export_checkpoint, fit, initial_model_bundle
 
+    warn_if_outputs_are_ephemeral(config)
     prepared_dir = ensure_prepared(config.data)
     config.data.prepared_dir = prepared_dir
     storage_path = storage.resolve_storage_path(config.run.storage_path)

@@ -38,6 +38,8 @@ def start_local_ray() -> None:
     if ray.is_initialized():
         return
     ray.init(
+        # "local": a new instance even when another `ray start` cluster on this machine is the default address.
+        address="local",
         num_cpus=2,
         include_dashboard=True,
         dashboard_host="127.0.0.1",

@@ -8,6 +8,7 @@ any step the checkpoint covered; two simulated nodes; cached and uncached frozen
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -202,6 +203,27 @@ def test_zero3_recovers_from_a_killed_worker_without_repeating_checkpointed_step
     assert_export_loads_trained_weights(Path(where["export_dir"]), run_dir / "initial_model")
 
 
+@contextlib.contextmanager
+def keep_default_ray_address():
+    """Undo ``ray.cluster_utils.Cluster`` publishing its address as this machine's default Ray
+    (``/tmp/ray/ray_current_cluster``), which would make other local ``ray.init()`` calls join the test cluster."""
+    from ray._common.utils import get_ray_address_file
+
+    path = Path(get_ray_address_file(None))
+    before = path.read_text() if path.is_file() else None
+
+    def restore() -> None:
+        if before is None:
+            path.unlink(missing_ok=True)
+        else:
+            path.write_text(before)
+
+    try:
+        yield restore
+    finally:
+        restore()
+
+
 def test_two_nodes_get_one_worker_each_with_cached_text_prefix(synthetic_prepared, tmp_path):
     """Two simulated nodes with one CPU each; the frozen text prefix is cached in Ray Data before training."""
     import ray
@@ -212,27 +234,34 @@ def test_two_nodes_get_one_worker_each_with_cached_text_prefix(synthetic_prepare
     from medmplm.pretrain import run
 
     ray.shutdown()
-    cluster = Cluster(
-        initialize_head=True,
-        head_node_args={"num_cpus": 0, "include_dashboard": True, "dashboard_port": free_port()},
-    )
-    try:
-        nodes = [cluster.add_node(num_cpus=1) for _ in range(2)]
-        cluster.wait_for_nodes()
-        ray.init(address=cluster.address)
-        config = load_config(
-            PretrainConfig,
-            overrides=small_run(synthetic_prepared, tmp_path, "two-nodes", "train.epochs=1", "data.text_cache=true"),
+    with keep_default_ray_address() as restore:
+        cluster = Cluster(
+            initialize_head=True,
+            head_node_args={"num_cpus": 0, "include_dashboard": True, "dashboard_port": free_port()},
         )
-        where = run(config, progress_bar=False)
-        workers = list_actors(filters=[("class_name", "=", "RayTrainWorker")], detail=True)
-        node_ids = {actor.node_id for actor in workers}
-        assert len(workers) == 2
-        assert node_ids == {node.node_id for node in nodes}
-        assert json.loads(Path(where["export_dir"], "export_info.json").read_text())["global_step"] > 0
-    finally:
-        ray.shutdown()
-        cluster.shutdown()
+        restore()
+        try:
+            _train_on_two_nodes(cluster, synthetic_prepared, tmp_path, run, list_actors)
+        finally:
+            ray.shutdown()
+            cluster.shutdown()
+
+
+def _train_on_two_nodes(cluster, synthetic_prepared: Path, tmp_path: Path, run, list_actors) -> None:
+    import ray
+
+    nodes = [cluster.add_node(num_cpus=1) for _ in range(2)]
+    cluster.wait_for_nodes()
+    ray.init(address=cluster.address)
+    config = load_config(
+        PretrainConfig,
+        overrides=small_run(synthetic_prepared, tmp_path, "two-nodes", "train.epochs=1", "data.text_cache=true"),
+    )
+    where = run(config, progress_bar=False)
+    workers = list_actors(filters=[("class_name", "=", "RayTrainWorker")], detail=True)
+    assert len(workers) == 2
+    assert {actor.node_id for actor in workers} == {node.node_id for node in nodes}
+    assert json.loads(Path(where["export_dir"], "export_info.json").read_text())["global_step"] > 0
 
 
 def test_cached_and_uncached_losses_match_through_ray_data(ray_local, synthetic_prepared, tmp_path):

@@ -7,9 +7,11 @@ Runs exactly the command of ``docs/ray_job_submit.md`` (address, working directo
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -48,9 +50,12 @@ def test_ray_job_submit_from_the_repository_root(synthetic_prepared, tmp_path):
     # The job's `python` must be this environment's (it has the project's dependencies).
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     head_log = open(tmp_path / "head.log", "w")
+    # Its own temp dir (short: Unix socket paths are limited to ~107 characters): `ray start` publishes its address
+    # as the machine's default Ray in <temp dir>/ray_current_cluster, which must not capture other local ray.init().
+    temp_dir = tempfile.mkdtemp(prefix="rayjob-", dir="/tmp")
     head = subprocess.Popen(
         [
-            RAY, "start", "--head", "--block",
+            RAY, "start", "--head", "--block", f"--temp-dir={temp_dir}",
             "--node-ip-address=127.0.0.1", f"--port={free_port()}",
             "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard.rsplit(':', 1)[1]}",
             "--num-cpus=2", "--include-dashboard=true",
@@ -78,3 +83,4 @@ def test_ray_job_submit_from_the_repository_root(synthetic_prepared, tmp_path):
         head.send_signal(signal.SIGTERM)
         head.wait(timeout=120)
         head_log.close()
+        shutil.rmtree(temp_dir, ignore_errors=True)

@@ -323,3 +323,61 @@ def test_float16_cache_stays_close(saved_model, features):
     full, half = stage32(batch)[TEXT_HIDDEN_STATES], stage16(batch)[TEXT_HIDDEN_STATES]
     assert half.dtype == np.float16
     np.testing.assert_allclose(half.astype(np.float32), full, rtol=1e-2, atol=1e-2)
+
+
+def test_metric_sink_writes_tensorboard_scalars_and_skips_nan(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from medmplm.train.metrics import MetricSink
+
+    sink = MetricSink(str(tmp_path / "tb"))
+    sink.log({"train/loss": 2.5, "train/accuracy_t2c_diagnosis": math.nan}, step=3)
+    sink.log({"train/loss": 2.0}, step=4)
+    sink.close()
+    accumulator = EventAccumulator(str(tmp_path / "tb"))
+    accumulator.Reload()
+    assert accumulator.Tags()["scalars"] == ["train/loss"]
+    assert [(e.step, e.value) for e in accumulator.Scalars("train/loss")] == [(3, 2.5), (4, 2.0)]
+
+
+def test_metric_sink_names_the_missing_mlflow_install(tmp_path, monkeypatch):
+    import builtins
+
+    from medmplm.train.metrics import MetricSink
+
+    real_import = builtins.__import__
+
+    def no_mlflow(name, *args, **kwargs):
+        if name == "mlflow":
+            raise ImportError("No module named 'mlflow'")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_mlflow)
+    with pytest.raises(ImportError, match=r"pip install 'medmplm\[mlflow\]' or unset logging.mlflow_tracking_uri"):
+        MetricSink(None, mlflow_tracking_uri="http://127.0.0.1:5000")
+
+
+def test_best_checkpoint_is_the_best_validated_one():
+    from types import SimpleNamespace
+
+    from medmplm.train.loop import UNVALIDATED_SCORE
+    from medmplm.train.trainer import _best
+
+    task = SimpleNamespace(score_metric="val_loss", score_mode="min")
+    result = SimpleNamespace(
+        best_checkpoints=[
+            ("mid-epoch", {"val_loss": UNVALIDATED_SCORE, "validated": 0, "global_step": 4}),
+            ("epoch-1", {"val_loss": 2.0, "validated": 1, "global_step": 10}),
+            ("epoch-2", {"val_loss": 1.5, "validated": 1, "global_step": 20}),
+            ("epoch-3", {"val_loss": 1.7, "validated": 1, "global_step": 30}),
+        ],
+        checkpoint="epoch-3",
+        metrics={"global_step": 30},
+        path="run",
+    )
+    assert _best(result, task) == ("epoch-2", result.best_checkpoints[2][1])
+    task.score_mode, task.score_metric = "max", "val_auroc"
+    result.best_checkpoints = [("a", {"val_auroc": 0.7, "validated": 1}), ("b", {"val_auroc": 0.8, "validated": 1})]
+    assert _best(result, task)[0] == "b"
+    result.best_checkpoints = [("mid", {"val_auroc": -UNVALIDATED_SCORE, "validated": 0})]
+    assert _best(result, task) == ("epoch-3", {"global_step": 30})

@@ -57,6 +57,7 @@ class LoopSpec:
         config_yaml: the resolved configuration, written beside every checkpoint.
         config_file_name: its file name.
         progress_bar: show a progress bar on rank 0.
+        cpu_threads: intra-op threads per worker on CPU (its reserved CPUs); ``None`` leaves torch's default.
     """
 
     task: TrainingTask
@@ -72,6 +73,7 @@ class LoopSpec:
     config_yaml: str
     config_file_name: str
     progress_bar: bool = False
+    cpu_threads: int | None = None
 
     @property
     def total_steps(self) -> int:
@@ -94,6 +96,9 @@ def _seed(*parts: int) -> int:
     return int(np.random.SeedSequence([int(p) & 0xFFFFFFFF for p in parts]).generate_state(2, dtype=np.uint64)[0] >> 1)
 
 
+# Score of checkpoints taken between validations (see _Worker._unvalidated_metrics).
+UNVALIDATED_SCORE = 1e30
+
 # Seed-stream tags, so training, validation and dropout draws never coincide.
 _TRAIN, _VALIDATION, _DROPOUT = 1, 2, 3
 
@@ -112,6 +117,8 @@ class _Worker:
         if self.world_size != spec.plan.world_size:
             raise RuntimeError(f"batch plan is for {spec.plan.world_size} workers, running with {self.world_size}")
         self.device = ray.train.torch.get_device() if spec.use_gpu else torch.device("cpu")
+        if spec.cpu_threads is not None and not spec.use_gpu:
+            torch.set_num_threads(spec.cpu_threads)
         configure_worker_logging(self.rank)
         self.train_shard = ray.train.get_dataset_shard("train")
         self.val_shard = ray.train.get_dataset_shard("val")
@@ -236,7 +243,7 @@ class _Worker:
                     and state.global_step % train.checkpoint_every_steps == 0
                     and state.step_in_epoch < spec.steps_per_epoch
                 ):
-                    self._checkpoint(state, {"val_loss": math.nan}, sink)
+                    self._checkpoint(state, self._unvalidated_metrics(), sink)
                     # Throughput counts training only, not the pause for the checkpoint.
                     self._window_start = time.perf_counter()
 
@@ -245,7 +252,7 @@ class _Worker:
                 state.step_in_epoch = 0
             validation = self._validate(state, sink)
             self._early_stopping(state, validation)
-            self._checkpoint(state, validation, sink)
+            self._checkpoint(state, {**validation, "validated": 1}, sink)
             if state.stopped_early:
                 logger.info(
                     "early stopping after epoch %d: no %s improvement for %d epochs (best %.4f at epoch %s)",
@@ -353,12 +360,11 @@ class _Worker:
 
     def _early_stopping(self, state: TrainerState, validation: dict[str, float]) -> None:
         task, train = self.spec.task, self.spec.train
-        score = validation.get(task.score_metric, math.nan)
+        if task.score_metric not in validation:
+            raise KeyError(f"validation produced no {task.score_metric!r}; it produced {sorted(validation)}")
+        score = validation[task.score_metric]
         if math.isnan(score):
-            raise ValueError(
-                f"validation produced no {task.score_metric!r} (metrics: {sorted(validation)}); "
-                "is the validation split empty?"
-            )
+            raise FloatingPointError(f"validation {task.score_metric} is NaN after step {state.global_step}: training diverged")
         sign = 1.0 if task.score_mode == "min" else -1.0
         if state.best_score is None or sign * (state.best_score - score) > train.early_stopping_min_delta:
             state.best_score, state.best_epoch = score, state.epoch
@@ -370,6 +376,13 @@ class _Worker:
             state.stopped_early = True
 
     # --------------------------------------------------------------------------------------------- checkpoints
+
+    def _unvalidated_metrics(self) -> dict[str, float]:
+        """Metrics of a mid-epoch checkpoint: the worst possible score, so that keeping the best K by validation
+        score drops it first (Ray always keeps the latest checkpoint anyway). NaN or inf would be the honest value,
+        but Ray's run snapshot stores them as null, which breaks ranking when a run resumes."""
+        worst = UNVALIDATED_SCORE if self.spec.task.score_mode == "min" else -UNVALIDATED_SCORE
+        return {self.spec.task.score_metric: worst, "validated": 0}
 
     def _checkpoint(self, state: TrainerState, metrics: dict[str, float], sink: MetricSink | None) -> None:
         """Every rank writes its optimizer partition; rank 0 the full model, the state and the config."""

@@ -11,7 +11,6 @@ checkpoint (Ray Train V2 finds the run snapshot in storage); a new run gets a ne
 from __future__ import annotations
 
 import json
-import math
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -148,6 +147,7 @@ def fit(
         config_yaml=config_yaml,
         config_file_name=config_file_name,
         progress_bar=progress_bar,
+        cpu_threads=None if scaling.use_gpu else max(1, int(scaling.cpus_per_worker)),
     )
     logger.info(
         "run %s: %d train / %d val visits, %d workers, global batch %d = %d micro x %d accumulation x %d workers, "
@@ -206,7 +206,7 @@ def _best(result: Any, task: TrainingTask) -> tuple[Any, dict[str, Any]]:
     scored = [
         (checkpoint, metrics)
         for checkpoint, metrics in (result.best_checkpoints or [])
-        if isinstance(metrics.get(task.score_metric), int | float) and not math.isnan(metrics[task.score_metric])
+        if metrics.get("validated") == 1 and isinstance(metrics.get(task.score_metric), int | float)
     ]
     if scored:
         return min(scored, key=lambda item: sign * item[1][task.score_metric])

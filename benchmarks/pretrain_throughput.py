@@ -1,0 +1,265 @@
+"""Pretraining throughput: bare PyTorch vs Ray Train (1 and 2 workers), frozen-prefix caching, model FLOPs utilisation.
+
+    python benchmarks/pretrain_throughput.py [--prepared DIR | --patients 300] [--micro-batch 16] [--steps 40]
+        [--threads 1] [--cache-batch 2] [--cache-steps 3] [--skip-ray] [--skip-cache]
+
+Prints, for the same model (``tiny``), data (synthetic MIMIC-III prepared by the real pipeline) and micro-batch:
+
+1. this machine's matmul peak (fp32 ``torch.matmul`` of 2048 x 2048 matrices) with ``--threads`` threads and with all
+   cores;
+2. training samples/s of a bare PyTorch loop (AdamW, same masking, gradient clipping; features precomputed in
+   memory), of Ray Train + DeepSpeed (ZeRO-2) with 1 worker, and with 2 workers (each worker one micro-batch per step,
+   ``--threads`` CPUs per worker): the Ray figures are the loop's own ``perf/samples_per_s`` windows from TensorBoard,
+   first window (warm-up) left out, so startup, validation and checkpoints do not count;
+3. the ``paper`` preset's text encoder (BERT-base, 10 of 12 layers frozen) per training step, with and without the
+   cached frozen prefix, on real synthetic notes at 512 tokens; plus the full ``paper`` model step both ways and the
+   one-off cost of computing the cache;
+4. model FLOPs utilisation: FLOPs of one step counted by ``torch.utils.flop_counter.FlopCounterMode`` x steps/s,
+   divided by the matmul peak for the same number of threads.
+
+Targets: Ray Train 1 worker >= 0.9x the bare loop; caching >= 2.5x faster per text-encoder step (arithmetic limit
+~2.7x: 12 forward + 2x2 backward layer-passes against 2 forward + 2x2 backward).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from medmplm.config import PretrainConfig, load_config
+from medmplm.data.features import VisitFeaturizer
+from medmplm.data.masking import CodeMasker
+from medmplm.models import MedMPLMConfig, MedMPLMForPretraining
+from medmplm.models.testing_utils import read_split_batch
+
+
+def matmul_peak_gflops(threads: int, size: int = 2048, repeats: int = 10) -> float:
+    """Best fp32 matmul throughput over ``repeats`` products of two ``size`` x ``size`` matrices."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    a, b = torch.randn(size, size), torch.randn(size, size)
+    torch.matmul(a, b)
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        torch.matmul(a, b)
+        best = min(best, time.perf_counter() - start)
+    torch.set_num_threads(previous)
+    return 2 * size**3 / best / 1e9
+
+
+def step_flops(step) -> int:
+    """FLOPs of one call of ``step()`` (forward + backward), as counted by torch's FlopCounterMode."""
+    counter = FlopCounterMode(display=False)
+    with counter:
+        step()
+    return counter.get_total_flops()
+
+
+def prepare_data(args: argparse.Namespace, workdir: Path) -> Path:
+    if args.prepared:
+        return Path(args.prepared)
+    import ray
+
+    from medmplm.data.pipeline import PrepareOptions, prepare
+    from medmplm.synthetic import generate_mimic3
+
+    raw, prepared = workdir / "mimic3", workdir / "prepared"
+    generate_mimic3(raw, patients=args.patients, seed=0)
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    prepare(raw, prepared, PrepareOptions(ndc_map_dir=str(raw)))
+    ray.shutdown()
+    return prepared
+
+
+def bare_loop(prepared: Path, model_dir: Path, args: argparse.Namespace) -> tuple[float, float]:
+    """Samples/s and FLOPs per sample of a plain single-process loop."""
+    torch.set_num_threads(args.threads)
+    model = MedMPLMForPretraining.from_pretrained(model_dir)
+    model.train()
+    arrays = VisitFeaturizer.from_model(model)(read_split_batch(prepared, "train"))
+    features = {k: torch.from_numpy(v) for k, v in arrays.items()}
+    masker = CodeMasker.from_model(model)
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=5e-4)
+    rows = len(features["input_ids"])
+    batches_per_epoch = rows // args.micro_batch
+
+    def step(index: int) -> None:
+        start = index % batches_per_epoch * args.micro_batch
+        batch = {k: v[start : start + args.micro_batch] for k, v in features.items()}
+        inputs = masker(batch, torch.Generator().manual_seed(index))
+        output = model(**inputs)
+        output.loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    for index in range(args.warmup):
+        step(index)
+    flops = step_flops(lambda: step(0))
+    start = time.perf_counter()
+    for index in range(args.steps):
+        step(args.warmup + index)
+    elapsed = time.perf_counter() - start
+    return args.steps * args.micro_batch / elapsed, flops / args.micro_batch
+
+
+def ray_train(prepared: Path, workdir: Path, args: argparse.Namespace, workers: int) -> float:
+    """Mean training samples/s of the real loop (TensorBoard perf windows after the first)."""
+    import ray
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from medmplm.pretrain import run
+
+    name = f"throughput-{workers}w"
+    config = load_config(
+        PretrainConfig,
+        overrides=[
+            f"data.prepared_dir={prepared}",
+            f"run.storage_path={workdir / 'runs'}",
+            f"run.name={name}",
+            f"scaling.num_workers={workers}",
+            f"scaling.cpus_per_worker={args.threads}",
+            f"train.micro_batch_size={args.micro_batch}",
+            f"train.global_batch_size={args.micro_batch * workers}",
+            f"train.max_steps={args.warmup + args.steps}",
+            "train.epochs=1000",
+            "train.checkpoint_every_steps=null",
+            "train.log_every_steps=5",
+            "train.early_stopping_patience=null",
+            "deepspeed.zero_stage=2",
+            "logging.progress_bar=false",
+        ],
+    )
+    ray.init(num_cpus=max(2, workers * args.threads), log_to_driver=False)
+    try:
+        run(config, progress_bar=False)
+    finally:
+        ray.shutdown()
+    values = []
+    for path in sorted((workdir / "runs" / name / "tensorboard").glob("events.out.tfevents.*")):
+        accumulator = EventAccumulator(str(path), size_guidance={"scalars": 0})
+        accumulator.Reload()
+        values += [event.value for event in accumulator.Scalars("perf/samples_per_s")]
+    return statistics.mean(values[1:]) if len(values) > 1 else float("nan")
+
+
+def text_cache_speed(prepared: Path, args: argparse.Namespace) -> None:
+    """Text-encoder and full-model steps of the paper preset with and without the cached frozen prefix."""
+    torch.set_num_threads(args.cache_threads)
+    torch.manual_seed(0)
+    model = MedMPLMForPretraining.from_prepared(prepared, MedMPLMConfig.from_preset("paper"))
+    model.train()
+    encoder = model.text_encoder
+    arrays = VisitFeaturizer.from_model(model)(read_split_batch(prepared, "train"))
+    has_note = arrays["has_note"].astype(bool)
+    rows = np.flatnonzero(has_note)[: args.cache_batch]
+    batch = {k: torch.from_numpy(v[rows]) for k, v in arrays.items()}
+    tokens = int(batch["attention_mask"].sum())
+    print(
+        f"paper text encoder: {sum(p.numel() for p in encoder.parameters()) / 1e6:.1f}M parameters, "
+        f"{encoder.num_frozen_layers} of {len(encoder.backbone.encoder.layer)} layers frozen; batch {len(rows)} notes x "
+        f"{batch['input_ids'].shape[1]} positions ({tokens} real tokens); {args.cache_threads} threads"
+    )
+    start = time.perf_counter()
+    prefix = encoder.frozen_prefix(batch["input_ids"], batch["attention_mask"])
+    cache_seconds = time.perf_counter() - start
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=5e-4)
+    masker = CodeMasker.from_model(model)
+    cached_batch = {k: v for k, v in batch.items() if k != "input_ids"} | {"text_hidden_states": prefix}
+
+    def encoder_step(cached: bool) -> None:
+        if cached:
+            hidden = encoder(text_hidden_states=prefix, attention_mask=batch["attention_mask"])
+        else:
+            hidden = encoder(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
+        hidden.float().pow(2).mean().backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    def model_step(cached: bool) -> None:
+        inputs = masker(cached_batch if cached else batch, torch.Generator().manual_seed(0))
+        model(**inputs).loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    peak = matmul_peak_gflops(args.cache_threads)
+    results = {}
+    for label, step in (("text encoder", encoder_step), ("full model", model_step)):
+        for cached in (False, True):
+            step(cached)  # warm-up
+            flops = step_flops(lambda: step(cached))
+            times = []
+            for _ in range(args.cache_steps):
+                start = time.perf_counter()
+                step(cached)
+                times.append(time.perf_counter() - start)
+            seconds = statistics.median(times)
+            results[(label, cached)] = seconds
+            print(
+                f"  {label:12s} {'cached  ' if cached else 'uncached'}: {seconds:7.2f} s/step "
+                f"{len(rows) / seconds:6.2f} samples/s  {flops / 1e9:7.1f} GFLOP/step  "
+                f"MFU {flops / seconds / 1e9 / peak:5.1%} of {peak:.0f} GFLOP/s"
+            )
+        speedup = results[(label, False)] / results[(label, True)]
+        print(f"  {label:12s} caching speed-up: {speedup:.2f}x")
+    print(
+        f"  building the cache: {cache_seconds:.2f} s for {len(rows)} notes ({cache_seconds / len(rows):.2f} s/note, "
+        "once per note for the whole run)"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--prepared", help="a prepared directory (default: generate synthetic data)")
+    parser.add_argument("--patients", type=int, default=300, help="synthetic patients when --prepared is not given")
+    parser.add_argument("--micro-batch", type=int, default=16)
+    parser.add_argument("--steps", type=int, default=40, help="timed steps (after --warmup)")
+    parser.add_argument("--warmup", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=1, help="threads of the bare loop = CPUs per Ray worker")
+    parser.add_argument("--cache-batch", type=int, default=2, help="notes per paper-preset step")
+    parser.add_argument("--cache-steps", type=int, default=3)
+    parser.add_argument("--cache-threads", type=int, default=torch.get_num_threads())
+    parser.add_argument("--skip-ray", action="store_true")
+    parser.add_argument("--skip-cache", action="store_true")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+
+    with tempfile.TemporaryDirectory(prefix="medmplm-throughput-") as scratch:
+        workdir = Path(scratch)
+        prepared = prepare_data(args, workdir)
+        cores = torch.get_num_threads()
+        peak_threads = matmul_peak_gflops(args.threads)
+        peak_all = matmul_peak_gflops(cores)
+        print(f"matmul peak (fp32, 2048^3): {peak_threads:.1f} GFLOP/s with {args.threads} thread(s), "
+              f"{peak_all:.1f} GFLOP/s with {cores}")  # fmt: skip
+
+        torch.manual_seed(0)
+        model_dir = workdir / "tiny"
+        MedMPLMForPretraining.from_prepared(prepared, MedMPLMConfig.from_preset("tiny")).save_pretrained(model_dir)
+        bare, flops_per_sample = bare_loop(prepared, model_dir, args)
+        print(f"tiny, micro-batch {args.micro_batch}, {flops_per_sample / 1e6:.1f} MFLOP per sample (fwd+bwd):")
+        print(f"  bare PyTorch loop       : {bare:7.1f} samples/s  "
+              f"MFU {bare * flops_per_sample / 1e9 / peak_threads:5.1%}")  # fmt: skip
+        if not args.skip_ray:
+            for workers in (1, 2):
+                speed = ray_train(prepared, workdir, args, workers)
+                peak = peak_threads if workers * args.threads < cores else peak_all
+                print(
+                    f"  Ray Train, {workers} worker(s)  : {speed:7.1f} samples/s  "
+                    f"MFU {speed * flops_per_sample / 1e9 / peak:5.1%}  ({speed / bare:.2f}x bare)"
+                )
+        if not args.skip_cache:
+            text_cache_speed(prepared, args)
+
+
+if __name__ == "__main__":
+    main()
