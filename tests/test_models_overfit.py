@@ -11,7 +11,7 @@ from medmplm.data.masking import CodeMasker
 from medmplm.models import MedMPLMConfig, MedMPLMForPretraining
 from medmplm.models.testing_utils import read_split_batch, write_tiny_prepared_dir
 
-STEPS = 80
+STEPS = 60
 
 
 @pytest.fixture(autouse=True)
@@ -27,7 +27,7 @@ def single_thread() -> Iterator[None]:
 def test_tiny_model_overfits_a_handful_of_visits(tmp_path: Path) -> None:
     torch.manual_seed(0)
     prepared = write_tiny_prepared_dir(tmp_path, num_visits=8, missing_every=0)
-    config = MedMPLMConfig.from_preset("tiny", text_max_length=48, max_codes=8, text_dropout=0.0, code_dropout=0.0)
+    config = MedMPLMConfig.from_preset("tiny", text_max_length=32, max_codes=8, text_dropout=0.0, code_dropout=0.0)
     model = MedMPLMForPretraining.from_prepared(prepared, config)
     arrays = VisitFeaturizer.from_model(model)(read_split_batch(prepared))
     # One fixed masking: the classic "can it fit one batch" check of the whole path, input to loss.
