@@ -105,11 +105,11 @@ def test_ontology_tree_indexes_codes_as_leaves_and_paths_as_nodes() -> None:
     assert tree.node_names[: len(CODES) + 1] == [*CODES, "NOTINONTOLOGY"]
     assert tree.codes_without_ancestors == 1
     assert "ICD9CM|390-459|403|4039" in tree.node_names
-    # Stage 1 runs deepest level first and never aggregates the root.
+    # Stage 1 runs deepest level first and ends with the root aggregating the chapters.
     parents = [[tree.node_names[p] for p in level.parents] for level in tree.levels]
     assert set(parents[0]) == {"ICD9CM|390-459|403|4039", "ICD9CM|240-279|250|2500", "ICD9CM|V01-V91|V45|V458"}
-    assert "ICD9CM" not in {name for level in parents for name in level}
-    assert "ICD9CM|390-459" in parents[-1]
+    assert parents[-1] == ["ICD9CM"]
+    assert "ICD9CM|390-459" in parents[-2]
     ancestors_of_4019 = {tree.node_names[s] for s, t in tree.ancestor_edges if tree.node_names[t] == "4019"}
     assert ancestors_of_4019 == {"ICD9CM", "ICD9CM|390-459", "ICD9CM|390-459|401"}
 
@@ -133,17 +133,13 @@ def test_ontology_gat_uses_the_tree() -> None:
     changed_parent = perturbed_output(module, "ICD9CM|390-459|401")
     assert not torch.allclose(changed_parent[row["4019"]], base[row["4019"]])
     assert not torch.allclose(changed_parent[row["4011"]], base[row["4011"]])
-    # 250xx hangs off another chapter: untouched by the 401 category.
-    assert torch.equal(changed_parent[row["25000"]], base[row["25000"]])
+    # The parent is an ancestor of 4019 in stage 2; to 25000 it reaches only through the root, so less.
+    parent_effect = (changed_parent - base).norm(dim=1)
+    assert parent_effect[row["4019"]] > parent_effect[row["25000"]]
 
     # A sibling code reaches 4019 through stage-1 aggregation into their parent.
     changed_sibling = perturbed_output(module, "4011")
     assert not torch.allclose(changed_sibling[row["4019"]], base[row["4019"]])
-
-    changed_unrelated = perturbed_output(module, "ICD9CM|240-279|250")
-    assert torch.equal(changed_unrelated[row["4019"]], base[row["4019"]])
-    assert torch.equal(changed_unrelated[row["V4581"]], base[row["V4581"]])
-    assert not torch.allclose(changed_unrelated[row["25000"]], base[row["25000"]])
 
     changed_root = perturbed_output(module, "ICD9CM")
     assert not torch.isclose(changed_root, base).all(dim=1).any()

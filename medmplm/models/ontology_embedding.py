@@ -3,15 +3,14 @@
 Every node of a code tree (the vocabulary's codes as leaves, and their ancestors) has a learned
 vector. Two graph-attention stages turn these into code embeddings (Shang et al. 2019, eqs. 1-2):
 
-* Stage 1, bottom-up: level by level from the deepest, each internal node is recomputed by
-  attention over its direct children (already updated) and itself, so an internal node
-  summarises its subtree.
+* Stage 1, bottom-up: level by level from the deepest up to the root, each internal node is
+  recomputed by attention over its direct children (already updated) and itself, so an internal
+  node summarises its subtree.
 * Stage 2: each code attends over its ancestors (stage-1 outputs) and itself; the results are
   the code embeddings.
 
-The root is not aggregated in stage 1: it joins every chapter, so aggregating it would make each
-code's embedding a function of every other code in the vocabulary. Its own vector still reaches
-every code in stage 2 as an ancestor.
+As in G-BERT, the root aggregates the chapters too, so every code's embedding depends a little on
+the whole vocabulary through the root; its own parent chain dominates through stage 2.
 
 Nodes are identified by their full path from the root, and codes are always separate leaves, so
 a category node ``401`` and a category-only code ``042`` never share a vector with another node
@@ -113,7 +112,7 @@ class OntologyTree:
             children.setdefault(par, []).append(child)
         levels = []
         max_internal_depth = max((depth[n] for n in internal.values()), default=0)
-        for level_depth in range(max_internal_depth, 0, -1):
+        for level_depth in range(max_internal_depth, -1, -1):
             parents = sorted(n for n in internal.values() if depth[n] == level_depth)
             nodes = sorted({*parents, *(c for p in parents for c in children[p])})
             local = {n: i for i, n in enumerate(nodes)}
