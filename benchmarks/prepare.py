@@ -7,7 +7,9 @@ A scale below 1 keeps the patients with ``SUBJECT_ID % 1000 < scale * 1000`` (ev
 filtered by patient, written once into ``--work``; not timed). Memory is sampled every
 ``--sample-interval`` seconds over the whole process tree (this driver, the Ray processes it
 started and their workers): RSS summed over processes (an upper bound: shared pages count once
-per process) and PSS summed (shared pages split between the processes that map them).
+per process) and PSS summed (shared pages split between the processes that map them). CPU
+seconds (user + system, summed over the tree) are printed too: on a machine shared with other
+work they show the cost of a stage better than its wall time does.
 """
 
 from __future__ import annotations
@@ -38,21 +40,24 @@ class TreeMemorySampler:
 
     def __init__(self, interval: float) -> None:
         self.interval = interval
-        self.samples: list[tuple[float, int, int]] = []
+        self.samples: list[tuple[float, int, int, float]] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
-    def _sample(self) -> tuple[float, int, int]:
+    def _sample(self) -> tuple[float, int, int, float]:
         root = psutil.Process(os.getpid())
         rss = pss = 0
+        cpu = 0.0
         for process in [root, *root.children(recursive=True)]:
             try:
                 info = process.memory_full_info()
+                times = process.cpu_times()
             except (psutil.NoSuchProcess, psutil.AccessDenied):
                 continue
             rss += info.rss
             pss += getattr(info, "pss", info.rss)
-        return time.perf_counter(), rss, pss
+            cpu += times.user + times.system
+        return time.perf_counter(), rss, pss, cpu
 
     def _run(self) -> None:
         while not self._stop.is_set():
@@ -73,6 +78,12 @@ class TreeMemorySampler:
         if not window:
             window = [min(self.samples, key=lambda s: abs(s[0] - end))]
         return max(s[1] for s in window), max(s[2] for s in window)
+
+    def cpu_seconds(self, start: float, end: float) -> float:
+        """Tree CPU time used between the samples nearest to ``start`` and ``end``."""
+        first = min(self.samples, key=lambda s: abs(s[0] - start))
+        last = min(self.samples, key=lambda s: abs(s[0] - end))
+        return last[3] - first[3]
 
 
 def subset_by_patients(source: Path, destination: Path, scale: float) -> Path:
@@ -111,12 +122,14 @@ def run_scale(mimic: Path, out: Path, sampler: TreeMemorySampler, options: Prepa
     manifest = prepare(mimic, out, options, on_stage=on_stage)
     end = time.perf_counter()
     rows_in = sum(t["rows_read"] for t in manifest.tables.values())
-    stages = {name: (b - a, *sampler.peak(a, b)) for name, (a, b) in marks.items()}
+    time.sleep(2 * sampler.interval)  # let a sample land after the end
+    stages = {name: (b - a, *sampler.peak(a, b), sampler.cpu_seconds(a, b)) for name, (a, b) in marks.items()}
     return {
         "wall": end - start,
         "rows_in": rows_in,
         "admissions": sum(s["admissions"] for s in manifest.splits.values()),
         "peak": sampler.peak(start, end),
+        "cpu": sampler.cpu_seconds(start, end),
         "stages": stages,
         "input_bytes": sum(i["bytes"] for i in manifest.inputs.values()),
         "output_bytes": directory_bytes(out),
@@ -170,17 +183,17 @@ def main(argv: list[str] | None = None) -> int:
     ray.shutdown()
 
     print()
-    print(f"{'scale':>5} {'admissions':>10} {'input rows':>11} {'input MB':>9} {'wall s':>7} {'rows/s':>9} "
-          f"{'peak RSS GiB':>12} {'peak PSS GiB':>12} {'output MB':>9}")
+    print(f"{'scale':>5} {'admissions':>10} {'input rows':>11} {'input MB':>9} {'wall s':>7} {'CPU s':>7} "
+          f"{'rows/s':>9} {'peak RSS GiB':>12} {'peak PSS GiB':>12} {'output MB':>9}")
     for scale, r in results.items():
         print(f"{scale:>5} {r['admissions']:>10} {r['rows_in']:>11} {r['input_bytes'] / 1e6:>9.0f} {r['wall']:>7.1f} "
-              f"{r['rows_in'] / r['wall']:>9.0f} {r['peak'][0] / GiB:>12.2f} {r['peak'][1] / GiB:>12.2f} "
-              f"{r['output_bytes'] / 1e6:>9.1f}")
+              f"{r['cpu']:>7.1f} {r['rows_in'] / r['wall']:>9.0f} {r['peak'][0] / GiB:>12.2f} "
+              f"{r['peak'][1] / GiB:>12.2f} {r['output_bytes'] / 1e6:>9.1f}")
     print()
-    print(f"{'scale':>5} {'stage':>9} {'wall s':>7} {'rows/s':>9} {'peak RSS GiB':>12} {'peak PSS GiB':>12}")
+    print(f"{'scale':>5} {'stage':>9} {'wall s':>7} {'CPU s':>7} {'rows/s':>9} {'peak RSS GiB':>12} {'peak PSS GiB':>12}")
     for scale, r in results.items():
-        for stage, (seconds, rss, pss) in r["stages"].items():
-            print(f"{scale:>5} {stage:>9} {seconds:>7.1f} {r['rows_in'] / max(seconds, 1e-9):>9.0f} "
+        for stage, (seconds, rss, pss, cpu) in r["stages"].items():
+            print(f"{scale:>5} {stage:>9} {seconds:>7.1f} {cpu:>7.1f} {r['rows_in'] / max(seconds, 1e-9):>9.0f} "
                   f"{rss / GiB:>12.2f} {pss / GiB:>12.2f}")
     return 0
 

@@ -24,7 +24,7 @@ from medmplm.data.manifest import read_manifest
 from medmplm.data.ndc_atc import MissingNdcMapError
 from medmplm.data.pipeline import OutputExistsError, PrepareOptions, assign_splits, prepare
 from medmplm.data.schema import SPLITS, VISIT_SCHEMA
-from medmplm.data.tables import MissingColumnError, MissingTableError
+from medmplm.data.tables import MalformedCsvError, MissingColumnError, MissingTableError
 from medmplm.data.vocab_io import read_vocab
 from medmplm.ontology import read_ontology
 from medmplm.prepare import main as prepare_main
@@ -248,3 +248,14 @@ def test_existing_output_needs_overwrite_and_failures_leave_nothing(tmp_path, mo
     with pytest.raises(OutputExistsError, match="refusing"):
         prepare(mimic, stranger, PrepareOptions(overwrite=True))
     assert (stranger / "notes.txt").read_text() == "keep me"
+
+
+def test_malformed_csv_row_fails_cleanly_without_quoting_text(tmp_path) -> None:
+    mimic = write_mimic(tmp_path / "mimic")
+    path = mimic / "NOTEEVENTS.csv"
+    path.write_text(path.read_text() + '7,101,1001,2101-01-05,,,Discharge summary,Report,,,"secret\nnote",extra\n')
+    with pytest.raises(Exception) as err:
+        prepare(mimic, tmp_path / "out")
+    assert isinstance(err.value, MalformedCsvError)
+    assert "wrong number of fields" in str(err.value) and "secret" not in str(err.value)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mimic"]

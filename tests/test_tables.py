@@ -11,6 +11,7 @@ from medmplm.data.ndc_atc import MissingNdcMapError, find_ndc_map, load_ndc_to_a
 from medmplm.data.tables import (
     DIAGNOSES_ICD,
     NOTEEVENTS,
+    MalformedCsvError,
     MissingColumnError,
     MissingTableError,
     find_table,
@@ -106,3 +107,13 @@ def test_ndc_map_bad_atc4_names_line(tmp_path) -> None:
     (tmp_path / "ndc2atc_level4.csv").write_text("RXCUI,YEAR,MONTH,NDC,ATC4\n1001,2016,1,1,A10AB\n1002,2016,1,2,xx\n")
     with pytest.raises(MissingNdcMapError, match=r"ndc2atc_level4\.csv:3: ATC4 'xx'"):
         load_ndc_to_atc3(tmp_path)
+
+
+def test_malformed_row_error_gives_position_not_text(tmp_path) -> None:
+    tables = base_tables()
+    write_mimic(tmp_path, tables)
+    path = tmp_path / "NOTEEVENTS.csv"
+    path.write_text(path.read_text() + '7,101,1001,2101-01-05,,,Discharge summary,Report,,,"secret\nnote",extra\n')
+    with pytest.raises(MalformedCsvError, match=r"NOTEEVENTS\.csv: 1 row\(s\) with the wrong number of fields \(expected 11, got 12\) around data rows 1-7") as err:
+        open_table_stream(locate_table(tmp_path, NOTEEVENTS)).read_all()
+    assert "secret" not in str(err.value)

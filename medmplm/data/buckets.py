@@ -107,4 +107,6 @@ def read_bucket(work_dir: str | os.PathLike, table: str, bucket: int, columns: l
     for path in files:
         with pa.ipc.open_file(path) as reader:
             tables.append(reader.read_all().select(columns))
-    return pa.concat_tables(tables)
+    # Stage 1 appends one small batch per CSV block to every bucket, so a bucket arrives in as many
+    # chunks as its table had blocks; compute kernels run per chunk, so join them first.
+    return pa.concat_tables(tables).combine_chunks()

@@ -59,6 +59,7 @@ from medmplm.data.tables import (
     PRESCRIPTIONS,
     REQUIRED_COLUMNS,
     TABLES,
+    MalformedCsvError,
     PrepareInputError,
     TableFile,
     file_sha256,
@@ -208,7 +209,13 @@ def _bucketize_batch(batch: pa.Table, *, table_files: dict[str, TableFile], work
     rows = []
     for table in batch["table"].to_pylist():
         table_file = table_files[table]
-        rows_read = bucketize_table(table_file, work_dir, boundaries, note_categories)
+        try:
+            rows_read = bucketize_table(table_file, work_dir, boundaries, note_categories)
+        except MalformedCsvError as err:
+            # Ray Data re-raises task errors as text inside its own exception; pass the error back as
+            # data so the driver raises it as itself.
+            rows.append(("malformed_csv", table, str(err), 0))
+            continue
         rows.append(("rows_read", table, "", rows_read))
         rows.append(("input_bytes", table, table_file.path.name, table_file.path.stat().st_size))
         rows.append(("input_sha256", table, file_sha256(table_file.path), 0))
@@ -484,6 +491,9 @@ def prepare(
                 ),
             ),
         )
+        malformed = bucket_stats.filter(pc.equal(bucket_stats["kind"], "malformed_csv"))["key"].to_pylist()
+        if malformed:
+            raise MalformedCsvError("; ".join(sorted(malformed)))
         for split in SPLITS:
             (tmp / VISITS_DIR / split).mkdir(parents=True)
         visit_stats = timer.run(

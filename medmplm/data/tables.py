@@ -61,6 +61,10 @@ class MissingColumnError(PrepareInputError):
     """A table's header lacks a column prepare needs."""
 
 
+class MalformedCsvError(PrepareInputError):
+    """A CSV row does not have the header's number of fields (the message never quotes the row)."""
+
+
 @dataclass(frozen=True)
 class TableFile:
     """A located input table.
@@ -112,7 +116,9 @@ def read_header(path: str | os.PathLike) -> tuple[str, ...]:
     path = Path(path)
     compression = "gzip" if path.name.lower().endswith(".gz") else None
     with pa.input_stream(str(path), compression=compression) as stream:
-        reader = pacsv.open_csv(stream, parse_options=pacsv.ParseOptions(newlines_in_values=True))
+        # Only the header matters here; rows are checked (without quoting them) when streamed.
+        parse_options = pacsv.ParseOptions(newlines_in_values=True, invalid_row_handler=lambda row: "skip")
+        reader = pacsv.open_csv(stream, parse_options=parse_options)
         return tuple(reader.schema.names)
 
 
@@ -149,12 +155,24 @@ def open_table_stream(table_file: TableFile, block_size: int = 16 << 20) -> pa.R
 
     Empty fields are nulls (and only empty fields: ``NA`` or ``NULL`` stay strings). One row
     (e.g. a note) must fit in ``block_size`` bytes.
+
+    Raises:
+        MalformedCsvError: when a row has the wrong number of fields. pyarrow's own message quotes
+            the row, which may be clinical text, so it is replaced by one giving the position only.
     """
     stream = pa.input_stream(str(table_file.path), compression=table_file.compression)
+    malformed: list[tuple[int, int]] = []
+
+    def on_invalid_row(row) -> str:
+        malformed.append((row.expected_columns, row.actual_columns))
+        return "skip"
+
     reader = pacsv.open_csv(
         stream,
         read_options=pacsv.ReadOptions(block_size=block_size),
-        parse_options=pacsv.ParseOptions(newlines_in_values=table_file.table in MULTILINE_TABLES),
+        parse_options=pacsv.ParseOptions(
+            newlines_in_values=table_file.table in MULTILINE_TABLES, invalid_row_handler=on_invalid_row
+        ),
         convert_options=pacsv.ConvertOptions(
             column_types={name: pa.string() for name in table_file.columns},
             strings_can_be_null=True,
@@ -163,9 +181,23 @@ def open_table_stream(table_file: TableFile, block_size: int = 16 << 20) -> pa.R
     )
     schema = pa.schema([pa.field(name, pa.string()) for name in table_file.canonical_columns])
 
+    def malformed_error(first_row: int, last_row: int) -> MalformedCsvError:
+        expected, actual = malformed[0]
+        return MalformedCsvError(
+            f"{table_file.path}: {len(malformed)} row(s) with the wrong number of fields (expected {expected}, got "
+            f"{actual}) around data rows {first_row}-{last_row}; fix the file (row text not shown: it may be "
+            "clinical text)"
+        )
+
     def renamed():
+        rows = 0
         for batch in reader:
+            if malformed:
+                raise malformed_error(rows + 1, rows + batch.num_rows + len(malformed))
+            rows += batch.num_rows
             yield pa.RecordBatch.from_arrays(batch.columns, schema=schema)
+        if malformed:
+            raise malformed_error(rows + 1, rows + len(malformed))
 
     return pa.RecordBatchReader.from_batches(schema, renamed())
 
