@@ -252,6 +252,11 @@ class PretrainConfig:
         train, scaling = self.train, self.scaling
         _require(self.data.synthetic_patients >= 1, "data.synthetic_patients", "must be >= 1")
         _require(self.data.featurize_batch_size >= 1, "data.featurize_batch_size", "must be >= 1")
+        _require(
+            self.data.materialize or not self.data.text_cache,
+            "data.text_cache",
+            "needs data.materialize=true (a streamed cache would be recomputed every epoch)",
+        )
         _require(train.epochs >= 1, "train.epochs", "must be >= 1")
         _require(train.max_steps is None or train.max_steps >= 1, "train.max_steps", "must be >= 1 or null")
         _require(train.micro_batch_size >= 1, "train.micro_batch_size", "must be >= 1")

@@ -97,8 +97,9 @@ def build_datasets(config: PretrainConfig, prepared_dir: str, model_ref: object,
     for split in ("train", "val"):
         dataset = featurize(read_visits(prepared_dir, split), featurizer, data.featurize_batch_size)
         if data.text_cache:
+            # Tokenised first: the cache actors may hold every CPU, and reading would then wait for one forever.
             dataset = cache_frozen_prefix(
-                dataset,
+                dataset.materialize(),
                 model_ref,
                 dtype=data.text_cache_dtype,
                 batch_size=max(1, min(data.featurize_batch_size, 32)),

@@ -99,11 +99,13 @@ def test_bad_keys_and_values_name_the_key(override, message):
         ("run.name=a/b", "run.name"),
         ("train.betas=[0.9]", "train.betas"),
         ("run.max_failures=-2", "run.max_failures"),
+        ("data.text_cache=true data.materialize=false", "data.text_cache"),
+        ("deepspeed.precision=bf16 deepspeed.zero_stage=0", "deepspeed.precision"),
     ],
 )
 def test_validation_names_the_key(override, key):
     with pytest.raises(ConfigError, match=f"^{key}:"):
-        load_config(PretrainConfig, overrides=[override])
+        load_config(PretrainConfig, overrides=override.split())
 
 
 def test_override_syntax_errors():

@@ -119,6 +119,7 @@ def assert_export_loads_trained_weights(export_dir: Path, initial_dir: Path) -> 
     assert json.loads((export_dir / "export_info.json").read_text())["global_step"] > 0
 
 
+@pytest.mark.timeout(1800)
 def test_zero2_end_to_end_and_resume_by_run_name(ray_local, synthetic_prepared, tmp_path):
     """Driver stopped after the first checkpoint; the same command resumes the run by name and completes it."""
     import ray
@@ -156,6 +157,7 @@ def test_zero2_end_to_end_and_resume_by_run_name(ray_local, synthetic_prepared, 
     assert_export_loads_trained_weights(run_dir / "export", run_dir / "initial_model")
 
 
+@pytest.mark.timeout(1800)
 def test_zero3_recovers_from_a_killed_worker_without_repeating_checkpointed_steps(ray_local, synthetic_prepared, tmp_path):
     from medmplm.pretrain import run
 
@@ -224,6 +226,7 @@ def keep_default_ray_address():
         restore()
 
 
+@pytest.mark.timeout(1800)
 def test_two_nodes_get_one_worker_each_with_cached_text_prefix(synthetic_prepared, tmp_path):
     """Two simulated nodes with one CPU each; the frozen text prefix is cached in Ray Data before training."""
     import ray

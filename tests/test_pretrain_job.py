@@ -43,6 +43,7 @@ def wait_for_dashboard(url: str, head: subprocess.Popen, timeout: float) -> None
     raise AssertionError(f"the dashboard at {url} did not come up in {timeout:.0f} s")
 
 
+@pytest.mark.timeout(2400)
 def test_ray_job_submit_from_the_repository_root(synthetic_prepared, tmp_path):
     assert (REPO / ".gitignore").is_file() and (REPO / ".rayignore").is_file()
     dashboard = f"http://127.0.0.1:{free_port()}"

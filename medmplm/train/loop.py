@@ -14,6 +14,7 @@ same visits per worker.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import tempfile
 import time
@@ -129,38 +130,30 @@ class _Worker:
 
     # ---------------------------------------------------------------------------------------------- setup / restore
 
-    def _restore(self) -> tuple[Any, TrainerState, Path | None]:
+    def run(self) -> None:
         import ray.train
 
-        checkpoint = ray.train.get_checkpoint()
-        if checkpoint is None:
-            model = self.spec.task.load_model(self.initial_model_dir)
-            return model, TrainerState(world_size=self.world_size, zero_stage=self.spec.deepspeed.zero_stage), None
-        self._checkpoint_context = checkpoint.as_directory()
-        directory = Path(self._checkpoint_context.__enter__())
-        model = self.spec.task.load_model(directory / MODEL_DIR)
-        state = TrainerState.load(directory / TRAINER_STATE_FILE)
-        return model, state, directory
-
-    def run(self) -> None:
         spec, train = self.spec, self.spec.train
         torch.manual_seed(_seed(train.seed, self.rank, _DROPOUT))
-        model, state, restored_from = self._restore()
-        engine, scheduler = initialize_engine(
-            model,
-            train,
-            spec.deepspeed,
-            spec.plan,
-            spec.total_steps,
-            resolve_backend(spec.deepspeed, spec.use_gpu),
-        )
-        if restored_from is not None:
-            load_optimizer_shard(engine, restored_from, self.rank, self.world_size, spec.deepspeed.zero_stage)
-            if state.scheduler:
-                scheduler.load_state_dict(state.scheduler)
-            engine.global_steps = state.global_step
-            engine.global_samples = state.samples_seen
-            self._checkpoint_context.__exit__(None, None, None)
+        checkpoint = ray.train.get_checkpoint()
+        with contextlib.ExitStack() as stack:
+            restored_from = Path(stack.enter_context(checkpoint.as_directory())) if checkpoint is not None else None
+            if restored_from is None:
+                model = spec.task.load_model(self.initial_model_dir)
+                state = TrainerState(world_size=self.world_size, zero_stage=spec.deepspeed.zero_stage)
+            else:
+                # The model weights first: the engine's low-precision copies are made from them at initialisation.
+                model = spec.task.load_model(restored_from / MODEL_DIR)
+                state = TrainerState.load(restored_from / TRAINER_STATE_FILE)
+            engine, scheduler = initialize_engine(
+                model, train, spec.deepspeed, spec.plan, spec.total_steps, resolve_backend(spec.deepspeed, spec.use_gpu)
+            )
+            if restored_from is not None:
+                load_optimizer_shard(engine, restored_from, self.rank, self.world_size, spec.deepspeed.zero_stage)
+                if state.scheduler:
+                    scheduler.load_state_dict(state.scheduler)
+                engine.global_steps = state.global_step
+                engine.global_samples = state.samples_seen
         self.engine, self.scheduler, self.dtype = engine, scheduler, engine_dtype(engine)
 
         sink = self._open_sink() if self.rank == 0 else None
