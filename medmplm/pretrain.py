@@ -151,7 +151,6 @@ def run(config: PretrainConfig, progress_bar: bool) -> dict[str, str]:
     from medmplm.data.features import VisitFeaturizer
     from medmplm.data.masking import CodeMasker
     from medmplm.models import MedMPLMForPretraining
-    from medmplm.train.bundle import ModelBundle
     from medmplm.train.pretraining import PretrainingTask
     from medmplm.train.trainer import export_checkpoint, fit, initial_model_bundle
 

@@ -1,0 +1,38 @@
+"""The pretrain entry point's command line (fast: nothing is trained)."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from medmplm.config import PretrainConfig, load_config
+from medmplm.pretrain import main, warn_if_outputs_are_ephemeral
+
+
+def test_print_config_resolves_file_and_overrides(capsys, tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("train:\n  epochs: 3\n")
+    assert main(["--config", str(path), "--print-config", "train.lr=1e-3", "--scaling.num_workers", "4", "train.global_batch_size=64"]) == 0
+    printed = yaml.safe_load(capsys.readouterr().out)
+    assert printed["train"]["epochs"] == 3
+    assert printed["train"]["lr"] == 1e-3
+    assert printed["scaling"]["num_workers"] == 4
+
+
+def test_bad_override_exits_with_the_key_named(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--print-config", "train.lr=fast"])
+    assert exit_info.value.code == 2
+    assert "train.lr: expected a number, got str 'fast'" in capsys.readouterr().err
+
+
+def test_relative_outputs_inside_a_job_working_dir_are_warned_about(tmp_path, monkeypatch, caplog):
+    job_dir = tmp_path / "session_x" / "runtime_resources" / "working_dir_files" / "_ray_pkg_1"
+    job_dir.mkdir(parents=True)
+    monkeypatch.chdir(job_dir)
+    config = load_config(PretrainConfig, overrides=["run.storage_path=/abs/runs"])
+    with caplog.at_level("WARNING", logger="medmplm.pretrain"):
+        warn_if_outputs_are_ephemeral(config)
+    messages = [r.getMessage() for r in caplog.records]
+    assert any(m.startswith("data.data_root=runs/data is relative") for m in messages)
+    assert not any(m.startswith("run.storage_path") for m in messages)
