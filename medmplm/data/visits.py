@@ -183,6 +183,8 @@ def _attach(rows: pa.Table, table_name: str, admissions: pa.Table, ledger: RowLe
 
 def _list_column(adm_index: pa.ChunkedArray | pa.Array, values: pa.Array, num_admissions: int) -> pa.ListArray:
     """Lists per admission from child rows already sorted by admission position."""
+    # Built from offsets rather than a hash_list aggregation: that would drop admissions without
+    # rows and does not promise the sorted order of the values.
     counts = np.bincount(np.asarray(adm_index, dtype=np.int64), minlength=num_admissions)
     offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int32)
     return pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), values)
