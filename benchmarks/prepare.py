@@ -64,7 +64,7 @@ class TreeMemorySampler:
             self.samples.append(self._sample())
             self._stop.wait(self.interval)
 
-    def __enter__(self) -> "TreeMemorySampler":
+    def __enter__(self) -> TreeMemorySampler:
         self._thread.start()
         return self
 
@@ -164,16 +164,25 @@ def main(argv: list[str] | None = None) -> int:
     import ray
 
     ray_start = time.perf_counter()
-    ray.init(address="local", num_cpus=args.num_cpus, object_store_memory=args.object_store_memory,
-             include_dashboard=False, log_to_driver=False)
+    ray.init(
+        address="local",
+        num_cpus=args.num_cpus,
+        object_store_memory=args.object_store_memory,
+        include_dashboard=False,
+        log_to_driver=False,
+    )
     print(f"ray.init: {time.perf_counter() - ray_start:.1f} s (not counted below)")
-    options = PrepareOptions(num_shards_per_split=args.num_shards_per_split,
-                             admissions_per_bucket=args.admissions_per_bucket)
+    options = PrepareOptions(
+        num_shards_per_split=args.num_shards_per_split, admissions_per_bucket=args.admissions_per_bucket
+    )
     # A first prepare in a fresh Ray pays for starting its worker processes; do that on a 1% subset
     # so the timed scales compare like with like.
     warmup_start = time.perf_counter()
-    prepare(subset_by_patients(mimic, args.work / "subset-warmup", 0.01), args.work / "out-warmup",
-            PrepareOptions(overwrite=True))
+    prepare(
+        subset_by_patients(mimic, args.work / "subset-warmup", 0.01),
+        args.work / "out-warmup",
+        PrepareOptions(overwrite=True),
+    )
     print(f"warm-up prepare on a 1% subset: {time.perf_counter() - warmup_start:.1f} s (not counted below)")
     with TreeMemorySampler(args.sample_interval) as sampler:
         time.sleep(2 * args.sample_interval)
@@ -183,18 +192,26 @@ def main(argv: list[str] | None = None) -> int:
     ray.shutdown()
 
     print()
-    print(f"{'scale':>5} {'admissions':>10} {'input rows':>11} {'input MB':>9} {'wall s':>7} {'CPU s':>7} "
-          f"{'rows/s':>9} {'peak RSS GiB':>12} {'peak PSS GiB':>12} {'output MB':>9}")
+    print(
+        f"{'scale':>5} {'admissions':>10} {'input rows':>11} {'input MB':>9} {'wall s':>7} {'CPU s':>7} "
+        f"{'rows/s':>9} {'peak RSS GiB':>12} {'peak PSS GiB':>12} {'output MB':>9}"
+    )
     for scale, r in results.items():
-        print(f"{scale:>5} {r['admissions']:>10} {r['rows_in']:>11} {r['input_bytes'] / 1e6:>9.0f} {r['wall']:>7.1f} "
-              f"{r['cpu']:>7.1f} {r['rows_in'] / r['wall']:>9.0f} {r['peak'][0] / GiB:>12.2f} "
-              f"{r['peak'][1] / GiB:>12.2f} {r['output_bytes'] / 1e6:>9.1f}")
+        print(
+            f"{scale:>5} {r['admissions']:>10} {r['rows_in']:>11} {r['input_bytes'] / 1e6:>9.0f} {r['wall']:>7.1f} "
+            f"{r['cpu']:>7.1f} {r['rows_in'] / r['wall']:>9.0f} {r['peak'][0] / GiB:>12.2f} "
+            f"{r['peak'][1] / GiB:>12.2f} {r['output_bytes'] / 1e6:>9.1f}"
+        )
     print()
-    print(f"{'scale':>5} {'stage':>9} {'wall s':>7} {'CPU s':>7} {'rows/s':>9} {'peak RSS GiB':>12} {'peak PSS GiB':>12}")
+    print(
+        f"{'scale':>5} {'stage':>9} {'wall s':>7} {'CPU s':>7} {'rows/s':>9} {'peak RSS GiB':>12} {'peak PSS GiB':>12}"
+    )
     for scale, r in results.items():
         for stage, (seconds, rss, pss, cpu) in r["stages"].items():
-            print(f"{scale:>5} {stage:>9} {seconds:>7.1f} {cpu:>7.1f} {r['rows_in'] / max(seconds, 1e-9):>9.0f} "
-                  f"{rss / GiB:>12.2f} {pss / GiB:>12.2f}")
+            print(
+                f"{scale:>5} {stage:>9} {seconds:>7.1f} {cpu:>7.1f} {r['rows_in'] / max(seconds, 1e-9):>9.0f} "
+                f"{rss / GiB:>12.2f} {pss / GiB:>12.2f}"
+            )
     return 0
 
 

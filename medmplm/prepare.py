@@ -31,23 +31,47 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m medmplm.prepare", description=__doc__.splitlines()[0])
     parser.add_argument("--mimic", required=True, help="directory with the MIMIC-III CSV(.gz) tables")
     parser.add_argument("--out", required=True, help="output directory (layout: medmplm/data/schema.py)")
-    parser.add_argument("--ndc-map", default=None,
-                        help="directory with ndc2rxnorm_mapping.txt and ndc2atc_level4.csv (default: --mimic)")
-    parser.add_argument("--note-categories", default=",".join(DEFAULTS.note_categories),
-                        help="comma-separated NOTEEVENTS categories to keep (default: %(default)s)")
-    parser.add_argument("--split", type=_ratios, default=DEFAULTS.split, help="train,val,test ratios (default 0.8,0.1,0.1)")
+    parser.add_argument(
+        "--ndc-map",
+        default=None,
+        help="directory with ndc2rxnorm_mapping.txt and ndc2atc_level4.csv (default: --mimic)",
+    )
+    parser.add_argument(
+        "--note-categories",
+        default=",".join(DEFAULTS.note_categories),
+        help="comma-separated NOTEEVENTS categories to keep (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--split", type=_ratios, default=DEFAULTS.split, help="train,val,test ratios (default 0.8,0.1,0.1)"
+    )
     parser.add_argument("--seed", type=int, default=DEFAULTS.seed, help="salt of the patient split hash")
-    parser.add_argument("--medication-vocab", choices=MEDICATION_VOCABS, default=DEFAULTS.medication_vocab,
-                        help="atc3 (needs the NDC map), ndc, or drug (the DRUG column)")
+    parser.add_argument(
+        "--medication-vocab",
+        choices=MEDICATION_VOCABS,
+        default=DEFAULTS.medication_vocab,
+        help="atc3 (needs the NDC map), ndc, or drug (the DRUG column)",
+    )
     parser.add_argument("--num-shards-per-split", type=int, default=DEFAULTS.num_shards_per_split)
-    parser.add_argument("--admissions-per-bucket", type=int, default=DEFAULTS.admissions_per_bucket,
-                        help="admissions per work unit; lower it to use less memory per task")
-    parser.add_argument("--vocab-split", choices=VOCAB_SPLITS, default=DEFAULTS.vocab_split,
-                        help="count vocabularies on the train split only (default) or on all splits")
+    parser.add_argument(
+        "--admissions-per-bucket",
+        type=int,
+        default=DEFAULTS.admissions_per_bucket,
+        help="admissions per work unit; lower it to use less memory per task",
+    )
+    parser.add_argument(
+        "--vocab-split",
+        choices=VOCAB_SPLITS,
+        default=DEFAULTS.vocab_split,
+        help="count vocabularies on the train split only (default) or on all splits",
+    )
     parser.add_argument("--overwrite", action="store_true", help="replace an existing prepared output directory")
     parser.add_argument("--num-cpus", type=int, default=None, help="CPUs for a local Ray (default: all)")
-    parser.add_argument("--object-store-memory", type=int, default=1 << 30,
-                        help="object store bytes for a local Ray (default 1 GiB; prepare passes little through it)")
+    parser.add_argument(
+        "--object-store-memory",
+        type=int,
+        default=1 << 30,
+        help="object store bytes for a local Ray (default 1 GiB; prepare passes little through it)",
+    )
     return parser
 
 
@@ -80,8 +104,12 @@ def main(argv: list[str] | None = None) -> int:
         ray.init()
     else:
         # address="local": never attach to some other `ray start` cluster on this machine by accident.
-        ray.init(address="local", num_cpus=args.num_cpus, object_store_memory=args.object_store_memory,
-                 include_dashboard=False)
+        ray.init(
+            address="local",
+            num_cpus=args.num_cpus,
+            object_store_memory=args.object_store_memory,
+            include_dashboard=False,
+        )
     try:
         manifest = prepare(args.mimic, args.out, options)
     except PrepareInputError as err:

@@ -15,7 +15,6 @@ from test_prepare_support import (
     base_tables,
     diagnosis,
     prescription,
-    ray_session,  # noqa: F401  (fixture)
     write_mimic,
 )
 
@@ -29,7 +28,7 @@ from medmplm.data.vocab_io import read_vocab
 from medmplm.ontology import read_ontology
 from medmplm.prepare import main as prepare_main
 
-pytestmark = pytest.mark.usefixtures("ray_session")
+pytestmark = pytest.mark.usefixtures("ray_local")
 
 
 def many_patients(n: int, first_subject: int = 1000) -> dict[str, list[dict]]:
@@ -117,7 +116,10 @@ def test_manifest_counts(prepared) -> None:
     assert manifest.tables["ADMISSIONS"]["rows_kept"] == 6
     assert manifest.tables["DIAGNOSES_ICD"]["quarantined"] == {q.INVALID_ICD9_CODE: 1, q.INVALID_SUBJECT_ID: 1}
     assert manifest.medications == {
-        "vocabulary": "atc3", "missing_or_zero_ndc_rows": 3, "unmapped_ndc_rows": 2, "unmapped_ndc_distinct": 2,
+        "vocabulary": "atc3",
+        "missing_or_zero_ndc_rows": 3,
+        "unmapped_ndc_rows": 2,
+        "unmapped_ndc_distinct": 2,
         "ndc_map_entries": 3,
     }
     assert manifest.quarantined == {q.DISCHTIME_BEFORE_ADMITTIME: 1, q.INVALID_ICD9_CODE: 1, q.INVALID_SUBJECT_ID: 1}
@@ -133,7 +135,8 @@ def test_quarantine_files_hold_raw_rows_with_reason(prepared) -> None:
     _, out = prepared
     diagnoses = pq.read_table(out / "quarantine" / "DIAGNOSES_ICD.parquet").to_pylist()
     assert sorted((r["SUBJECT_ID"], r["ICD9_CODE"], r["reason"]) for r in diagnoses) == [
-        ("101", "ABCDE", q.INVALID_ICD9_CODE), ("abc", "4019", q.INVALID_SUBJECT_ID),
+        ("101", "ABCDE", q.INVALID_ICD9_CODE),
+        ("abc", "4019", q.INVALID_SUBJECT_ID),
     ]
     admissions = pq.read_table(out / "quarantine" / "ADMISSIONS.parquet")
     assert admissions.column_names[-1] == "reason" and admissions.num_rows == 1
@@ -151,7 +154,9 @@ def test_vocab_from_train_split_and_ontology_covers_it(prepared) -> None:
     assert diagnosis_vocab == expected
     ontology = read_ontology(out / "ontology" / "diagnosis.tsv")
     assert set(ontology) == set(diagnosis_vocab)
-    assert set(read_ontology(out / "ontology" / "medication.tsv")) == {c for c, _ in read_vocab(out / "vocab" / "medication.tsv")}
+    assert set(read_ontology(out / "ontology" / "medication.tsv")) == {
+        c for c, _ in read_vocab(out / "vocab" / "medication.tsv")
+    }
 
 
 def test_rerun_is_byte_identical_and_other_case_and_gzip_give_same_visits(prepared, tmp_path) -> None:
@@ -171,20 +176,26 @@ def test_rerun_is_byte_identical_and_other_case_and_gzip_give_same_visits(prepar
 def test_split_is_patient_level_deterministic_and_configurable(tmp_path) -> None:
     mimic = write_mimic(tmp_path / "mimic", many_patients(200))
     out = tmp_path / "out"
-    manifest = prepare(mimic, out, PrepareOptions(split=(0.6, 0.2, 0.2), seed=7, num_shards_per_split=3,
-                                                  admissions_per_bucket=50))
+    manifest = prepare(
+        mimic, out, PrepareOptions(split=(0.6, 0.2, 0.2), seed=7, num_shards_per_split=3, admissions_per_bucket=50)
+    )
     subjects = {}
     for split in SPLITS:
         table = read_split(out, split)
         keys = list(zip(table["subject_id"].to_pylist(), table["admittime"].to_pylist(), table["hadm_id"].to_pylist()))
         assert keys == sorted(keys)  # several buckets per shard, shards in order
         subjects[split] = set(table["subject_id"].to_pylist())
-    assert not (subjects["train"] & subjects["val"] or subjects["train"] & subjects["test"]
-                or subjects["val"] & subjects["test"])
+    assert not (
+        subjects["train"] & subjects["val"]
+        or subjects["train"] & subjects["test"]
+        or subjects["val"] & subjects["test"]
+    )
     assert sum(len(s) for s in subjects.values()) == 203
     assert 0.45 < len(subjects["train"]) / 203 < 0.75
     for split in SPLITS:
-        expected = {s for s in range(1000, 1200) if SPLITS[assign_splits(np.array([s]), 7, (0.6, 0.2, 0.2))[0]] == split}
+        expected = {
+            s for s in range(1000, 1200) if SPLITS[assign_splits(np.array([s]), 7, (0.6, 0.2, 0.2))[0]] == split
+        }
         assert expected <= subjects[split]
         assert manifest.splits[split]["patients"] == len(subjects[split])
 

@@ -1,4 +1,4 @@
-"""Hand-built tiny MIMIC-III tables and a shared Ray fixture for the prepare tests (no tests here).
+"""Hand-built tiny MIMIC-III tables for the prepare tests (no tests here; Ray comes from conftest's ``ray_local``).
 
 Each table is a list of row dicts keyed by upper-case MIMIC column names; ``write_mimic`` writes
 them as CSV (optionally gzipped, optionally with lower-case headers, as in the public demo).
@@ -12,24 +12,51 @@ import gzip
 import io
 from pathlib import Path
 
-import pytest
-
 COLUMNS = {
     "ADMISSIONS": [
-        "ROW_ID", "SUBJECT_ID", "HADM_ID", "ADMITTIME", "DISCHTIME", "DEATHTIME", "ADMISSION_TYPE",
-        "ADMISSION_LOCATION", "DISCHARGE_LOCATION", "INSURANCE", "DIAGNOSIS", "HOSPITAL_EXPIRE_FLAG",
+        "ROW_ID",
+        "SUBJECT_ID",
+        "HADM_ID",
+        "ADMITTIME",
+        "DISCHTIME",
+        "DEATHTIME",
+        "ADMISSION_TYPE",
+        "ADMISSION_LOCATION",
+        "DISCHARGE_LOCATION",
+        "INSURANCE",
+        "DIAGNOSIS",
+        "HOSPITAL_EXPIRE_FLAG",
         "HAS_CHARTEVENTS_DATA",
     ],
     "DIAGNOSES_ICD": ["ROW_ID", "SUBJECT_ID", "HADM_ID", "SEQ_NUM", "ICD9_CODE"],
     "PROCEDURES_ICD": ["ROW_ID", "SUBJECT_ID", "HADM_ID", "SEQ_NUM", "ICD9_CODE"],
     "PRESCRIPTIONS": [
-        "ROW_ID", "SUBJECT_ID", "HADM_ID", "ICUSTAY_ID", "STARTDATE", "ENDDATE", "DRUG_TYPE", "DRUG", "NDC",
-        "DOSE_VAL_RX", "DOSE_UNIT_RX", "ROUTE",
+        "ROW_ID",
+        "SUBJECT_ID",
+        "HADM_ID",
+        "ICUSTAY_ID",
+        "STARTDATE",
+        "ENDDATE",
+        "DRUG_TYPE",
+        "DRUG",
+        "NDC",
+        "DOSE_VAL_RX",
+        "DOSE_UNIT_RX",
+        "ROUTE",
     ],
     "LABEVENTS": ["ROW_ID", "SUBJECT_ID", "HADM_ID", "ITEMID", "CHARTTIME", "VALUE", "VALUENUM", "VALUEUOM", "FLAG"],
     "NOTEEVENTS": [
-        "ROW_ID", "SUBJECT_ID", "HADM_ID", "CHARTDATE", "CHARTTIME", "STORETIME", "CATEGORY", "DESCRIPTION", "CGID",
-        "ISERROR", "TEXT",
+        "ROW_ID",
+        "SUBJECT_ID",
+        "HADM_ID",
+        "CHARTDATE",
+        "CHARTTIME",
+        "STORETIME",
+        "CATEGORY",
+        "DESCRIPTION",
+        "CGID",
+        "ISERROR",
+        "TEXT",
     ],
 }
 
@@ -45,10 +72,19 @@ RXCUI_ATC4_ROWS = [
 
 def admission(row_id, subject, hadm, admit, disch, kind="EMERGENCY", death=None, expire="0"):
     return {
-        "ROW_ID": row_id, "SUBJECT_ID": subject, "HADM_ID": hadm, "ADMITTIME": admit, "DISCHTIME": disch,
-        "DEATHTIME": death, "ADMISSION_TYPE": kind, "ADMISSION_LOCATION": "EMERGENCY ROOM ADMIT",
-        "DISCHARGE_LOCATION": "HOME", "INSURANCE": "Medicare", "DIAGNOSIS": "CHEST PAIN",
-        "HOSPITAL_EXPIRE_FLAG": expire, "HAS_CHARTEVENTS_DATA": "1",
+        "ROW_ID": row_id,
+        "SUBJECT_ID": subject,
+        "HADM_ID": hadm,
+        "ADMITTIME": admit,
+        "DISCHTIME": disch,
+        "DEATHTIME": death,
+        "ADMISSION_TYPE": kind,
+        "ADMISSION_LOCATION": "EMERGENCY ROOM ADMIT",
+        "DISCHARGE_LOCATION": "HOME",
+        "INSURANCE": "Medicare",
+        "DIAGNOSIS": "CHEST PAIN",
+        "HOSPITAL_EXPIRE_FLAG": expire,
+        "HAS_CHARTEVENTS_DATA": "1",
     }
 
 
@@ -58,23 +94,47 @@ def diagnosis(row_id, subject, hadm, seq, code):
 
 def prescription(row_id, subject, hadm, start, ndc, drug="Drug"):
     return {
-        "ROW_ID": row_id, "SUBJECT_ID": subject, "HADM_ID": hadm, "ICUSTAY_ID": None, "STARTDATE": start,
-        "ENDDATE": start, "DRUG_TYPE": "MAIN", "DRUG": drug, "NDC": ndc, "DOSE_VAL_RX": "1", "DOSE_UNIT_RX": "mg",
+        "ROW_ID": row_id,
+        "SUBJECT_ID": subject,
+        "HADM_ID": hadm,
+        "ICUSTAY_ID": None,
+        "STARTDATE": start,
+        "ENDDATE": start,
+        "DRUG_TYPE": "MAIN",
+        "DRUG": drug,
+        "NDC": ndc,
+        "DOSE_VAL_RX": "1",
+        "DOSE_UNIT_RX": "mg",
         "ROUTE": "PO",
     }
 
 
 def lab(row_id, subject, hadm, itemid, charttime, value="1.0", valuenum="1.0", unit="mg/dL", flag=None):
     return {
-        "ROW_ID": row_id, "SUBJECT_ID": subject, "HADM_ID": hadm, "ITEMID": itemid, "CHARTTIME": charttime,
-        "VALUE": value, "VALUENUM": valuenum, "VALUEUOM": unit, "FLAG": flag,
+        "ROW_ID": row_id,
+        "SUBJECT_ID": subject,
+        "HADM_ID": hadm,
+        "ITEMID": itemid,
+        "CHARTTIME": charttime,
+        "VALUE": value,
+        "VALUENUM": valuenum,
+        "VALUEUOM": unit,
+        "FLAG": flag,
     }
 
 
 def note(row_id, subject, hadm, chartdate, text, category="Discharge summary", iserror=None, charttime=None):
     return {
-        "ROW_ID": row_id, "SUBJECT_ID": subject, "HADM_ID": hadm, "CHARTDATE": chartdate, "CHARTTIME": charttime,
-        "STORETIME": None, "CATEGORY": category, "DESCRIPTION": "Report", "CGID": None, "ISERROR": iserror,
+        "ROW_ID": row_id,
+        "SUBJECT_ID": subject,
+        "HADM_ID": hadm,
+        "CHARTDATE": chartdate,
+        "CHARTTIME": charttime,
+        "STORETIME": None,
+        "CATEGORY": category,
+        "DESCRIPTION": "Report",
+        "CGID": None,
+        "ISERROR": iserror,
         "TEXT": text,
     }
 
@@ -174,26 +234,3 @@ def write_ndc_map(directory: Path) -> None:
     (directory / "ndc2rxnorm_mapping.txt").write_text(repr(NDC_TO_RXCUI))
     lines = ["RXCUI,YEAR,MONTH,NDC,ATC4"] + [",".join(r) for r in RXCUI_ATC4_ROWS]
     (directory / "ndc2atc_level4.csv").write_text("\n".join(lines) + "\n")
-
-
-@pytest.fixture(scope="session")
-def ray_session():
-    """One local Ray for all prepare tests (reuses a Ray another fixture already started)."""
-    import ray
-
-    started = not ray.is_initialized()
-    if started:
-        # Ray gives its raylet a fixed 30 s to register; on a machine shared by several test runs
-        # that can pass, so try twice before failing.
-        for attempt in range(2):
-            try:
-                ray.init(address="local", num_cpus=2, include_dashboard=False, object_store_memory=256 << 20,
-                         log_to_driver=False)
-                break
-            except Exception as err:
-                ray.shutdown()
-                if attempt or "timed out during startup" not in str(err):
-                    raise
-    yield
-    if started:
-        ray.shutdown()

@@ -8,19 +8,20 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
-from test_prepare_support import ray_session  # noqa: F401  (fixture)
 
 from medmplm.data.manifest import read_manifest
-from medmplm.data.schema import SPLITS, VISIT_SCHEMA
 from medmplm.data.pipeline import PrepareOptions, prepare
+from medmplm.data.schema import SPLITS, VISIT_SCHEMA
 from medmplm.data.vocab_io import read_vocab
 from medmplm.ontology import ATC3_PATTERN, ICD9_DIAGNOSIS_PATTERN, read_ontology
 
-pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("ray_session")]
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("ray_local")]
 
 
 def read_visits(out) -> pa.Table:
-    parts = [pq.read_table(f, schema=VISIT_SCHEMA) for s in SPLITS for f in sorted((out / "visits" / s).glob("*.parquet"))]
+    parts = [
+        pq.read_table(f, schema=VISIT_SCHEMA) for s in SPLITS for f in sorted((out / "visits" / s).glob("*.parquet"))
+    ]
     return pa.concat_tables(parts)
 
 
@@ -63,4 +64,6 @@ def test_synthetic_output_is_consistent(synthetic_prepared) -> None:
     assert pc.sum(pc.greater(visits["num_notes"], 0)).as_py() > 0.5 * visits.num_rows
     positives = pc.sum(visits["readmission_30d"]).as_py()
     assert 0 < positives < 0.5 * visits.num_rows
-    assert set(read_ontology(out / "ontology" / "diagnosis.tsv")) == {c for c, _ in read_vocab(out / "vocab" / "diagnosis.tsv")}
+    assert set(read_ontology(out / "ontology" / "diagnosis.tsv")) == {
+        c for c, _ in read_vocab(out / "vocab" / "diagnosis.tsv")
+    }

@@ -48,7 +48,7 @@ def build(tables, ndc_atc3, options: VisitOptions | None = None, conflicting=())
 
 
 def test_output_schema_and_order(ndc_atc3) -> None:
-    visits, by_hadm, ledger, _ = build(base_tables(), ndc_atc3)
+    visits, by_hadm, _, _ = build(base_tables(), ndc_atc3)
     assert visits.schema.equals(VISIT_SCHEMA, check_metadata=True)
     keys = list(zip(visits["subject_id"].to_pylist(), visits["admittime"].to_pylist(), visits["hadm_id"].to_pylist()))
     assert keys == sorted(keys)
@@ -66,7 +66,11 @@ def test_lists_are_ordered_and_codes_keep_leading_zeros(ndc_atc3) -> None:
     assert [e["itemid"] for e in first["labs"]] == ["50931", "50912"]
     assert first["labs"][0]["hours_since_admit"] == pytest.approx(1.5)
     assert first["labs"][1] == {
-        "itemid": "50912", "value": "1.2", "valuenum": 1.2, "valueuom": "mg/dL", "flag": "abnormal",
+        "itemid": "50912",
+        "value": "1.2",
+        "valuenum": 1.2,
+        "valueuom": "mg/dL",
+        "flag": "abnormal",
         "hours_since_admit": pytest.approx(12.0),
     }
     assert by_hadm[2001]["labs"][0]["valuenum"] is None
@@ -103,13 +107,18 @@ def test_empty_and_zero_ndc_dropped_and_unmapped_counted(ndc_atc3) -> None:
     assert ledger.counts[("dropped", "PRESCRIPTIONS", q.NDC_MISSING)] == 2
     assert ledger.counts[("dropped", "PRESCRIPTIONS", q.NDC_UNMAPPED)] == 2
     assert sorted(zip(unmapped["ndc"].to_pylist(), unmapped["rows"].to_pylist())) == [
-        ("00000000001", 1), ("99999999999", 1),
+        ("00000000001", 1),
+        ("99999999999", 1),
     ]
 
 
-@pytest.mark.parametrize(("vocab", "expected"), [("ndc", ["00002751001", "51079025520", "99999999999", "00000000001"]),
-                                                 ("drug", ["Insulin", "Acetaminophen", "Sodium chloride",
-                                                           "Heparin flush", "Unmapped drug", "No rxcui"])])
+@pytest.mark.parametrize(
+    ("vocab", "expected"),
+    [
+        ("ndc", ["00002751001", "51079025520", "99999999999", "00000000001"]),
+        ("drug", ["Insulin", "Acetaminophen", "Sodium chloride", "Heparin flush", "Unmapped drug", "No rxcui"]),
+    ],
+)
 def test_other_medication_vocabularies(vocab, expected) -> None:
     _, by_hadm, _, _ = build(base_tables(), None, VisitOptions(medication_vocab=vocab))
     assert by_hadm[1001]["medications"] == expected
@@ -130,7 +139,7 @@ def test_exact_duplicates_dropped_once_each(ndc_atc3) -> None:
 def test_dischtime_before_admittime_quarantines_admission_and_its_rows(ndc_atc3) -> None:
     tables = base_tables()
     tables["ADMISSIONS"][2] = admission(3, 101, 1003, "2101-06-03 00:00:00", "2101-06-01 00:00:00")
-    visits, by_hadm, ledger, _ = build(tables, ndc_atc3)
+    _, by_hadm, ledger, _ = build(tables, ndc_atc3)
     assert 1003 not in by_hadm
     assert by_hadm[1001]["num_visits"] == 2
     quarantined = ledger.quarantined_table("ADMISSIONS").to_pylist()

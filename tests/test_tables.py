@@ -29,7 +29,9 @@ def test_finds_csv_and_csv_gz_case_insensitively(tmp_path) -> None:
 
 
 def test_missing_table_error_names_the_expected_files(tmp_path) -> None:
-    with pytest.raises(MissingTableError, match=r"table LABEVENTS not found: expected .*LABEVENTS\.csv or .*LABEVENTS\.csv\.gz"):
+    with pytest.raises(
+        MissingTableError, match=r"table LABEVENTS not found: expected .*LABEVENTS\.csv or .*LABEVENTS\.csv\.gz"
+    ):
         find_table(tmp_path, "LABEVENTS")
 
 
@@ -81,7 +83,9 @@ def test_ndc_map_first_rxcui_row_wins_and_truncates_to_atc3(tmp_path) -> None:
     write_ndc_map(tmp_path)
     table = load_ndc_to_atc3(tmp_path)
     assert dict(zip(table["ndc"].to_pylist(), table["atc3"].to_pylist())) == {
-        "00002751001": "A10A", "00338004904": "B05B", "51079025520": "N02B",
+        "00002751001": "A10A",
+        "00338004904": "B05B",
+        "51079025520": "N02B",
     }
 
 
@@ -114,6 +118,9 @@ def test_malformed_row_error_gives_position_not_text(tmp_path) -> None:
     write_mimic(tmp_path, tables)
     path = tmp_path / "NOTEEVENTS.csv"
     path.write_text(path.read_text() + '7,101,1001,2101-01-05,,,Discharge summary,Report,,,"secret\nnote",extra\n')
-    with pytest.raises(MalformedCsvError, match=r"NOTEEVENTS\.csv: 1 row\(s\) with the wrong number of fields \(expected 11, got 12\) around data rows 1-7") as err:
+    with pytest.raises(
+        MalformedCsvError,
+        match=r"NOTEEVENTS\.csv: 1 row\(s\) with the wrong number of fields \(expected 11, got 12\) around data rows 1-7",
+    ) as err:
         open_table_stream(locate_table(tmp_path, NOTEEVENTS)).read_all()
     assert "secret" not in str(err.value)

@@ -69,7 +69,9 @@ def _read_rxcui_to_atc3(path: Path) -> dict[str, str]:
     columns = {name.upper(): name for name in table.column_names}
     missing = [name for name in ("RXCUI", "ATC4") if name not in columns]
     if missing:
-        raise MissingNdcMapError(f"{path}: missing column(s) {', '.join(missing)} (found: {', '.join(table.column_names)})")
+        raise MissingNdcMapError(
+            f"{path}: missing column(s) {', '.join(missing)} (found: {', '.join(table.column_names)})"
+        )
     rxcuis = pc.cast(table[columns["RXCUI"]], pa.string()).to_pylist()
     atc4s = pc.cast(table[columns["ATC4"]], pa.string()).to_pylist()
     atc3_re = re.compile(ATC3_PATTERN)

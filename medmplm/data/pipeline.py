@@ -144,7 +144,9 @@ class PrepareOptions:
                 f"medication_vocab must be one of {', '.join(MEDICATION_VOCABS)}, got {self.medication_vocab!r}"
             )
         if len(self.split) != len(SPLITS) or any(r < 0 for r in self.split) or abs(sum(self.split) - 1) > 1e-6:
-            raise PrepareInputError(f"split must be 3 non-negative ratios summing to 1 (train,val,test), got {self.split}")
+            raise PrepareInputError(
+                f"split must be 3 non-negative ratios summing to 1 (train,val,test), got {self.split}"
+            )
         if self.num_shards_per_split < 1:
             raise PrepareInputError(f"num_shards_per_split must be >= 1, got {self.num_shards_per_split}")
         if self.admissions_per_bucket < 1:
@@ -204,8 +206,14 @@ def _stats(rows: list[tuple[str, str, str, int]]) -> pa.Table:
     return pa.Table.from_arrays([pa.array(c, f.type) for c, f in zip(columns, STATS_SCHEMA)], schema=STATS_SCHEMA)
 
 
-def _bucketize_batch(batch: pa.Table, *, table_files: dict[str, TableFile], work_dir: str, boundaries: np.ndarray,
-                     note_categories: pa.Array) -> pa.Table:
+def _bucketize_batch(
+    batch: pa.Table,
+    *,
+    table_files: dict[str, TableFile],
+    work_dir: str,
+    boundaries: np.ndarray,
+    note_categories: pa.Array,
+) -> pa.Table:
     rows = []
     for table in batch["table"].to_pylist():
         table_file = table_files[table]
@@ -228,8 +236,12 @@ def _bucketize_batch(batch: pa.Table, *, table_files: dict[str, TableFile], work
 def _code_counts(visits: pa.Table, split: str) -> list[tuple[str, str, str, int]]:
     """Admissions per code, for each code type, as stats rows."""
     rows = []
-    for code_type, column in (("diagnosis", "diagnoses"), ("procedure", "procedures"), ("medication", "medications"),
-                              ("lab", "labs")):
+    for code_type, column in (
+        ("diagnosis", "diagnoses"),
+        ("procedure", "procedures"),
+        ("medication", "medications"),
+        ("lab", "labs"),
+    ):
         lists = visits[column]
         values = pc.list_flatten(lists)
         if code_type == "lab":
@@ -238,15 +250,19 @@ def _code_counts(visits: pa.Table, split: str) -> list[tuple[str, str, str, int]
         distinct = pairs.group_by(["visit", "code"], use_threads=False).aggregate([])
         counts = distinct.group_by("code", use_threads=False).aggregate([("visit", "count")])
         scope = f"{split}/{code_type}"
-        rows.extend(("vocab", scope, c, n) for c, n in zip(counts["code"].to_pylist(), counts["visit_count"].to_pylist()))
+        rows.extend(
+            ("vocab", scope, c, n) for c, n in zip(counts["code"].to_pylist(), counts["visit_count"].to_pylist())
+        )
     return rows
 
 
 def _label_counts(visits: pa.Table, split: str) -> list[tuple[str, str, str, int]]:
-    rows = [("split_admissions", split, "", visits.num_rows),
-            ("split_patients", split, "", len(pc.unique(visits["subject_id"]))),
-            ("split_admissions_with_notes", split, "", pc.sum(pc.greater(visits["num_notes"], 0)).as_py() or 0),
-            ("split_hospital_deaths", split, "", pc.sum(visits["hospital_death"]).as_py() or 0)]
+    rows = [
+        ("split_admissions", split, "", visits.num_rows),
+        ("split_patients", split, "", len(pc.unique(visits["subject_id"]))),
+        ("split_admissions_with_notes", split, "", pc.sum(pc.greater(visits["num_notes"], 0)).as_py() or 0),
+        ("split_hospital_deaths", split, "", pc.sum(visits["hospital_death"]).as_py() or 0),
+    ]
     for label in ("readmission_30d", "readmission_30d_nonelective"):
         values = visits[label]
         positive = pc.sum(values).as_py() or 0
@@ -271,18 +287,44 @@ def _write_parquet_atomically(table: pa.Table, path: Path) -> None:
     os.replace(tmp, path)
 
 
-def _build_shard_batch(batch: pa.Table, *, work_dir: str, out_dir: str, buckets_per_shard: int,
-                       raw_columns: dict[str, list[str]], options: PrepareOptions, ndc_atc3: pa.Table | None,
-                       conflicting_hadm_ids: pa.Array) -> pa.Table:
+def _build_shard_batch(
+    batch: pa.Table,
+    *,
+    work_dir: str,
+    out_dir: str,
+    buckets_per_shard: int,
+    raw_columns: dict[str, list[str]],
+    options: PrepareOptions,
+    ndc_atc3: pa.Table | None,
+    conflicting_hadm_ids: pa.Array,
+) -> pa.Table:
     stats = []
     for shard in batch["shard"].to_pylist():
-        stats.extend(_build_shard(shard, Path(work_dir), Path(out_dir), buckets_per_shard, raw_columns, options,
-                                  ndc_atc3, conflicting_hadm_ids))
+        stats.extend(
+            _build_shard(
+                shard,
+                Path(work_dir),
+                Path(out_dir),
+                buckets_per_shard,
+                raw_columns,
+                options,
+                ndc_atc3,
+                conflicting_hadm_ids,
+            )
+        )
     return _stats(stats)
 
 
-def _build_shard(shard: int, work_dir: Path, out_dir: Path, buckets_per_shard: int, raw_columns: dict[str, list[str]],
-                 options: PrepareOptions, ndc_atc3: pa.Table | None, conflicting_hadm_ids: pa.Array) -> list[tuple]:
+def _build_shard(
+    shard: int,
+    work_dir: Path,
+    out_dir: Path,
+    buckets_per_shard: int,
+    raw_columns: dict[str, list[str]],
+    options: PrepareOptions,
+    ndc_atc3: pa.Table | None,
+    conflicting_hadm_ids: pa.Array,
+) -> list[tuple]:
     """Build and write one shard of every split; returns stats rows."""
     visit_options = options.visit_options
     ledger = RowLedger(raw_columns=raw_columns)
@@ -290,8 +332,9 @@ def _build_shard(shard: int, work_dir: Path, out_dir: Path, buckets_per_shard: i
     unmapped_parts = []
     paths = {split: out_dir / VISITS_DIR / split / f"part-{shard:05d}.parquet" for split in SPLITS}
     tmp_paths = {split: p.with_name(f"{p.name}.tmp-{os.getpid()}") for split, p in paths.items()}
-    writers = {split: pq.ParquetWriter(tmp_paths[split], VISIT_SCHEMA, compression=_PARQUET_COMPRESSION)
-               for split in SPLITS}
+    writers = {
+        split: pq.ParquetWriter(tmp_paths[split], VISIT_SCHEMA, compression=_PARQUET_COMPRESSION) for split in SPLITS
+    }
     try:
         buckets = list(range(shard * buckets_per_shard, (shard + 1) * buckets_per_shard))
         if shard == 0:
@@ -323,7 +366,9 @@ def _build_shard(shard: int, work_dir: Path, out_dir: Path, buckets_per_shard: i
             _write_parquet_atomically(quarantined, directory / f"shard-{shard:05d}.parquet")
     if unmapped_parts:
         unmapped = pa.concat_tables(unmapped_parts)
-        stats.extend(("unmapped_ndc", "", n, c) for n, c in zip(unmapped["ndc"].to_pylist(), unmapped["rows"].to_pylist()))
+        stats.extend(
+            ("unmapped_ndc", "", n, c) for n, c in zip(unmapped["ndc"].to_pylist(), unmapped["rows"].to_pylist())
+        )
     return stats
 
 
@@ -344,7 +389,9 @@ def _aggregate(stats: pa.Table) -> dict[tuple[str, str, str], int]:
     return {
         (k, s, key): v
         for k, s, key, v in zip(
-            summed["kind"].to_pylist(), summed["scope"].to_pylist(), summed["key"].to_pylist(),
+            summed["kind"].to_pylist(),
+            summed["scope"].to_pylist(),
+            summed["key"].to_pylist(),
             summed["value_sum"].to_pylist(),
         )
     }
@@ -407,7 +454,7 @@ def _versions() -> dict[str, str]:
 def _admission_keys(table_file: TableFile) -> tuple[np.ndarray, pa.Array]:
     """SUBJECT_ID of every parseable admission, and HADM_IDs that occur under more than one SUBJECT_ID."""
     keys = read_table(table_file, ["SUBJECT_ID", "HADM_ID"])
-    subject, subject_invalid = parse_int(keys["SUBJECT_ID"])
+    subject, _ = parse_int(keys["SUBJECT_ID"])
     hadm, _ = parse_int(keys["HADM_ID"])
     keys = pa.table({"subject": subject, "hadm": hadm}).filter(pc.and_kleene(pc.is_valid(subject), pc.is_valid(hadm)))
     per_hadm = keys.group_by("hadm", use_threads=False).aggregate([("subject", "count_distinct")])
@@ -477,7 +524,9 @@ def prepare(
         num_buckets = buckets_per_shard * options.num_shards_per_split
         boundaries = bucket_boundaries(admission_subjects, num_buckets)
         logger.info(
-            "%d admissions -> %d buckets, %d shards per split", len(admission_subjects), num_buckets,
+            "%d admissions -> %d buckets, %d shards per split",
+            len(admission_subjects),
+            num_buckets,
             options.num_shards_per_split,
         )
 
@@ -486,7 +535,10 @@ def prepare(
             lambda: _map_work_items(
                 [{"table": t} for t in sorted(TABLES, key=lambda t: -table_files[t].path.stat().st_size)],
                 functools.partial(
-                    _bucketize_batch, table_files=table_files, work_dir=str(work_dir), boundaries=boundaries,
+                    _bucketize_batch,
+                    table_files=table_files,
+                    work_dir=str(work_dir),
+                    boundaries=boundaries,
                     note_categories=options.visit_options.note_categories_normalized,
                 ),
             ),
@@ -501,16 +553,30 @@ def prepare(
             lambda: _map_work_items(
                 [{"shard": s} for s in range(options.num_shards_per_split)],
                 functools.partial(
-                    _build_shard_batch, work_dir=str(work_dir), out_dir=str(tmp), buckets_per_shard=buckets_per_shard,
-                    raw_columns=raw_columns, options=options, ndc_atc3=ndc_atc3,
+                    _build_shard_batch,
+                    work_dir=str(work_dir),
+                    out_dir=str(tmp),
+                    buckets_per_shard=buckets_per_shard,
+                    raw_columns=raw_columns,
+                    options=options,
+                    ndc_atc3=ndc_atc3,
                     conflicting_hadm_ids=conflicting_hadm_ids,
                 ),
             ),
         )
         manifest = timer.run(
             "finalize",
-            lambda: _finalize(tmp, work_dir, mimic_dir, raw_columns, table_files, options, ndc_map_dir, ndc_atc3,
-                              _aggregate(pa.concat_tables([bucket_stats, visit_stats]))),
+            lambda: _finalize(
+                tmp,
+                work_dir,
+                mimic_dir,
+                raw_columns,
+                table_files,
+                options,
+                ndc_map_dir,
+                ndc_atc3,
+                _aggregate(pa.concat_tables([bucket_stats, visit_stats])),
+            ),
         )
         shutil.rmtree(work_dir)
         _publish(tmp, out_dir)
@@ -520,9 +586,17 @@ def prepare(
     return manifest
 
 
-def _finalize(tmp: Path, work_dir: Path, mimic_dir: Path, raw_columns: dict[str, list[str]], table_files: dict[str, TableFile],
-              options: PrepareOptions, ndc_map_dir: Path | None, ndc_atc3: pa.Table | None,
-              stats: dict[tuple[str, str, str], int]) -> Manifest:
+def _finalize(
+    tmp: Path,
+    work_dir: Path,
+    mimic_dir: Path,
+    raw_columns: dict[str, list[str]],
+    table_files: dict[str, TableFile],
+    options: PrepareOptions,
+    ndc_map_dir: Path | None,
+    ndc_atc3: pa.Table | None,
+    stats: dict[tuple[str, str, str], int],
+) -> Manifest:
     """Write quarantine files, vocabularies, ontologies and the manifest into ``tmp``."""
     _merge_quarantine(tmp, work_dir, raw_columns, options.num_shards_per_split)
 
@@ -563,8 +637,11 @@ def _finalize(tmp: Path, work_dir: Path, mimic_dir: Path, raw_columns: dict[str,
         for reason, v in quarantined.items():
             quarantined_total[reason] = quarantined_total.get(reason, 0) + v
         sha = next(key for (kind, scope, key) in stats if kind == "input_sha256" and scope == table)
-        inputs[table] = {"file": table_files[table].path.name, "bytes": table_files[table].path.stat().st_size,
-                         "sha256": sha}
+        inputs[table] = {
+            "file": table_files[table].path.name,
+            "bytes": table_files[table].path.stat().st_size,
+            "sha256": sha,
+        }
     if ndc_map_dir is not None:
         for name in NDC_MAP_FILES:
             path = ndc_map_dir / name

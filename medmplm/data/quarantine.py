@@ -70,7 +70,9 @@ class RowLedger:
     quarantined: dict[str, list[pa.Table]] = field(default_factory=dict)
     counts: Counter = field(default_factory=Counter)
 
-    def reject(self, table_name: str, rows: pa.Table, mask: pa.ChunkedArray | pa.Array, reason: str, *, quarantine: bool) -> pa.Table:
+    def reject(
+        self, table_name: str, rows: pa.Table, mask: pa.ChunkedArray | pa.Array, reason: str, *, quarantine: bool
+    ) -> pa.Table:
         """Take the rows where ``mask`` is true out of ``rows``, counting them (and quarantining them if asked).
 
         Null mask entries count as false. Returns the rows that remain.

@@ -139,7 +139,9 @@ def locate_table(mimic_dir: str | os.PathLike, table: str, required: tuple[str, 
     upper = [name.upper() for name in columns]
     duplicated = sorted({name for name in upper if upper.count(name) > 1})
     if duplicated:
-        raise MissingColumnError(f"{path}: column(s) {', '.join(duplicated)} appear more than once (case-insensitively)")
+        raise MissingColumnError(
+            f"{path}: column(s) {', '.join(duplicated)} appear more than once (case-insensitively)"
+        )
     needed = REQUIRED_COLUMNS[table] if required is None else required
     missing = [name for name in needed if name not in upper]
     if missing:

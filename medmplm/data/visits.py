@@ -165,7 +165,10 @@ def _parse_hadm(rows: pa.Table, table_name: str, ledger: RowLedger, *, null_is_d
     rows = _append(_append(rows, _SUBJECT, subject), _HADM, hadm)
     rows = ledger.reject(table_name, rows, hadm_invalid, q.INVALID_HADM_ID, quarantine=True)
     return ledger.reject(
-        table_name, rows, pc.is_null(rows[_HADM]), q.NO_HADM_ID if null_is_dropped else q.INVALID_HADM_ID,
+        table_name,
+        rows,
+        pc.is_null(rows[_HADM]),
+        q.NO_HADM_ID if null_is_dropped else q.INVALID_HADM_ID,
         quarantine=not null_is_dropped,
     )
 
@@ -178,7 +181,9 @@ def _attach(rows: pa.Table, table_name: str, admissions: pa.Table, ledger: RowLe
     if subject_of_admission is not None:
         matched = pc.and_kleene(matched, pc.equal(subject_of_admission, rows[_SUBJECT]))
     rows = _append(rows, _ADM_INDEX, pc.cast(index, pa.int64()))
-    return ledger.reject(table_name, rows, pc.invert(pc.fill_null(matched, False)), q.UNKNOWN_ADMISSION, quarantine=True)
+    return ledger.reject(
+        table_name, rows, pc.invert(pc.fill_null(matched, False)), q.UNKNOWN_ADMISSION, quarantine=True
+    )
 
 
 def _list_column(adm_index: pa.ChunkedArray | pa.Array, values: pa.Array, num_admissions: int) -> pa.ListArray:
@@ -197,7 +202,9 @@ def _combined(column: pa.ChunkedArray) -> pa.Array:
 # --- tables --------------------------------------------------------------------------------------
 
 
-def clean_admissions(rows: pa.Table, raw_columns: list[str], conflicting_hadm_ids: pa.Array, ledger: RowLedger) -> pa.Table:
+def clean_admissions(
+    rows: pa.Table, raw_columns: list[str], conflicting_hadm_ids: pa.Array, ledger: RowLedger
+) -> pa.Table:
     """Validated admissions sorted by (subject_id, admittime, hadm_id), one row per HADM_ID.
 
     Quarantines bad ids and times, DISCHTIME before ADMITTIME, and HADM_IDs that appear in more
@@ -217,15 +224,20 @@ def clean_admissions(rows: pa.Table, raw_columns: list[str], conflicting_hadm_id
         rows = ledger.reject(ADMISSIONS, rows, bad, reason, quarantine=True)
     flag = _trim(rows["HOSPITAL_EXPIRE_FLAG"])
     rows = ledger.reject(
-        ADMISSIONS, rows, pc.invert(pc.fill_null(pc.is_in(flag, pa.array(["0", "1"])), False)),
-        q.INVALID_HOSPITAL_EXPIRE_FLAG, quarantine=True,
+        ADMISSIONS,
+        rows,
+        pc.invert(pc.fill_null(pc.is_in(flag, pa.array(["0", "1"])), False)),
+        q.INVALID_HOSPITAL_EXPIRE_FLAG,
+        quarantine=True,
     )
     rows = ledger.reject(
         ADMISSIONS, rows, pc.less(rows["dischtime"], rows["admittime"]), q.DISCHTIME_BEFORE_ADMITTIME, quarantine=True
     )
     repeated = rows.group_by(_HADM, use_threads=False).aggregate([(_HADM, "count")])
     repeated = _combined(repeated.filter(pc.greater(repeated[f"{_HADM}_count"], 1))[_HADM])
-    conflicting = pc.or_kleene(pc.is_in(rows[_HADM], value_set=repeated), pc.is_in(rows[_HADM], value_set=conflicting_hadm_ids))
+    conflicting = pc.or_kleene(
+        pc.is_in(rows[_HADM], value_set=repeated), pc.is_in(rows[_HADM], value_set=conflicting_hadm_ids)
+    )
     rows = ledger.reject(ADMISSIONS, rows, conflicting, q.CONFLICTING_HADM_ID, quarantine=True)
     rows = rows.sort_by([(_SUBJECT, "ascending"), ("admittime", "ascending"), (_HADM, "ascending")])
     return pa.table(
@@ -252,14 +264,19 @@ def icd9_lists(
     rows = _append(rows, "__code", code)
     rows = ledger.reject(table_name, rows, pc.is_null(rows["__code"]), q.MISSING_ICD9_CODE, quarantine=True)
     rows = ledger.reject(
-        table_name, rows, pc.invert(pc.match_substring_regex(rows["__code"], pattern)), q.INVALID_ICD9_CODE,
+        table_name,
+        rows,
+        pc.invert(pc.match_substring_regex(rows["__code"], pattern)),
+        q.INVALID_ICD9_CODE,
         quarantine=True,
     )
     seq_num, seq_invalid = parse_int(rows["SEQ_NUM"])
     rows = _append(rows, "__seq_num", seq_num)
     rows = ledger.reject(table_name, rows, seq_invalid, q.INVALID_SEQ_NUM, quarantine=True)
     rows = _attach(rows, table_name, admissions, ledger)
-    rows = rows.sort_by([(_ADM_INDEX, "ascending"), ("__seq_num", "ascending"), (_ROW, "ascending"), ("__code", "ascending")])
+    rows = rows.sort_by(
+        [(_ADM_INDEX, "ascending"), ("__seq_num", "ascending"), (_ROW, "ascending"), ("__code", "ascending")]
+    )
     return _list_column(rows[_ADM_INDEX], _combined(rows["__code"]), admissions.num_rows)
 
 
@@ -307,8 +324,11 @@ def medication_lists(
             unmapped = pa.table({"ndc": counts["__ndc"], "rows": counts["__ndc_count"]})
             rows = ledger.reject(PRESCRIPTIONS, rows, missing, q.NDC_UNMAPPED, quarantine=False)
     rows = ledger.reject(
-        PRESCRIPTIONS, rows, pc.match_substring_regex(rows["__code"], _MEDICATION_CODE_FORBIDDEN),
-        q.INVALID_MEDICATION_CODE, quarantine=True,
+        PRESCRIPTIONS,
+        rows,
+        pc.match_substring_regex(rows["__code"], _MEDICATION_CODE_FORBIDDEN),
+        q.INVALID_MEDICATION_CODE,
+        quarantine=True,
     )
     rows = rows.sort_by(
         [(_ADM_INDEX, "ascending"), ("__start", "ascending"), (_ROW, "ascending"), ("__code", "ascending")]
@@ -327,7 +347,9 @@ def lab_lists(rows: pa.Table, raw_columns: list[str], admissions: pa.Table, ledg
     rows = _parse_hadm(rows, LABEVENTS, ledger, null_is_dropped=True)
     itemid, itemid_invalid = parse_int(rows["ITEMID"])
     rows = _append(rows, "__itemid", itemid)
-    rows = ledger.reject(LABEVENTS, rows, pc.or_kleene(itemid_invalid, pc.is_null(itemid)), q.INVALID_ITEMID, quarantine=True)
+    rows = ledger.reject(
+        LABEVENTS, rows, pc.or_kleene(itemid_invalid, pc.is_null(itemid)), q.INVALID_ITEMID, quarantine=True
+    )
     charttime, charttime_invalid = parse_timestamp(rows["CHARTTIME"])
     rows = _append(rows, "__charttime", charttime)
     rows = ledger.reject(
@@ -381,7 +403,10 @@ def note_texts(
     iserror = _trim(rows["ISERROR"])
     rows = ledger.reject(NOTEEVENTS, rows, pc.equal(iserror, "1"), q.NOTE_ISERROR, quarantine=False)
     rows = ledger.reject(
-        NOTEEVENTS, rows, pc.invert(pc.fill_null(pc.equal(_trim(rows["ISERROR"]), "0"), True)), q.INVALID_ISERROR,
+        NOTEEVENTS,
+        rows,
+        pc.invert(pc.fill_null(pc.equal(_trim(rows["ISERROR"]), "0"), True)),
+        q.INVALID_ISERROR,
         quarantine=True,
     )
     rows = _with_row_id(rows)
@@ -444,7 +469,9 @@ def build_visits(
     if options.medication_vocab == "atc3" and ndc_atc3 is None:
         raise ValueError("medication_vocab 'atc3' needs the NDC -> ATC-3 table")
     admissions = clean_admissions(tables[ADMISSIONS], raw_columns[ADMISSIONS], conflicting_hadm_ids, ledger)
-    admissions = pa.table({name: _combined(column) for name, column in zip(admissions.column_names, admissions.columns)})
+    admissions = pa.table(
+        {name: _combined(column) for name, column in zip(admissions.column_names, admissions.columns)}
+    )
     diagnoses = icd9_lists(
         tables[DIAGNOSES_ICD], DIAGNOSES_ICD, raw_columns[DIAGNOSES_ICD], admissions, ICD9_DIAGNOSIS_PATTERN, ledger
     )
@@ -457,8 +484,11 @@ def build_visits(
     labs = lab_lists(tables[LABEVENTS], raw_columns[LABEVENTS], admissions, ledger)
     note_text, num_notes = note_texts(tables[NOTEEVENTS], raw_columns[NOTEEVENTS], admissions, options, ledger)
     readmission, readmission_nonelective = readmission_labels(
-        admissions["subject_id"], admissions["admittime"], admissions["dischtime"],
-        admissions["admission_type"], admissions["hospital_death"],
+        admissions["subject_id"],
+        admissions["admittime"],
+        admissions["dischtime"],
+        admissions["admission_type"],
+        admissions["hospital_death"],
     )
     visit_index, num_visits = _visit_positions(admissions["subject_id"])
     columns = {
