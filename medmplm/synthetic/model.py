@@ -63,7 +63,7 @@ _HOSPITAL_DRUGS: tuple[tuple[str, float], ...] = (
 )
 # Orders repeat: rows per hospital day beyond the first order, by dosing pattern.
 _REORDER_RATE_BY_FREQUENCY = {"ONCE": 0.8, "ASDIR": 0.6, "TITRATE": 0.5}
-_DEFAULT_REORDER_RATE = 0.42
+_DEFAULT_REORDER_RATE = 0.46
 
 _DRUG_INDEX = {drug.key: index for index, drug in enumerate(DRUGS)}
 _REORDER_RATE = np.array([_REORDER_RATE_BY_FREQUENCY.get(drug.frequency, _DEFAULT_REORDER_RATE) for drug in DRUGS])
@@ -720,9 +720,9 @@ class PatientSimulator:
         if reason.key in ("coronary_bypass", "aortic_valve_replacement", "hip_fracture") and admission.complications and rng.random() < 0.2:
             codes.append("E8788")
         frailty = max(patient.frailty, 0.0)
-        if rng.random() < 0.25 * frailty:
+        if rng.random() < 0.07 * frailty:
             codes.append("2639")
-        if rng.random() < 0.12 * frailty:
+        if rng.random() < 0.04 * frailty:
             codes.append(rng.choice(("70703", "70722")))
         incidental = _poisson(rng, 2.0 + 1.2 * frailty + 0.35 * max(admission.severity, 0.0) + 0.08 * min(max(admission.los_days, 0.0), 20))
         codes.extend(rng.choices(_INCIDENTAL_CODE_VALUES, cum_weights=_INCIDENTAL_CUM_WEIGHTS, k=incidental))
@@ -893,8 +893,11 @@ class PatientSimulator:
             + 0.5 * ("cirrhosis" in chronic) + 0.4 * ("heart_failure" in chronic) + 0.3 * ("end_stage_renal_disease" in chronic)
         )
         if rng.random() < sigmoid(death_logit):
-            patient.dod_ssn = _midnight(admission.dischtime + timedelta(days=rng.uniform(31, 1200)))
-            patient.dod = patient.dod_ssn
+            death = _midnight(admission.dischtime + timedelta(days=rng.uniform(31, 1200)))
+            # Deaths after the shifted study window are not recorded, as for a patient lost to follow-up.
+            if death.year <= LAST_YEAR:
+                patient.dod_ssn = death
+                patient.dod = death
             return None, False
         burden = 1.0 + 0.12 * len(chronic)
         later = min(0.95, 0.058 * patient.utilization * burden)

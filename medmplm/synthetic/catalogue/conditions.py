@@ -659,7 +659,7 @@ COMPLICATIONS: tuple[Complication, ...] = (
     Complication("pneumonia_secondary", (("486", 1.0),), ("pneumonia", "VAP"), 0.02, drugs=(("vancomycin", 0.6), ("cefepime", 0.6))),
     Complication("aspiration_pneumonitis", (("5070", 1.0),), ("aspiration pneumonitis",), 0.0),
     Complication("dysphagia_aspiration", (("5070", 1.0),), ("aspiration pneumonia",), 0.0, drugs=(("piperacillin_tazobactam", 0.7),)),
-    Complication("malnutrition", (("2639", 1.0),), ("malnutrition", "protein-calorie malnutrition"), 0.02, procedures=(("966", 0.4),),
+    Complication("malnutrition", (("2639", 1.0),), ("malnutrition", "protein-calorie malnutrition"), 0.012, procedures=(("966", 0.4),),
                  boosts=(("metastatic_cancer", 3.0), ("heavy_alcohol", 2.0)), readmission_weight=0.7),
     Complication("urinary_retention", (("78820", 1.0),), ("urinary retention",), 0.02, drugs=(("tamsulosin", 0.6),)),
     Complication("cardiac_arrhythmia", (("42789", 1.0),), ("arrhythmia", "NSVT"), 0.01),
@@ -729,11 +729,12 @@ FAMILY_HISTORY: tuple[str, ...] = (
 
 # Secondary diagnoses coders add that the model does not otherwise explain: (code, weight).
 INCIDENTAL_CODES: tuple[tuple[str, float], ...] = (
-    ("2859", 3.0), ("2724", 2.0), ("V1582", 2.0), ("5180", 1.5), ("5119", 1.5), ("2768", 1.5), ("2761", 1.5),
+    ("2859", 1.5), ("2724", 0.5), ("V1582", 0.5), ("5180", 1.5), ("5119", 1.5), ("2768", 1.5), ("2761", 1.5),
     ("2875", 1.2), ("78791", 1.0), ("7907", 0.8), ("V4986", 1.0), ("E8497", 0.5), ("E8889", 0.6), ("V1254", 0.6),
     ("V1251", 0.6), ("78820", 0.8), ("27800", 0.8), ("60000", 0.8), ("71590", 0.8), ("32723", 0.8), ("73300", 0.6),
     ("2749", 0.5), ("3659", 0.4), ("53081", 1.2), ("2449", 1.0), ("311", 1.0), ("30000", 0.8), ("2767", 0.8),
-    ("2762", 0.8), ("4589", 0.8), ("42789", 0.6), ("2639", 0.6), ("V090", 0.6), ("2869", 0.5), ("27651", 0.8),
+    ("2762", 0.8), ("4589", 0.8), ("42789", 0.6), ("2639", 0.2), ("V090", 0.6), ("2869", 0.5), ("27651", 0.8),
     ("2760", 0.6), ("E9320", 0.3), ("E8798", 0.5), ("V5867", 0.5), ("V462", 0.3), ("4240", 0.8), ("4241", 0.5),
-    ("412", 0.8), ("4439", 0.6), ("28529", 0.5),
+    ("412", 0.4), ("4439", 0.6), ("28529", 0.5), ("V4581", 0.3), ("V4582", 0.3), ("V103", 0.2),
+    ("V1046", 0.2), ("3572", 0.3), ("2800", 0.4), ("V5861", 0.4), ("5990", 0.8), ("00845", 0.2), ("2930", 0.5),
 )
