@@ -19,6 +19,9 @@ Layout of a prepared directory (``python -m medmplm.prepare --out DIR``)::
       ontology/medication.tsv
       quarantine/<TABLE>.parquet    rejected input rows, every input column as string + ``reason``
 
+Parquet has no seconds unit, so the timestamp columns come back as ``timestamp[ms]`` unless the
+reader passes ``schema=VISIT_SCHEMA``; the Arrow schema stored in each file is ``VISIT_SCHEMA``.
+
 All of a patient's admissions are in the same split. Rows in a split are ordered by
 (subject_id, admittime, hadm_id).
 """
