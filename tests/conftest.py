@@ -37,16 +37,24 @@ def start_local_ray() -> None:
 
     if ray.is_initialized():
         return
-    ray.init(
-        # "local": a new instance even when another `ray start` cluster on this machine is the default address.
-        address="local",
-        num_cpus=2,
-        include_dashboard=True,
-        dashboard_host="127.0.0.1",
-        dashboard_port=free_port(),
-        object_store_memory=512 << 20,
-        log_to_driver=True,
-    )
+    # Ray gives its raylet a fixed 30 s to register; on a machine loaded by parallel test runs that can be too short.
+    for attempt in range(3):
+        try:
+            ray.init(
+                # "local": a new instance even when another `ray start` cluster on this machine is the default address.
+                address="local",
+                num_cpus=2,
+                include_dashboard=True,
+                dashboard_host="127.0.0.1",
+                dashboard_port=free_port(),
+                object_store_memory=512 << 20,
+                log_to_driver=True,
+            )
+            break
+        except Exception as error:
+            ray.shutdown()
+            if attempt == 2 or "timed out during startup" not in str(error):
+                raise
     _started_here = True
 
 

@@ -261,7 +261,7 @@ def _train_on_two_nodes(cluster, synthetic_prepared: Path, tmp_path: Path, run, 
         overrides=small_run(synthetic_prepared, tmp_path, "two-nodes", "train.epochs=1", "data.text_cache=true"),
     )
     where = run(config, progress_bar=False)
-    workers = list_actors(filters=[("class_name", "=", "RayTrainWorker")], detail=True)
+    workers = list_actors(address=cluster.address, filters=[("class_name", "=", "RayTrainWorker")], detail=True)
     assert len(workers) == 2
     assert {actor.node_id for actor in workers} == {node.node_id for node in nodes}
     assert json.loads(Path(where["export_dir"], "export_info.json").read_text())["global_step"] > 0

@@ -72,8 +72,14 @@ def test_ray_job_submit_from_the_repository_root(synthetic_prepared, tmp_path):
             f"data.prepared_dir={synthetic_prepared}", f"run.storage_path={tmp_path / 'runs'}", "run.name=job",
             "train.epochs=1", "train.global_batch_size=16", "train.micro_batch_size=8",
         ]  # fmt: skip
-        result = subprocess.run(command, cwd=REPO, env=submit_env, capture_output=True, text=True, timeout=1800)
-        output = result.stdout + result.stderr
+        # Right after `ray start` the job agent may not have registered yet: Ray answers "No available agent to
+        # submit job, please try again later" without accepting the job, so trying again is safe.
+        for _ in range(30):
+            result = subprocess.run(command, cwd=REPO, env=submit_env, capture_output=True, text=True, timeout=1800)
+            output = result.stdout + result.stderr
+            if "No available agent to submit job" not in output:
+                break
+            time.sleep(10)
         (tmp_path / "job.log").write_text(output)
         assert result.returncode == 0, output[-4000:]
         assert "Pretraining finished: run job" in output
