@@ -34,20 +34,61 @@ from medmplm.synthetic.catalogue.labs import LAB_ITEMS, LAB_PANELS
 MIMIC3_COLUMNS = {
     "PATIENTS": ["ROW_ID", "SUBJECT_ID", "GENDER", "DOB", "DOD", "DOD_HOSP", "DOD_SSN", "EXPIRE_FLAG"],
     "ADMISSIONS": [
-        "ROW_ID", "SUBJECT_ID", "HADM_ID", "ADMITTIME", "DISCHTIME", "DEATHTIME", "ADMISSION_TYPE", "ADMISSION_LOCATION",
-        "DISCHARGE_LOCATION", "INSURANCE", "LANGUAGE", "RELIGION", "MARITAL_STATUS", "ETHNICITY", "EDREGTIME", "EDOUTTIME",
-        "DIAGNOSIS", "HOSPITAL_EXPIRE_FLAG", "HAS_CHARTEVENTS_DATA",
+        "ROW_ID",
+        "SUBJECT_ID",
+        "HADM_ID",
+        "ADMITTIME",
+        "DISCHTIME",
+        "DEATHTIME",
+        "ADMISSION_TYPE",
+        "ADMISSION_LOCATION",
+        "DISCHARGE_LOCATION",
+        "INSURANCE",
+        "LANGUAGE",
+        "RELIGION",
+        "MARITAL_STATUS",
+        "ETHNICITY",
+        "EDREGTIME",
+        "EDOUTTIME",
+        "DIAGNOSIS",
+        "HOSPITAL_EXPIRE_FLAG",
+        "HAS_CHARTEVENTS_DATA",
     ],
     "DIAGNOSES_ICD": ["ROW_ID", "SUBJECT_ID", "HADM_ID", "SEQ_NUM", "ICD9_CODE"],
     "PROCEDURES_ICD": ["ROW_ID", "SUBJECT_ID", "HADM_ID", "SEQ_NUM", "ICD9_CODE"],
     "PRESCRIPTIONS": [
-        "ROW_ID", "SUBJECT_ID", "HADM_ID", "ICUSTAY_ID", "STARTDATE", "ENDDATE", "DRUG_TYPE", "DRUG", "DRUG_NAME_POE",
-        "DRUG_NAME_GENERIC", "FORMULARY_DRUG_CD", "GSN", "NDC", "PROD_STRENGTH", "DOSE_VAL_RX", "DOSE_UNIT_RX",
-        "FORM_VAL_DISP", "FORM_UNIT_DISP", "ROUTE",
+        "ROW_ID",
+        "SUBJECT_ID",
+        "HADM_ID",
+        "ICUSTAY_ID",
+        "STARTDATE",
+        "ENDDATE",
+        "DRUG_TYPE",
+        "DRUG",
+        "DRUG_NAME_POE",
+        "DRUG_NAME_GENERIC",
+        "FORMULARY_DRUG_CD",
+        "GSN",
+        "NDC",
+        "PROD_STRENGTH",
+        "DOSE_VAL_RX",
+        "DOSE_UNIT_RX",
+        "FORM_VAL_DISP",
+        "FORM_UNIT_DISP",
+        "ROUTE",
     ],
     "NOTEEVENTS": [
-        "ROW_ID", "SUBJECT_ID", "HADM_ID", "CHARTDATE", "CHARTTIME", "STORETIME", "CATEGORY", "DESCRIPTION", "CGID",
-        "ISERROR", "TEXT",
+        "ROW_ID",
+        "SUBJECT_ID",
+        "HADM_ID",
+        "CHARTDATE",
+        "CHARTTIME",
+        "STORETIME",
+        "CATEGORY",
+        "DESCRIPTION",
+        "CGID",
+        "ISERROR",
+        "TEXT",
     ],
     "LABEVENTS": ["ROW_ID", "SUBJECT_ID", "HADM_ID", "ITEMID", "CHARTTIME", "VALUE", "VALUENUM", "VALUEUOM", "FLAG"],
     "D_ICD_DIAGNOSES": ["ROW_ID", "ICD9_CODE", "SHORT_TITLE", "LONG_TITLE"],
@@ -57,10 +98,22 @@ MIMIC3_COLUMNS = {
 TIMESTAMP_RE = re.compile(r"^\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}$")
 TIMESTAMP_FORMAT = "%Y-%m-%d %H:%M:%S"
 DISCHARGE_SECTIONS = (
-    "Admission Date:", "Discharge Date:", "Service:", "Chief Complaint:", "History of Present Illness:",
-    "Past Medical History:", "Social History:", "Family History:", "Physical Exam:", "Pertinent Results:",
-    "Brief Hospital Course:", "Medications on Admission:", "Discharge Medications:", "Discharge Disposition:",
-    "Discharge Diagnosis:", "Followup Instructions:",
+    "Admission Date:",
+    "Discharge Date:",
+    "Service:",
+    "Chief Complaint:",
+    "History of Present Illness:",
+    "Past Medical History:",
+    "Social History:",
+    "Family History:",
+    "Physical Exam:",
+    "Pertinent Results:",
+    "Brief Hospital Course:",
+    "Medications on Admission:",
+    "Discharge Medications:",
+    "Discharge Disposition:",
+    "Discharge Diagnosis:",
+    "Followup Instructions:",
 )
 STRING_COLUMNS = ("ICD9_CODE", "NDC", "GSN", "DOSE_VAL_RX", "FORM_VAL_DISP", "VALUE", "LOINC_CODE", "ISERROR")
 
@@ -78,7 +131,10 @@ def read_table(directory: Path, table: str, gzip_files: bool = False, column_cas
         path,
         parse_options=pv.ParseOptions(newlines_in_values=True),
         convert_options=pv.ConvertOptions(
-            column_types=types, timestamp_parsers=[TIMESTAMP_FORMAT], strings_can_be_null=True, quoted_strings_can_be_null=False
+            column_types=types,
+            timestamp_parsers=[TIMESTAMP_FORMAT],
+            strings_can_be_null=True,
+            quoted_strings_can_be_null=False,
         ),
     )
 
@@ -246,7 +302,10 @@ def test_medications_follow_diagnoses(tables):
     all_admissions = set(tables["ADMISSIONS"].column("HADM_ID").to_pylist())
     checks = (
         ({"4280", "42822", "42823", "42832", "42833"}, {"Furosemide"}),
-        ({"25000", "25002", "25040", "25060", "25001", "25012", "25013"}, {"MetFORMIN (Glucophage)", "Glipizide", "Glargine"}),
+        (
+            {"25000", "25002", "25040", "25060", "25001", "25012", "25013"},
+            {"MetFORMIN (Glucophage)", "Glipizide", "Glargine"},
+        ),
         ({"42731"}, {"Warfarin", "Diltiazem", "Amiodarone HCl", "Digoxin"}),
     )
     for codes, drugs in checks:
@@ -304,7 +363,10 @@ def test_mapping_files_in_gamenet_format_with_unmapped_ndcs(release, tables):
     assert "" in ndc2rxnorm.values()
     header = (out / "ndc2atc_level4.csv").read_text(encoding="utf-8").split("\n", 1)[0]
     assert header == "RXCUI,YEAR,MONTH,NDC,ATC4"
-    atc = pv.read_csv(out / "ndc2atc_level4.csv", convert_options=pv.ConvertOptions(column_types={"RXCUI": pa.string(), "NDC": pa.string()}))
+    atc = pv.read_csv(
+        out / "ndc2atc_level4.csv",
+        convert_options=pv.ConvertOptions(column_types={"RXCUI": pa.string(), "NDC": pa.string()}),
+    )
     assert all(len(code) == 5 and re.match(ATC3_PATTERN, code[:4]) for code in atc.column("ATC4").to_pylist())
     rxcui_to_atc = dict(zip(atc.column("RXCUI").to_pylist(), atc.column("ATC4").to_pylist(), strict=True))
 
@@ -327,8 +389,13 @@ def test_dictionaries_and_labs(tables):
     numeric = labs.filter(pc.is_valid(labs.column("VALUENUM")))
     assert pc.all(pc.equal(pc.cast(numeric.column("VALUE"), pa.float64()), numeric.column("VALUENUM"))).as_py()
     assert labs.column("HADM_ID").null_count > 0
-    long_titles = dict(zip(tables["D_ICD_DIAGNOSES"].column("ICD9_CODE").to_pylist(),
-                           tables["D_ICD_DIAGNOSES"].column("LONG_TITLE").to_pylist(), strict=True))
+    long_titles = dict(
+        zip(
+            tables["D_ICD_DIAGNOSES"].column("ICD9_CODE").to_pylist(),
+            tables["D_ICD_DIAGNOSES"].column("LONG_TITLE").to_pylist(),
+            strict=True,
+        )
+    )
     assert long_titles["4019"] == "Unspecified essential hypertension"
 
 
@@ -370,7 +437,10 @@ def test_bad_arguments_are_rejected(tmp_path, kwargs, error):
 
 
 def test_cli_writes_release_and_prints_counts(tmp_path, capsys):
-    assert main(["--out", str(tmp_path / "cli"), "--patients", "8", "--seed", "2", "--column-case", "lower", "--gzip"]) == 0
+    assert (
+        main(["--out", str(tmp_path / "cli"), "--patients", "8", "--seed", "2", "--column-case", "lower", "--gzip"])
+        == 0
+    )
     printed = capsys.readouterr().out
     assert '"PATIENTS": 8' in printed
     assert (tmp_path / "cli" / "ADMISSIONS.csv.gz").is_file()
@@ -471,13 +541,17 @@ def test_readmission_signal_needs_codes_and_text(tmp_path):
     eligible, label = _readmission_labels(admissions)
     diagnoses = read_table(out, "DIAGNOSES_ICD").to_pandas().dropna(subset=["ICD9_CODE"])
     procedures = read_table(out, "PROCEDURES_ICD").to_pandas()
-    tokens = pd.concat([
-        pd.DataFrame({"HADM_ID": diagnoses.HADM_ID, "token": "D" + diagnoses.ICD9_CODE}),
-        pd.DataFrame({"HADM_ID": procedures.HADM_ID, "token": "P" + procedures.ICD9_CODE}),
-    ])
+    tokens = pd.concat(
+        [
+            pd.DataFrame({"HADM_ID": diagnoses.HADM_ID, "token": "D" + diagnoses.ICD9_CODE}),
+            pd.DataFrame({"HADM_ID": procedures.HADM_ID, "token": "P" + procedures.ICD9_CODE}),
+        ]
+    )
     codes = tokens.groupby("HADM_ID").token.agg(" ".join)
     notes = read_table(out, "NOTEEVENTS").to_pandas()
-    summaries = notes[(notes.CATEGORY == "Discharge summary") & (notes.DESCRIPTION == "Report")].groupby("HADM_ID").TEXT.first()
+    summaries = (
+        notes[(notes.CATEGORY == "Discharge summary") & (notes.DESCRIPTION == "Report")].groupby("HADM_ID").TEXT.first()
+    )
     code_docs = eligible.HADM_ID.map(codes).fillna("")
     text_docs = eligible.HADM_ID.map(summaries).fillna("")
     subjects = np.sort(eligible.SUBJECT_ID.unique())
@@ -488,7 +562,12 @@ def test_readmission_signal_needs_codes_and_text(tmp_path):
     train_scores, test_scores, aucs = [], [], {}
     for name, docs, vectorizer, c in (
         ("codes", code_docs, TfidfVectorizer(token_pattern=r"\S+", lowercase=False, min_df=2, binary=True), 0.3),
-        ("text", text_docs, TfidfVectorizer(ngram_range=(1, 2), min_df=3, max_features=100_000, sublinear_tf=True), 0.3),
+        (
+            "text",
+            text_docs,
+            TfidfVectorizer(ngram_range=(1, 2), min_df=3, max_features=100_000, sublinear_tf=True),
+            0.3,
+        ),
     ):
         train_matrix = vectorizer.fit_transform(docs[~test])
         test_matrix = vectorizer.transform(docs[test])

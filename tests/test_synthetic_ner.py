@@ -60,7 +60,9 @@ def test_deterministic_per_seed(tmp_path):
     for sub in ("txt", "concept"):
         for path in (tmp_path / "a" / sub).iterdir():
             assert path.read_bytes() == (tmp_path / "b" / sub / path.name).read_bytes()
-    assert (tmp_path / "a" / "txt" / "record-0001.txt").read_bytes() != (tmp_path / "c" / "txt" / "record-0001.txt").read_bytes()
+    assert (tmp_path / "a" / "txt" / "record-0001.txt").read_bytes() != (
+        tmp_path / "c" / "txt" / "record-0001.txt"
+    ).read_bytes()
 
 
 def test_rejects_bad_arguments(tmp_path):

@@ -17,17 +17,25 @@ def _mimic_parser() -> argparse.ArgumentParser:
         description="Write a synthetic MIMIC-III v1.4 release (use the 'ner' subcommand for an i2b2-style NER corpus).",
     )
     parser.add_argument("--out", required=True, help="output directory (must not exist or be empty unless --overwrite)")
-    parser.add_argument("--patients", type=int, default=1000, help="number of patients (default 1000; 46520 is MIMIC-III size)")
+    parser.add_argument(
+        "--patients", type=int, default=1000, help="number of patients (default 1000; 46520 is MIMIC-III size)"
+    )
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     parser.add_argument("--gzip", action="store_true", help="write .csv.gz files")
-    parser.add_argument("--column-case", choices=("upper", "lower"), default="upper",
-                        help="header case and quoting: 'upper' as the full release (default), 'lower' as the public demo")
+    parser.add_argument(
+        "--column-case",
+        choices=("upper", "lower"),
+        default="upper",
+        help="header case and quoting: 'upper' as the full release (default), 'lower' as the public demo",
+    )
     parser.add_argument("--overwrite", action="store_true", help="replace a non-empty output directory")
     return parser
 
 
 def _ner_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m medmplm.synthetic ner", description="Write an i2b2-2010-style NER corpus.")
+    parser = argparse.ArgumentParser(
+        prog="python -m medmplm.synthetic ner", description="Write an i2b2-2010-style NER corpus."
+    )
     parser.add_argument("--out", required=True, help="output directory")
     parser.add_argument("--documents", type=int, default=200, help="number of documents (default 200)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
@@ -44,8 +52,14 @@ def main(argv: list[str] | None = None) -> int:
         counts = generate_ner_corpus(args.out, documents=args.documents, seed=args.seed, overwrite=args.overwrite)
     else:
         args = _mimic_parser().parse_args(argv)
-        counts = generate_mimic3(args.out, patients=args.patients, seed=args.seed, gzip=args.gzip,
-                                 column_case=args.column_case, overwrite=args.overwrite)
+        counts = generate_mimic3(
+            args.out,
+            patients=args.patients,
+            seed=args.seed,
+            gzip=args.gzip,
+            column_case=args.column_case,
+            overwrite=args.overwrite,
+        )
     print(json.dumps(counts, indent=2))
     return 0
 

@@ -97,7 +97,9 @@ class _TableFile:
     def __init__(self, path: Path, gzip: bool) -> None:
         self._raw = open(path, "wb")
         self._gzip = gzip_module.GzipFile(filename="", mode="wb", fileobj=self._raw, mtime=0) if gzip else None
-        self._text: TextIO = io.TextIOWrapper(self._gzip or self._raw, encoding="utf-8", newline="", write_through=False)
+        self._text: TextIO = io.TextIOWrapper(
+            self._gzip or self._raw, encoding="utf-8", newline="", write_through=False
+        )
 
     def write(self, lines: list[str]) -> None:
         self._text.writelines(lines)
@@ -139,7 +141,9 @@ def _subject_ids(patients: int, seed: int) -> np.ndarray:
     return np.sort(rng.choice(space, size=patients, replace=False)) + 2
 
 
-def _write_release(directory: Path, patients: int, seed: int, gzip: bool, style: CsvStyle, chunk_size: int) -> dict[str, int]:
+def _write_release(
+    directory: Path, patients: int, seed: int, gzip: bool, style: CsvStyle, chunk_size: int
+) -> dict[str, int]:
     formulary = build_formulary()
     renderer = MimicRenderer(style, formulary)
     files = {table: _TableFile(directory / table_file_name(table, gzip), gzip) for table in TABLE_COLUMNS}
@@ -163,7 +167,9 @@ def _write_release(directory: Path, patients: int, seed: int, gzip: bool, style:
                 _render_patient(patient, renderer, rng, buffers)
             for table, lines in buffers.items():
                 files[table].write(lines)
-            logger.debug("generated patients %d-%d of %d", chunk_start, min(patients, chunk_start + chunk_size), patients)
+            logger.debug(
+                "generated patients %d-%d of %d", chunk_start, min(patients, chunk_start + chunk_size), patients
+            )
     finally:
         for handle in files.values():
             handle.close()
@@ -173,8 +179,9 @@ def _write_release(directory: Path, patients: int, seed: int, gzip: bool, style:
     return counts
 
 
-def _render_patient(patient: Patient, renderer: MimicRenderer, rng: random.Random,
-                    buffers: dict[str, list[str]]) -> None:
+def _render_patient(
+    patient: Patient, renderer: MimicRenderer, rng: random.Random, buffers: dict[str, list[str]]
+) -> None:
     subject_id = patient.subject_id
     writer = NoteWriter(patient, rng)
     buffers["PATIENTS"].append(renderer.patient_line(patient))
@@ -190,7 +197,9 @@ def _render_patient(patient: Patient, renderer: MimicRenderer, rng: random.Rando
         buffers["PRESCRIPTIONS"].extend(renderer.prescription_lines(patient, admission, rng))
         buffers["LABEVENTS"].extend(renderer.lab_lines(subject_id, admission.hadm_id, admission.labs, rng))
         notes = writer.stay_notes(admission)
-        wants_summary = rng.random() < (_NEWBORN_DISCHARGE_SUMMARY if admission.reason.newborn else 1 - _MISSING_DISCHARGE_SUMMARY)
+        wants_summary = rng.random() < (
+            _NEWBORN_DISCHARGE_SUMMARY if admission.reason.newborn else 1 - _MISSING_DISCHARGE_SUMMARY
+        )
         if wants_summary:
             summary = writer.discharge_summary(admission, admission.labs)
             notes.append(_discharge_note(admission, summary, "Report"))
@@ -203,4 +212,13 @@ def _render_patient(patient: Patient, renderer: MimicRenderer, rng: random.Rando
 
 def _discharge_note(admission: Admission, text: str, description: str) -> NoteRow:
     day = admission.dischtime if admission.dischtime >= admission.admittime else admission.admittime
-    return NoteRow(admission.hadm_id, day.replace(hour=0, minute=0, second=0), None, None, "Discharge summary", description, None, text)
+    return NoteRow(
+        admission.hadm_id,
+        day.replace(hour=0, minute=0, second=0),
+        None,
+        None,
+        "Discharge summary",
+        description,
+        None,
+        text,
+    )

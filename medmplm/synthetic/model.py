@@ -54,11 +54,25 @@ AGE_SHIFT_YEARS = 300
 
 # Hospital-wide orders most stays get, whatever the reason: (drug, probability).
 _HOSPITAL_DRUGS: tuple[tuple[str, float], ...] = (
-    ("sodium_chloride_flush", 0.85), ("heparin_sc", 0.55), ("docusate", 0.6), ("senna", 0.5),
-    ("acetaminophen", 0.7), ("bisacodyl", 0.35), ("insulin_regular", 0.3), ("potassium_chloride", 0.35),
-    ("magnesium_sulfate", 0.3), ("ondansetron", 0.3), ("pantoprazole", 0.3), ("morphine", 0.25),
-    ("oxycodone", 0.2), ("lorazepam", 0.1), ("zolpidem", 0.1), ("dextrose_5_water", 0.3),
-    ("sodium_chloride_bag", 0.35), ("famotidine", 0.15), ("potassium_chloride_additive", 0.15),
+    ("sodium_chloride_flush", 0.85),
+    ("heparin_sc", 0.55),
+    ("docusate", 0.6),
+    ("senna", 0.5),
+    ("acetaminophen", 0.7),
+    ("bisacodyl", 0.35),
+    ("insulin_regular", 0.3),
+    ("potassium_chloride", 0.35),
+    ("magnesium_sulfate", 0.3),
+    ("ondansetron", 0.3),
+    ("pantoprazole", 0.3),
+    ("morphine", 0.25),
+    ("oxycodone", 0.2),
+    ("lorazepam", 0.1),
+    ("zolpidem", 0.1),
+    ("dextrose_5_water", 0.3),
+    ("sodium_chloride_bag", 0.35),
+    ("famotidine", 0.15),
+    ("potassium_chloride_additive", 0.15),
     ("calcium_gluconate", 0.1),
 )
 # Orders repeat: rows per hospital day beyond the first order, by dosing pattern.
@@ -86,17 +100,43 @@ _LAB_IS_LOG = np.array([item.log_scale for item in LAB_ITEMS])
 _LAB_LEVELS = np.array([len(item.categories) for item in LAB_ITEMS])
 
 _ETHNICITIES = (
-    ("WHITE", 0.70), ("BLACK/AFRICAN AMERICAN", 0.09), ("UNKNOWN/NOT SPECIFIED", 0.08), ("HISPANIC OR LATINO", 0.03),
-    ("ASIAN", 0.03), ("OTHER", 0.025), ("UNABLE TO OBTAIN", 0.015), ("HISPANIC/LATINO - PUERTO RICAN", 0.01),
-    ("ASIAN - CHINESE", 0.01), ("BLACK/CAPE VERDEAN", 0.01), ("WHITE - RUSSIAN", 0.01), ("PATIENT DECLINED TO ANSWER", 0.005),
+    ("WHITE", 0.70),
+    ("BLACK/AFRICAN AMERICAN", 0.09),
+    ("UNKNOWN/NOT SPECIFIED", 0.08),
+    ("HISPANIC OR LATINO", 0.03),
+    ("ASIAN", 0.03),
+    ("OTHER", 0.025),
+    ("UNABLE TO OBTAIN", 0.015),
+    ("HISPANIC/LATINO - PUERTO RICAN", 0.01),
+    ("ASIAN - CHINESE", 0.01),
+    ("BLACK/CAPE VERDEAN", 0.01),
+    ("WHITE - RUSSIAN", 0.01),
+    ("PATIENT DECLINED TO ANSWER", 0.005),
 )
 _RELIGIONS = (
-    ("CATHOLIC", 0.35), ("NOT SPECIFIED", 0.2), ("UNOBTAINABLE", 0.14), ("PROTESTANT QUAKER", 0.12), ("JEWISH", 0.09),
-    ("OTHER", 0.04), (None, 0.03), ("EPISCOPALIAN", 0.01), ("GREEK ORTHODOX", 0.005), ("CHRISTIAN SCIENTIST", 0.005),
-    ("BUDDHIST", 0.005), ("MUSLIM", 0.005), ("JEHOVAH'S WITNESS", 0.003),
+    ("CATHOLIC", 0.35),
+    ("NOT SPECIFIED", 0.2),
+    ("UNOBTAINABLE", 0.14),
+    ("PROTESTANT QUAKER", 0.12),
+    ("JEWISH", 0.09),
+    ("OTHER", 0.04),
+    (None, 0.03),
+    ("EPISCOPALIAN", 0.01),
+    ("GREEK ORTHODOX", 0.005),
+    ("CHRISTIAN SCIENTIST", 0.005),
+    ("BUDDHIST", 0.005),
+    ("MUSLIM", 0.005),
+    ("JEHOVAH'S WITNESS", 0.003),
 )
 _LANGUAGES = (
-    ("ENGL", 0.62), (None, 0.285), ("SPAN", 0.04), ("RUSS", 0.02), ("PTUN", 0.01), ("CANT", 0.01), ("PORT", 0.01), ("HAIT", 0.005),
+    ("ENGL", 0.62),
+    (None, 0.285),
+    ("SPAN", 0.04),
+    ("RUSS", 0.02),
+    ("PTUN", 0.01),
+    ("CANT", 0.01),
+    ("PORT", 0.01),
+    ("HAIT", 0.005),
 )
 
 
@@ -297,7 +337,9 @@ def unplanned_readmission_logit(patient: Patient, admission: Admission) -> float
     risks = patient.social.risk_keys()
     age = admission.age
     coded = sum(CHRONIC_BY_KEY[key].readmission_weight for key in chronic)
-    coded += 0.25 * admission.severity + sum(COMPLICATIONS_BY_KEY[key].readmission_weight for key in admission.complications)
+    coded += 0.25 * admission.severity + sum(
+        COMPLICATIONS_BY_KEY[key].readmission_weight for key in admission.complications
+    )
     coded += 0.05 * min(len(chronic), 10)
     # Frailty shows in codes (malnutrition, pressure ulcers, DNR, many incidental diagnoses) more
     # than in the note's words.
@@ -317,7 +359,7 @@ def unplanned_readmission_logit(patient: Patient, admission: Admission) -> float
         + 0.7 * ("cirrhosis" in chronic and "heavy_alcohol" in risks)
         + 0.6 * ("copd" in chronic and patient.social.smoking == "current")
     )
-    return -5.0 + coded + text_only + interactions
+    return -5.15 + coded + text_only + interactions
 
 
 class PatientSimulator:
@@ -333,7 +375,13 @@ class PatientSimulator:
         first_admit = patient.first_admit + timedelta(minutes=rng.randrange(0, 24 * 60))
         if not patient.newborn:
             self._initial_conditions(patient, first_admit, rng)
-            self._outpatient_labs(patient, first_admit - timedelta(minutes=rng.randrange(3 * 1440, 60 * 1440)), rng, bulk, probability=0.25)
+            self._outpatient_labs(
+                patient,
+                first_admit - timedelta(minutes=rng.randrange(3 * 1440, 60 * 1440)),
+                rng,
+                bulk,
+                probability=0.25,
+            )
         admit = first_admit
         planned = False
         previous_reason: str | None = None
@@ -354,7 +402,9 @@ class PatientSimulator:
             next_admit = _to_minute(admission.dischtime + timedelta(days=gap_days, minutes=rng.randrange(0, 24 * 60)))
             if next_admit.year > LAST_YEAR:
                 break
-            self._outpatient_labs(patient, _to_minute(admission.dischtime + timedelta(days=gap_days / 2)), rng, bulk, probability=0.3)
+            self._outpatient_labs(
+                patient, _to_minute(admission.dischtime + timedelta(days=gap_days / 2)), rng, bulk, probability=0.3
+            )
             self._progress(patient, gap_days / 365.25, next_admit, rng)
             previous_reason = admission.reason.key
             admit = next_admit
@@ -398,7 +448,9 @@ class PatientSimulator:
         )
         return patient
 
-    def _social_profile(self, age: float, gender: str, newborn: bool, general: float, rng: random.Random) -> SocialProfile:
+    def _social_profile(
+        self, age: float, gender: str, newborn: bool, general: float, rng: random.Random
+    ) -> SocialProfile:
         if newborn:
             return SocialProfile("never", 0, "none", "none", "family", -3.0)
         smoking = weighted_choice(rng, (("current", 0.22 if age < 70 else 0.1), ("former", 0.33), ("never", 0.45)))
@@ -406,7 +458,9 @@ class PatientSimulator:
         heavy = (0.12 if gender == "M" else 0.05) * (1.6 if age < 60 else 0.7)
         alcohol = weighted_choice(rng, (("heavy", heavy), ("social", 0.4), ("none", 0.6 - heavy)))
         drug_weight = 0.06 if age < 55 else 0.015
-        drug_use = weighted_choice(rng, (("ivdu", drug_weight * 0.6), ("cocaine", drug_weight * 0.4), ("none", 1 - drug_weight)))
+        drug_use = weighted_choice(
+            rng, (("ivdu", drug_weight * 0.6), ("cocaine", drug_weight * 0.4), ("none", 1 - drug_weight))
+        )
         homeless = 0.015 + 0.08 * (drug_use != "none") + 0.05 * (alcohol == "heavy")
         facility = 0.02 + (0.2 if age >= 80 else 0.0)
         alone = 0.2 + (0.12 if age >= 75 else 0.0)
@@ -461,7 +515,9 @@ class PatientSimulator:
             return
         patient.histories.append(key)
         history = HISTORIES_BY_KEY[key]
-        patient.regimen["history:" + key] = tuple(drug for drug, probability in history.drugs if rng.random() < probability)
+        patient.regimen["history:" + key] = tuple(
+            drug for drug, probability in history.drugs if rng.random() < probability
+        )
 
     def _progress(self, patient: Patient, years: float, when: datetime, rng: random.Random) -> None:
         """Age the patient by ``years``: factors drift up and new chronic conditions may start."""
@@ -481,8 +537,9 @@ class PatientSimulator:
 
     # Admissions ------------------------------------------------------------------------------
 
-    def _choose_reason(self, patient: Patient, keys: set[str], rng: random.Random, planned: bool,
-                       previous_reason: str | None) -> AdmissionReason:
+    def _choose_reason(
+        self, patient: Patient, keys: set[str], rng: random.Random, planned: bool, previous_reason: str | None
+    ) -> AdmissionReason:
         options = []
         for reason in ADMISSION_REASONS:
             if reason.newborn:
@@ -513,15 +570,26 @@ class PatientSimulator:
         )
         return rng.random() < min(0.5, 0.12 * available)
 
-    def _admission(self, patient: Patient, admit: datetime, rng: random.Random, bulk: np.random.Generator,
-                   planned: bool, previous_reason: str | None) -> Admission:
+    def _admission(
+        self,
+        patient: Patient,
+        admit: datetime,
+        rng: random.Random,
+        bulk: np.random.Generator,
+        planned: bool,
+        previous_reason: str | None,
+    ) -> Admission:
         age = patient.age_at(admit)
         chronic = tuple(patient.chronic)
         risks = patient.social.risk_keys()
         depressed = "depression" in chronic
         nonadherent = (not patient.newborn) and rng.random() < sigmoid(
-            -2.3 + patient.social.nonadherence_propensity + 1.0 * ("homeless" in risks)
-            + 0.7 * ("heavy_alcohol" in risks) + 0.6 * ("drug_use" in risks) + 0.4 * depressed
+            -2.3
+            + patient.social.nonadherence_propensity
+            + 1.0 * ("homeless" in risks)
+            + 0.7 * ("heavy_alcohol" in risks)
+            + 0.6 * ("drug_use" in risks)
+            + 0.4 * depressed
         )
         keys = set(chronic) | set(patient.histories) | risks
         if nonadherent:
@@ -529,7 +597,9 @@ class PatientSimulator:
         if patient.newborn:
             reason = ADMISSION_REASONS_BY_KEY["newborn"]
         else:
-            reason = self._choose_reason(patient, keys, rng, planned or self._elective_first(patient, keys, rng), previous_reason)
+            reason = self._choose_reason(
+                patient, keys, rng, planned or self._elective_first(patient, keys, rng), previous_reason
+            )
         admission_type = reason.admission_type
         if admission_type == "EMERGENCY" and rng.random() < 0.05:
             admission_type = "URGENT"
@@ -540,8 +610,13 @@ class PatientSimulator:
         los_days = max(0.15, math.exp(math.log(los_median) + 0.22 * severity + rng.gauss(0, 0.55)))
         icu = rng.random() < min(0.99, reason.icu_prob * math.exp(0.35 * severity))
         death_logit = (
-            -4.1 + reason.mortality_shift + 0.85 * severity + 0.025 * (age - 65)
-            + 0.5 * ("metastatic_cancer" in chronic) + 0.4 * ("cirrhosis" in chronic) + 0.6 * icu
+            -4.1
+            + reason.mortality_shift
+            + 0.85 * severity
+            + 0.025 * (age - 65)
+            + 0.5 * ("metastatic_cancer" in chronic)
+            + 0.4 * ("cirrhosis" in chronic)
+            + 0.6 * icu
         )
         died = rng.random() < sigmoid(death_logit)
         if died:
@@ -557,8 +632,11 @@ class PatientSimulator:
         if admission_location == "EMERGENCY ROOM ADMIT":
             edregtime = admit - timedelta(minutes=rng.randrange(90, 720))
             edouttime = admit + timedelta(minutes=rng.randrange(5, 120))
-        left_ama = (not died) and (not patient.newborn) and rng.random() < (
-            0.012 + 0.06 * ("drug_use" in risks) + 0.04 * ("homeless" in risks) + 0.03 * ("heavy_alcohol" in risks)
+        left_ama = (
+            (not died)
+            and (not patient.newborn)
+            and rng.random()
+            < (0.012 + 0.06 * ("drug_use" in risks) + 0.04 * ("homeless" in risks) + 0.03 * ("heavy_alcohol" in risks))
         )
         admission = Admission(
             hadm_id=self._next_hadm_id(),
@@ -621,7 +699,14 @@ class PatientSimulator:
 
     def _admission_location(self, admission_type: str, patient: Patient, rng: random.Random) -> str:
         if admission_type == "NEWBORN":
-            return weighted_choice(rng, (("PHYS REFERRAL/NORMAL DELI", 0.6), ("CLINIC REFERRAL/PREMATURE", 0.3), ("** INFO NOT AVAILABLE **", 0.1)))
+            return weighted_choice(
+                rng,
+                (
+                    ("PHYS REFERRAL/NORMAL DELI", 0.6),
+                    ("CLINIC REFERRAL/PREMATURE", 0.3),
+                    ("** INFO NOT AVAILABLE **", 0.1),
+                ),
+            )
         if admission_type == "ELECTIVE":
             return weighted_choice(rng, (("PHYS REFERRAL/NORMAL DELI", 0.95), ("CLINIC REFERRAL/PREMATURE", 0.05)))
         if admission_type == "URGENT":
@@ -629,12 +714,18 @@ class PatientSimulator:
         facility = 0.5 if patient.social.living == "facility" else 0.02
         return weighted_choice(
             rng,
-            (("EMERGENCY ROOM ADMIT", 0.7), ("TRANSFER FROM HOSP/EXTRAM", 0.14), ("CLINIC REFERRAL/PREMATURE", 0.1),
-             ("TRANSFER FROM SKILLED NUR", facility), ("TRANSFER FROM OTHER HEALT", 0.01)),
+            (
+                ("EMERGENCY ROOM ADMIT", 0.7),
+                ("TRANSFER FROM HOSP/EXTRAM", 0.14),
+                ("CLINIC REFERRAL/PREMATURE", 0.1),
+                ("TRANSFER FROM SKILLED NUR", facility),
+                ("TRANSFER FROM OTHER HEALT", 0.01),
+            ),
         )
 
-    def _discharge_location(self, patient: Patient, age: float, died: bool, left_ama: bool, severity: float,
-                            rng: random.Random) -> str:
+    def _discharge_location(
+        self, patient: Patient, age: float, died: bool, left_ama: bool, severity: float, rng: random.Random
+    ) -> str:
         if died:
             return "DEAD/EXPIRED"
         if left_ama:
@@ -642,13 +733,28 @@ class PatientSimulator:
         if patient.newborn:
             return "HOME"
         if patient.social.living == "facility":
-            return weighted_choice(rng, (("SNF", 0.6), ("LONG TERM CARE HOSPITAL", 0.15), ("REHAB/DISTINCT PART HOSP", 0.15), ("HOSPICE-MEDICAL FACILITY", 0.1)))
+            return weighted_choice(
+                rng,
+                (
+                    ("SNF", 0.6),
+                    ("LONG TERM CARE HOSPITAL", 0.15),
+                    ("REHAB/DISTINCT PART HOSP", 0.15),
+                    ("HOSPICE-MEDICAL FACILITY", 0.1),
+                ),
+            )
         frail = sigmoid(0.06 * (age - 75) + 0.6 * severity)
         return weighted_choice(
             rng,
-            (("HOME", 1.2 - frail), ("HOME HEALTH CARE", 0.6), ("SNF", 0.9 * frail), ("REHAB/DISTINCT PART HOSP", 0.5 * frail),
-             ("LONG TERM CARE HOSPITAL", 0.08 * frail), ("HOSPICE-HOME", 0.04 * frail), ("SHORT TERM HOSPITAL", 0.03),
-             ("HOME WITH HOME IV PROVIDR", 0.02)),
+            (
+                ("HOME", 1.2 - frail),
+                ("HOME HEALTH CARE", 0.6),
+                ("SNF", 0.9 * frail),
+                ("REHAB/DISTINCT PART HOSP", 0.5 * frail),
+                ("LONG TERM CARE HOSPITAL", 0.08 * frail),
+                ("HOSPICE-HOME", 0.04 * frail),
+                ("SHORT TERM HOSPITAL", 0.03),
+                ("HOME WITH HOME IV PROVIDR", 0.02),
+            ),
         )
 
     def _insurance(self, patient: Patient, age: float, rng: random.Random) -> str:
@@ -658,7 +764,14 @@ class PatientSimulator:
             return weighted_choice(rng, (("Medicare", 0.88), ("Private", 0.1), ("Government", 0.02)))
         poor = patient.social.living == "homeless" or patient.social.drug_use != "none"
         return weighted_choice(
-            rng, (("Private", 0.2 if poor else 0.58), ("Medicaid", 0.6 if poor else 0.2), ("Medicare", 0.12), ("Self Pay", 0.04), ("Government", 0.04))
+            rng,
+            (
+                ("Private", 0.2 if poor else 0.58),
+                ("Medicaid", 0.6 if poor else 0.2),
+                ("Medicare", 0.12),
+                ("Self Pay", 0.04),
+                ("Government", 0.04),
+            ),
         )
 
     def _marital_status(self, patient: Patient, age: float, rng: random.Random) -> str | None:
@@ -669,8 +782,27 @@ class PatientSimulator:
             return weighted_choice(rng, (("MARRIED", 0.93), ("LIFE PARTNER", 0.02), (None, 0.05)))
         if living in ("alone", "homeless"):
             widowed = 0.5 if age >= 70 else 0.05
-            return weighted_choice(rng, (("SINGLE", 0.45), ("WIDOWED", widowed), ("DIVORCED", 0.25), ("SEPARATED", 0.04), ("UNKNOWN (DEFAULT)", 0.01), (None, 0.05)))
-        return weighted_choice(rng, (("MARRIED", 0.35), ("SINGLE", 0.3), ("WIDOWED", 0.2 if age >= 70 else 0.02), ("DIVORCED", 0.08), (None, 0.07)))
+            return weighted_choice(
+                rng,
+                (
+                    ("SINGLE", 0.45),
+                    ("WIDOWED", widowed),
+                    ("DIVORCED", 0.25),
+                    ("SEPARATED", 0.04),
+                    ("UNKNOWN (DEFAULT)", 0.01),
+                    (None, 0.05),
+                ),
+            )
+        return weighted_choice(
+            rng,
+            (
+                ("MARRIED", 0.35),
+                ("SINGLE", 0.3),
+                ("WIDOWED", 0.2 if age >= 70 else 0.02),
+                ("DIVORCED", 0.08),
+                (None, 0.07),
+            ),
+        )
 
     def _diagnoses(self, patient: Patient, admission: Admission, rng: random.Random) -> list[str]:
         reason = admission.reason
@@ -713,18 +845,27 @@ class PatientSimulator:
             codes.append("V1581")
         if "warfarin" in self._home_drugs(patient) and rng.random() < 0.5:
             codes.append("V5861")
-        if (admission.age > 80 or "metastatic_cancer" in admission.chronic or patient.frailty > 1.5) and rng.random() < 0.2:
+        if (
+            admission.age > 80 or "metastatic_cancer" in admission.chronic or patient.frailty > 1.5
+        ) and rng.random() < 0.2:
             codes.append("V4986")
         if "cath_complication" in admission.complications:
             codes.append("E8790")
-        if reason.key in ("coronary_bypass", "aortic_valve_replacement", "hip_fracture") and admission.complications and rng.random() < 0.2:
+        if (
+            reason.key in ("coronary_bypass", "aortic_valve_replacement", "hip_fracture")
+            and admission.complications
+            and rng.random() < 0.2
+        ):
             codes.append("E8788")
         frailty = max(patient.frailty, 0.0)
         if rng.random() < 0.07 * frailty:
             codes.append("2639")
         if rng.random() < 0.04 * frailty:
             codes.append(rng.choice(("70703", "70722")))
-        incidental = _poisson(rng, 2.0 + 1.2 * frailty + 0.35 * max(admission.severity, 0.0) + 0.08 * min(max(admission.los_days, 0.0), 20))
+        incidental = _poisson(
+            rng,
+            2.0 + 1.2 * frailty + 0.35 * max(admission.severity, 0.0) + 0.08 * min(max(admission.los_days, 0.0), 20),
+        )
         codes.extend(rng.choices(_INCIDENTAL_CODE_VALUES, cum_weights=_INCIDENTAL_CUM_WEIGHTS, k=incidental))
         unique = list(dict.fromkeys(codes))
         return unique[:39]
@@ -755,8 +896,9 @@ class PatientSimulator:
                 drugs.extend(drug for drug, probability in minor.drugs if probability >= 0.5)
         return list(dict.fromkeys(drugs))
 
-    def _prescriptions(self, patient: Patient, admission: Admission, rng: random.Random,
-                       bulk: np.random.Generator) -> PrescriptionBatch:
+    def _prescriptions(
+        self, patient: Patient, admission: Admission, rng: random.Random, bulk: np.random.Generator
+    ) -> PrescriptionBatch:
         reason = admission.reason
         wanted: list[str] = []
         wanted.extend(drug for drug, probability in reason.drugs if rng.random() < probability)
@@ -789,7 +931,9 @@ class PatientSimulator:
         end = np.minimum(hospital_days, start + 1 + bulk.poisson(1.5, rows))
         end[bulk.random(rows) < 0.01] = -1
         dose_count = _DOSE_COUNT[row_drug]
-        dose = np.where(bulk.random(rows) < 0.8, np.repeat(usual_dose, orders), (bulk.random(rows) * dose_count).astype(np.int64))
+        dose = np.where(
+            bulk.random(rows) < 0.8, np.repeat(usual_dose, orders), (bulk.random(rows) * dose_count).astype(np.int64)
+        )
         # Most orders use a drug's first NDC; about 0.4% of rows carry no NDC at all (a MIMIC quirk).
         product_pick = (bulk.random(rows) ** 3 * _PRODUCT_COUNT[row_drug]).astype(np.int64)
         product = np.where(bulk.random(rows) < 0.004, -1, product_pick)
@@ -825,9 +969,17 @@ class PatientSimulator:
         ordered = ("chem7", "cbc") + tuple(sorted(panels - {"chem7", "cbc"}))
         return self._draw_panels(admission.admittime, ordered, chronic_shift, acute_shift, draws, rng, bulk, decay=True)
 
-    def _draw_panels(self, start: datetime, panels: tuple[str, ...], chronic_shift: dict[int, float],
-                     acute_shift: dict[int, float], draws: int, rng: random.Random, bulk: np.random.Generator,
-                     decay: bool) -> LabBatch:
+    def _draw_panels(
+        self,
+        start: datetime,
+        panels: tuple[str, ...],
+        chronic_shift: dict[int, float],
+        acute_shift: dict[int, float],
+        draws: int,
+        rng: random.Random,
+        bulk: np.random.Generator,
+        decay: bool,
+    ) -> LabBatch:
         times: list[datetime] = []
         draw_of_row: list[int] = []
         items: list[int] = []
@@ -860,8 +1012,9 @@ class PatientSimulator:
         value = np.where(categorical, np.clip(np.floor(z), 0, _LAB_LEVELS[item] - 1), np.maximum(value, 0.0))
         return LabBatch(times, draw_index, item, value)
 
-    def _outpatient_labs(self, patient: Patient, when: datetime, rng: random.Random, bulk: np.random.Generator,
-                         probability: float) -> None:
+    def _outpatient_labs(
+        self, patient: Patient, when: datetime, rng: random.Random, bulk: np.random.Generator, probability: float
+    ) -> None:
         if rng.random() >= probability:
             return
         chronic_shift: dict[int, float] = {}
@@ -872,7 +1025,9 @@ class PatientSimulator:
             self._draw_panels(when, ("chem7", "cbc"), chronic_shift, {}, 1, rng, bulk, decay=False)
         )
 
-    def _next_admission_gap(self, patient: Patient, admission: Admission, rng: random.Random) -> tuple[float | None, bool]:
+    def _next_admission_gap(
+        self, patient: Patient, admission: Admission, rng: random.Random
+    ) -> tuple[float | None, bool]:
         """Days from discharge to the next admission (None: no further admission), and whether it is planned."""
         probability = sigmoid(unplanned_readmission_logit(patient, admission))
         admission.readmission_probability = probability
@@ -889,8 +1044,13 @@ class PatientSimulator:
             return 1.0 + 28.0 * rng.random(), True
         chronic = set(admission.chronic)
         death_logit = (
-            -3.3 + 0.5 * admission.severity + 0.035 * (admission.age - 65) + 1.0 * ("metastatic_cancer" in chronic)
-            + 0.5 * ("cirrhosis" in chronic) + 0.4 * ("heart_failure" in chronic) + 0.3 * ("end_stage_renal_disease" in chronic)
+            -3.3
+            + 0.5 * admission.severity
+            + 0.035 * (admission.age - 65)
+            + 1.0 * ("metastatic_cancer" in chronic)
+            + 0.5 * ("cirrhosis" in chronic)
+            + 0.4 * ("heart_failure" in chronic)
+            + 0.3 * ("end_stage_renal_disease" in chronic)
         )
         if rng.random() < sigmoid(death_logit):
             death = _midnight(admission.dischtime + timedelta(days=rng.uniform(31, 1200)))

@@ -35,14 +35,52 @@ from medmplm.synthetic.output import publish, start_partial
 CONCEPT_TYPES = ("problem", "test", "treatment")
 
 _TESTS = (
-    "chest x-ray", "cxr", "ct scan of the head", "head ct", "echocardiogram", "tte", "ekg", "ecg", "renal ultrasound",
-    "blood cultures", "urine culture", "urinalysis", "abg", "cardiac enzymes", "troponin", "bnp", "lfts", "cbc",
-    "chem 7", "inr", "mri of the brain", "cardiac catheterization", "stress test", "lumbar puncture", "egd", "colonoscopy",
+    "chest x-ray",
+    "cxr",
+    "ct scan of the head",
+    "head ct",
+    "echocardiogram",
+    "tte",
+    "ekg",
+    "ecg",
+    "renal ultrasound",
+    "blood cultures",
+    "urine culture",
+    "urinalysis",
+    "abg",
+    "cardiac enzymes",
+    "troponin",
+    "bnp",
+    "lfts",
+    "cbc",
+    "chem 7",
+    "inr",
+    "mri of the brain",
+    "cardiac catheterization",
+    "stress test",
+    "lumbar puncture",
+    "egd",
+    "colonoscopy",
 )
 _PROCEDURE_TREATMENTS = (
-    "intubation", "mechanical ventilation", "central line placement", "transfusion", "packed red blood cells",
-    "stent placement", "cabg", "hemodialysis", "thoracentesis", "paracentesis", "orif", "iv fluids", "antibiotics",
-    "supplemental oxygen", "bipap", "physical therapy", "diuresis", "banding",
+    "intubation",
+    "mechanical ventilation",
+    "central line placement",
+    "transfusion",
+    "packed red blood cells",
+    "stent placement",
+    "cabg",
+    "hemodialysis",
+    "thoracentesis",
+    "paracentesis",
+    "orif",
+    "iv fluids",
+    "antibiotics",
+    "supplemental oxygen",
+    "bipap",
+    "physical therapy",
+    "diuresis",
+    "banding",
 )
 _TEMPLATES = (
     ("The", "patient", "was", "admitted", "with", "{problem}", "."),
@@ -65,8 +103,11 @@ _TEMPLATES = (
     ("Given", "{problem}", ",", "a", "{test}", "was", "checked", "and", "was", "elevated", "."),
 )
 _SECTION_HEADERS = (
-    ("HISTORY", "OF", "PRESENT", "ILLNESS", ":"), ("PAST", "MEDICAL", "HISTORY", ":"), ("HOSPITAL", "COURSE", ":"),
-    ("MEDICATIONS", "ON", "DISCHARGE", ":"), ("DISCHARGE", "DIAGNOSES", ":"),
+    ("HISTORY", "OF", "PRESENT", "ILLNESS", ":"),
+    ("PAST", "MEDICAL", "HISTORY", ":"),
+    ("HOSPITAL", "COURSE", ":"),
+    ("MEDICATIONS", "ON", "DISCHARGE", ":"),
+    ("DISCHARGE", "DIAGNOSES", ":"),
 )
 
 
@@ -131,7 +172,9 @@ def _document(rng: random.Random, phrases: dict[str, tuple[tuple[str, ...], ...]
     return lines, concepts
 
 
-def generate_ner_corpus(out_dir: str | os.PathLike[str], documents: int = 200, seed: int = 0, overwrite: bool = False) -> dict[str, int]:
+def generate_ner_corpus(
+    out_dir: str | os.PathLike[str], documents: int = 200, seed: int = 0, overwrite: bool = False
+) -> dict[str, int]:
     """Write an i2b2-2010-style corpus of ``documents`` notes; returns document, line and concept counts.
 
     Same seed, same bytes. ``out_dir`` must not exist or be empty unless ``overwrite``.
@@ -153,7 +196,9 @@ def generate_ner_corpus(out_dir: str | os.PathLike[str], documents: int = 200, s
             lines, concepts = _document(rng, phrases)
             name = f"record-{index + 1:04d}"
             (partial / "txt" / f"{name}.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
-            (partial / "concept" / f"{name}.con").write_text("".join(concept.to_con() + "\n" for concept in concepts), encoding="utf-8")
+            (partial / "concept" / f"{name}.con").write_text(
+                "".join(concept.to_con() + "\n" for concept in concepts), encoding="utf-8"
+            )
             counts["lines"] += len(lines)
             counts["concepts"] += len(concepts)
     except BaseException:

@@ -30,29 +30,83 @@ from medmplm.synthetic.model import Admission, LabBatch, Patient
 
 _MINOR_BY_KEY = {minor.key: minor for minor in MINOR_CONDITIONS}
 
-SERVICES = {"MED": "MEDICINE", "CMED": "MEDICINE", "CSURG": "CARDIOTHORACIC", "NMED": "NEUROLOGY",
-            "NSURG": "NEUROSURGERY", "ORTHO": "ORTHOPAEDICS", "OMED": "MEDICINE", "NB": "NEONATOLOGY"}
+SERVICES = {
+    "MED": "MEDICINE",
+    "CMED": "MEDICINE",
+    "CSURG": "CARDIOTHORACIC",
+    "NMED": "NEUROLOGY",
+    "NSURG": "NEUROSURGERY",
+    "ORTHO": "ORTHOPAEDICS",
+    "OMED": "MEDICINE",
+    "NB": "NEONATOLOGY",
+}
 
 _FREQUENCY_WORDS = {
-    "DAILY": "DAILY (Daily)", "BID": "BID (2 times a day)", "TID": "TID (3 times a day)", "QID": "QID (4 times a day)",
-    "QHS": "HS (at bedtime)", "HS": "HS (at bedtime)", "Q6H PRN": "Q6H (every 6 hours) as needed",
-    "Q4H PRN": "Q4H (every 4 hours) as needed for pain", "Q8H PRN": "Q8H (every 8 hours) as needed for nausea",
-    "HS PRN": "HS (at bedtime) as needed for insomnia", "BID PRN": "BID (2 times a day) as needed for constipation",
-    "DAILY PRN": "DAILY (Daily) as needed for constipation", "QWEEK": "QSUN (every Sunday)",
-    "TID W/MEALS": "TID W/MEALS (3 TIMES A DAY WITH MEALS)", "DAILY (at 4pm)": "Once Daily at 4 PM",
-    "Q12H": "Q12H (every 12 hours)", "Q24H": "Q24H (every 24 hours)", "Q8H": "Q8H (every 8 hours)", "Q6H": "Q6H (every 6 hours)",
+    "DAILY": "DAILY (Daily)",
+    "BID": "BID (2 times a day)",
+    "TID": "TID (3 times a day)",
+    "QID": "QID (4 times a day)",
+    "QHS": "HS (at bedtime)",
+    "HS": "HS (at bedtime)",
+    "Q6H PRN": "Q6H (every 6 hours) as needed",
+    "Q4H PRN": "Q4H (every 4 hours) as needed for pain",
+    "Q8H PRN": "Q8H (every 8 hours) as needed for nausea",
+    "HS PRN": "HS (at bedtime) as needed for insomnia",
+    "BID PRN": "BID (2 times a day) as needed for constipation",
+    "DAILY PRN": "DAILY (Daily) as needed for constipation",
+    "QWEEK": "QSUN (every Sunday)",
+    "TID W/MEALS": "TID W/MEALS (3 TIMES A DAY WITH MEALS)",
+    "DAILY (at 4pm)": "Once Daily at 4 PM",
+    "Q12H": "Q12H (every 12 hours)",
+    "Q24H": "Q24H (every 24 hours)",
+    "Q8H": "Q8H (every 8 hours)",
+    "Q6H": "Q6H (every 6 hours)",
     "PRN": "PRN (as needed) as needed for chest pain",
 }
 _COUNT_WORDS = ("Zero", "One", "Two", "Three", "Four")
 
 # How MIMIC's "Pertinent Results" lines abbreviate lab labels.
 _LAB_ABBREVIATIONS = {
-    50868: "AnGap", 50882: "HCO3", 50893: "Calcium", 50902: "Cl", 50912: "Creat", 50931: "Glucose", 50960: "Mg",
-    50970: "Phos", 50971: "K", 50983: "Na", 51006: "UreaN", 50861: "ALT", 50878: "AST", 50863: "AlkPhos",
-    50885: "TotBili", 50862: "Albumin", 50910: "CK(CPK)", 51003: "cTropnT", 50963: "proBNP", 50852: "%HbA1c",
-    50956: "Lipase", 50889: "CRP", 50813: "Lactate", 50820: "pH", 50818: "pCO2", 50821: "pO2", 51221: "Hct",
-    51222: "Hgb", 51248: "MCH", 51249: "MCHC", 51250: "MCV", 51265: "Plt Ct", 51277: "RDW", 51279: "RBC",
-    51301: "WBC", 51256: "Neuts", 51244: "Lymphs", 51237: "INR(PT)", 51274: "PT", 51275: "PTT",
+    50868: "AnGap",
+    50882: "HCO3",
+    50893: "Calcium",
+    50902: "Cl",
+    50912: "Creat",
+    50931: "Glucose",
+    50960: "Mg",
+    50970: "Phos",
+    50971: "K",
+    50983: "Na",
+    51006: "UreaN",
+    50861: "ALT",
+    50878: "AST",
+    50863: "AlkPhos",
+    50885: "TotBili",
+    50862: "Albumin",
+    50910: "CK(CPK)",
+    51003: "cTropnT",
+    50963: "proBNP",
+    50852: "%HbA1c",
+    50956: "Lipase",
+    50889: "CRP",
+    50813: "Lactate",
+    50820: "pH",
+    50818: "pCO2",
+    50821: "pO2",
+    51221: "Hct",
+    51222: "Hgb",
+    51248: "MCH",
+    51249: "MCHC",
+    51250: "MCV",
+    51265: "Plt Ct",
+    51277: "RDW",
+    51279: "RBC",
+    51301: "WBC",
+    51256: "Neuts",
+    51244: "Lymphs",
+    51237: "INR(PT)",
+    51274: "PT",
+    51275: "PTT",
 }
 _RESULT_LINE_GROUPS = (
     ("BLOOD", (51301, 51279, 51222, 51221, 51250, 51248, 51249, 51277, 51265)),
@@ -68,18 +122,48 @@ _RESULT_LINE_GROUPS = (
 _LAB_POSITION = {item.itemid: position for position, item in enumerate(LAB_ITEMS)}
 
 _PROCEDURE_WORDS = {
-    "9604": "Endotracheal intubation", "9671": "Mechanical ventilation", "9672": "Mechanical ventilation",
-    "3893": "Central venous line placement", "3891": "Arterial line placement", "9904": "Transfusion of packed red blood cells",
-    "3722": "Cardiac catheterization", "3723": "Right and left heart catheterization", "8856": "Coronary angiography",
-    "0066": "Percutaneous coronary intervention", "3607": "Drug-eluting stent placement", "3615": "Coronary artery bypass grafting",
-    "3612": "Coronary artery bypass grafting", "3613": "Coronary artery bypass grafting", "3521": "Aortic valve replacement",
-    "3522": "Aortic valve replacement", "4513": "Upper endoscopy (EGD)", "4516": "EGD with biopsy", "4523": "Colonoscopy",
-    "4291": "Esophageal variceal banding", "3995": "Hemodialysis", "3491": "Thoracentesis", "5491": "Paracentesis",
-    "7935": "Open reduction internal fixation of hip fracture", "8151": "Hip hemiarthroplasty", "0159": "Craniotomy for tumor resection",
-    "4311": "PEG tube placement", "311": "Tracheostomy", "0331": "Lumbar puncture", "9390": "BiPAP", "8872": "Transthoracic echocardiogram",
+    "9604": "Endotracheal intubation",
+    "9671": "Mechanical ventilation",
+    "9672": "Mechanical ventilation",
+    "3893": "Central venous line placement",
+    "3891": "Arterial line placement",
+    "9904": "Transfusion of packed red blood cells",
+    "3722": "Cardiac catheterization",
+    "3723": "Right and left heart catheterization",
+    "8856": "Coronary angiography",
+    "0066": "Percutaneous coronary intervention",
+    "3607": "Drug-eluting stent placement",
+    "3615": "Coronary artery bypass grafting",
+    "3612": "Coronary artery bypass grafting",
+    "3613": "Coronary artery bypass grafting",
+    "3521": "Aortic valve replacement",
+    "3522": "Aortic valve replacement",
+    "4513": "Upper endoscopy (EGD)",
+    "4516": "EGD with biopsy",
+    "4523": "Colonoscopy",
+    "4291": "Esophageal variceal banding",
+    "3995": "Hemodialysis",
+    "3491": "Thoracentesis",
+    "5491": "Paracentesis",
+    "7935": "Open reduction internal fixation of hip fracture",
+    "8151": "Hip hemiarthroplasty",
+    "0159": "Craniotomy for tumor resection",
+    "4311": "PEG tube placement",
+    "311": "Tracheostomy",
+    "0331": "Lumbar puncture",
+    "9390": "BiPAP",
+    "8872": "Transthoracic echocardiogram",
 }
 
-_ORGANISMS = ("E. coli", "Klebsiella pneumoniae", "MSSA", "MRSA", "Pseudomonas aeruginosa", "Streptococcus pneumoniae", "Enterococcus")
+_ORGANISMS = (
+    "E. coli",
+    "Klebsiella pneumoniae",
+    "MSSA",
+    "MRSA",
+    "Pseudomonas aeruginosa",
+    "Streptococcus pneumoniae",
+    "Enterococcus",
+)
 _SIDES = ("right", "left", "bilateral")
 
 
@@ -172,7 +256,9 @@ class NoteWriter:
         rng = self._rng
         reason = admission.reason
         first_drugs = [drug for drug in (admission.prescriptions.drug_keys() if admission.prescriptions else [])]
-        antibiotics = [DRUGS_BY_KEY[key].note_names[0] for key in first_drugs if DRUGS_BY_KEY[key].atc4.startswith("J01")]
+        antibiotics = [
+            DRUGS_BY_KEY[key].note_names[0] for key in first_drugs if DRUGS_BY_KEY[key].atc4.startswith("J01")
+        ]
         fillers: dict[str, Callable[[], str]] = {
             "complaint": lambda: rng.choice(reason.chief_complaints),
             "temp": lambda: f"{rng.uniform(100.4, 103.5):.1f}",
@@ -185,9 +271,11 @@ class NoteWriter:
             "sat": lambda: str(rng.randrange(82, 94)),
             "organism": lambda: rng.choice(_ORGANISMS),
             "antibiotics": lambda: " and ".join(antibiotics[:2]) if antibiotics else "broad spectrum antibiotics",
-            "pressor_sentence": lambda: ("Required levophed for blood pressure support, weaned off on hospital day "
-                                         f"{rng.randrange(2, 5)}." if "septic_shock" in admission.complications
-                                         else "Blood pressure responded to IV fluid boluses."),
+            "pressor_sentence": lambda: (
+                f"Required levophed for blood pressure support, weaned off on hospital day {rng.randrange(2, 5)}."
+                if "septic_shock" in admission.complications
+                else "Blood pressure responded to IV fluid boluses."
+            ),
             "duration": lambda: str(rng.choice((5, 7, 10, 14))),
             "ph": lambda: f"{rng.uniform(7.12, 7.32):.2f}",
             "pco2": lambda: str(rng.randrange(50, 95)),
@@ -210,11 +298,26 @@ class NoteWriter:
             "baseline_hct": lambda: str(rng.randrange(32, 40)),
             "lavage": lambda: rng.choice(("positive for coffee grounds", "negative", "cleared after 500cc")),
             "units": lambda: str(rng.randrange(2, 7)),
-            "egd_finding": lambda: rng.choice(("a clean-based duodenal ulcer", "a gastric ulcer with visible vessel", "diffuse gastritis", "an AVM in the jejunum")),
-            "colon_finding": lambda: rng.choice(("diverticulosis without active bleeding", "a bleeding polyp which was removed", "internal hemorrhoids")),
+            "egd_finding": lambda: rng.choice(
+                (
+                    "a clean-based duodenal ulcer",
+                    "a gastric ulcer with visible vessel",
+                    "diffuse gastritis",
+                    "an AVM in the jejunum",
+                )
+            ),
+            "colon_finding": lambda: rng.choice(
+                ("diverticulosis without active bleeding", "a bleeding polyp which was removed", "internal hemorrhoids")
+            ),
             "bands": lambda: str(rng.randrange(2, 6)),
             "nihss": lambda: str(rng.randrange(2, 22)),
-            "ct_finding": lambda: rng.choice(("without acute hemorrhage", "with a small left basal ganglia hemorrhage", "with loss of gray-white differentiation in the right MCA territory")),
+            "ct_finding": lambda: rng.choice(
+                (
+                    "without acute hemorrhage",
+                    "with a small left basal ganglia hemorrhage",
+                    "with loss of gray-white differentiation in the right MCA territory",
+                )
+            ),
             "territory": lambda: rng.choice(("left MCA", "right MCA", "posterior circulation", "left PCA")),
             "o2": lambda: str(rng.randrange(2, 5)),
             "glucose": lambda: str(rng.randrange(420, 900)),
@@ -225,7 +328,14 @@ class NoteWriter:
             "lipase": lambda: str(rng.randrange(400, 4000)),
             "location": lambda: rng.choice(("home", "her nursing home", "the grocery store", "church")),
             "fracture": lambda: rng.choice(("intertrochanteric fracture", "femoral neck fracture")),
-            "complication_word": lambda: rng.choice(("post-operative delirium", "acute blood loss anemia requiring transfusion", "urinary retention", "no complications")),
+            "complication_word": lambda: rng.choice(
+                (
+                    "post-operative delirium",
+                    "acute blood loss anemia requiring transfusion",
+                    "urinary retention",
+                    "no complications",
+                )
+            ),
             "grafts": lambda: str(rng.randrange(2, 5)),
             "ava": lambda: f"{rng.uniform(0.5, 0.9):.1f}",
             "valve_size": lambda: str(rng.choice((21, 23, 25, 27))),
@@ -238,18 +348,27 @@ class NoteWriter:
     def _adherence_clause(self, admission: Admission) -> str:
         rng = self._rng
         if not admission.nonadherent:
-            return rng.choice(("Reports good medication compliance.", "She has been taking all of her medications as prescribed.",
-                               "Denies missing any doses of her medications.", "", ""))
+            return rng.choice(
+                (
+                    "Reports good medication compliance.",
+                    "She has been taking all of her medications as prescribed.",
+                    "Denies missing any doses of her medications.",
+                    "",
+                    "",
+                )
+            )
         home = [DRUGS_BY_KEY[key] for key in admission.home_medications]
         drug = rng.choice(home).note_names[-1] if home else "medications"
-        return rng.choice((
-            f"Notably, she ran out of her {drug} {rng.randrange(1, 4)} weeks ago and did not get it refilled.",
-            f"Admits to not taking her {drug} for the past {rng.randrange(3, 21)} days.",
-            "Reports she has not been taking her medications regularly because she cannot afford them.",
-            f"States she stopped taking {drug} because it made her feel tired.",
-            "Has been noncompliant with her medications and missed her last two clinic appointments.",
-            f"Per family she has been skipping doses of {drug} and eating a high salt diet.",
-        ))
+        return rng.choice(
+            (
+                f"Notably, she ran out of her {drug} {rng.randrange(1, 4)} weeks ago and did not get it refilled.",
+                f"Admits to not taking her {drug} for the past {rng.randrange(3, 21)} days.",
+                "Reports she has not been taking her medications regularly because she cannot afford them.",
+                f"States she stopped taking {drug} because it made her feel tired.",
+                "Has been noncompliant with her medications and missed her last two clinic appointments.",
+                f"Per family she has been skipping doses of {drug} and eating a high salt diet.",
+            )
+        )
 
     # Discharge summary ----------------------------------------------------------------------
 
@@ -266,36 +385,64 @@ class NoteWriter:
         principal = self._phrase(reason.phrases)
         person = self._person(admission)
         parts: list[str] = []
-        parts.append(f"Admission Date:  {deid_date(admission.admittime)}              Discharge Date:   {deid_date(admission.dischtime)}\n\n")
+        parts.append(
+            f"Admission Date:  {deid_date(admission.admittime)}              Discharge Date:   {deid_date(admission.dischtime)}\n\n"
+        )
         parts.append(f"Date of Birth:  {deid_date(patient.dob)}             Sex:   {self._sex_word()}\n\n")
         parts.append(f"Service: {SERVICES.get(reason.service, 'MEDICINE')}\n\n")
-        parts.append("Allergies:\n" + rng.choice((
-            "Patient recorded as having No Known Allergies to Drugs", "Penicillins", "Sulfa (Sulfonamide Antibiotics)",
-            "Codeine / Lisinopril", "Patient recorded as having No Known Allergies to Drugs")) + "\n\n")
+        parts.append(
+            "Allergies:\n"
+            + rng.choice(
+                (
+                    "Patient recorded as having No Known Allergies to Drugs",
+                    "Penicillins",
+                    "Sulfa (Sulfonamide Antibiotics)",
+                    "Codeine / Lisinopril",
+                    "Patient recorded as having No Known Allergies to Drugs",
+                )
+            )
+            + "\n\n"
+        )
         parts.append(f"Attending:[**First Name3 (LF) {rng.randrange(1, 9999)}**]\n")
         parts.append(f"Chief Complaint:\n{slots['complaint']}\n\n")
         procedures = [(_PROCEDURE_WORDS.get(code) or PROCEDURE_TITLES[code][1]) for code in admission.procedures]
-        parts.append("Major Surgical or Invasive Procedure:\n" + ("\n".join(dict.fromkeys(procedures)) if procedures else "None") + "\n\n\n")
+        parts.append(
+            "Major Surgical or Invasive Procedure:\n"
+            + ("\n".join(dict.fromkeys(procedures)) if procedures else "None")
+            + "\n\n\n"
+        )
 
         hpi_template = rng.choice(reason.hpi) if reason.hpi else "presents with {complaint}."
         pmh = ", ".join(history[:6]) if history else "no significant past medical history"
         hpi = f"{person} with PMH significant for {pmh} who " + hpi_template.format_map(slots)
         if admission.nonadherent and "{adherence_clause}" not in hpi_template and rng.random() < 0.85:
             hpi += " " + self._adherence_clause(admission)
-        hpi += (f"\n\nIn the ED, initial VS were: T {rng.uniform(96.5, 101.5):.1f} P {rng.randrange(55, 130)} "
-                f"BP {rng.randrange(85, 185)}/{rng.randrange(40, 100)} R {rng.randrange(12, 30)} O2 sat {rng.randrange(86, 100)}% "
-                f"on {rng.choice(('RA', '2L NC', '4L NC', 'NRB'))}. {self._ed_course(admission)}\n\n"
-                f"On arrival to the {'MICU' if admission.icu else 'floor'}, patient reports {rng.choice(('feeling better', 'ongoing ' + slots['complaint'], 'mild discomfort', 'no complaints'))}.\n\n"
-                "Review of systems:\n(+) Per HPI\n(-) Denies headache, vision changes, rhinorrhea, congestion, sore throat, "
-                "cough, chest pain, abdominal pain, nausea, vomiting, diarrhea, constipation, BRBPR, melena, dysuria, "
-                "arthralgias or myalgias.")
+        hpi += (
+            f"\n\nIn the ED, initial VS were: T {rng.uniform(96.5, 101.5):.1f} P {rng.randrange(55, 130)} "
+            f"BP {rng.randrange(85, 185)}/{rng.randrange(40, 100)} R {rng.randrange(12, 30)} O2 sat {rng.randrange(86, 100)}% "
+            f"on {rng.choice(('RA', '2L NC', '4L NC', 'NRB'))}. {self._ed_course(admission)}\n\n"
+            f"On arrival to the {'MICU' if admission.icu else 'floor'}, patient reports {rng.choice(('feeling better', 'ongoing ' + slots['complaint'], 'mild discomfort', 'no complaints'))}.\n\n"
+            "Review of systems:\n(+) Per HPI\n(-) Denies headache, vision changes, rhinorrhea, congestion, sore throat, "
+            "cough, chest pain, abdominal pain, nausea, vomiting, diarrhea, constipation, BRBPR, melena, dysuria, "
+            "arthralgias or myalgias."
+        )
         parts.append("History of Present Illness:\n" + she_he(hpi) + "\n\n")
-        parts.append("Past Medical History:\n" + ("\n".join(f"- {item}" for item in history) if history else "None") + "\n\n")
+        parts.append(
+            "Past Medical History:\n" + ("\n".join(f"- {item}" for item in history) if history else "None") + "\n\n"
+        )
         parts.append("Social History:\n" + she_he(self._social_history(admission)) + "\n\n")
-        parts.append("Family History:\n" + FAMILY_HISTORY[patient.family_history % len(FAMILY_HISTORY)].format(age=40 + patient.family_history % 40) + "\n\n")
+        parts.append(
+            "Family History:\n"
+            + FAMILY_HISTORY[patient.family_history % len(FAMILY_HISTORY)].format(age=40 + patient.family_history % 40)
+            + "\n\n"
+        )
         parts.append("Physical Exam:\n" + self._physical_exam(admission) + "\n\n")
-        parts.append("Pertinent Results:\n" + self._pertinent_results(labs) + self._imaging_impressions(admission) + "\n\n")
-        parts.append("Brief Hospital Course:\n" + she_he(self._hospital_course(admission, slots, principal, pmh)) + "\n\n")
+        parts.append(
+            "Pertinent Results:\n" + self._pertinent_results(labs) + self._imaging_impressions(admission) + "\n\n"
+        )
+        parts.append(
+            "Brief Hospital Course:\n" + she_he(self._hospital_course(admission, slots, principal, pmh)) + "\n\n"
+        )
         home = list(admission.home_medications)
         parts.append("Medications on Admission:\n" + self._admission_medication_list(home) + "\n\n")
         if admission.died:
@@ -307,15 +454,23 @@ class NoteWriter:
             parts.append("Discharge Medications:\n" + self._discharge_medication_list(discharge_drugs) + "\n\n")
             parts.append("Discharge Disposition:\n" + self._disposition(admission) + "\n\n")
             parts.append("Discharge Diagnosis:\n" + self._discharge_diagnosis(admission, principal) + "\n\n")
-            parts.append("Discharge Condition:\n" + rng.choice((
-                "Mental Status: Clear and coherent.\nLevel of Consciousness: Alert and interactive.\nActivity Status: Ambulatory - Independent.",
-                "Mental Status: Confused - sometimes.\nLevel of Consciousness: Alert and interactive.\nActivity Status: Ambulatory - requires assistance or aid (walker or cane).",
-                "Hemodynamically stable, afebrile, tolerating PO.",
-            )) + "\n\n")
+            parts.append(
+                "Discharge Condition:\n"
+                + rng.choice(
+                    (
+                        "Mental Status: Clear and coherent.\nLevel of Consciousness: Alert and interactive.\nActivity Status: Ambulatory - Independent.",
+                        "Mental Status: Confused - sometimes.\nLevel of Consciousness: Alert and interactive.\nActivity Status: Ambulatory - requires assistance or aid (walker or cane).",
+                        "Hemodynamically stable, afebrile, tolerating PO.",
+                    )
+                )
+                + "\n\n"
+            )
             parts.append("Discharge Instructions:\n" + self._instructions(admission, principal) + "\n\n")
             parts.append("Followup Instructions:\n" + self._followup(admission) + "\n\n")
         signer = f"{_name(rng)} MD [**MD Number({rng.randrange(1, 4)}) {rng.randrange(100, 9999)}**]"
-        parts.append(f"                             {signer}\n\nCompleted by:{deid_date(admission.dischtime + timedelta(days=rng.randrange(0, 3)))}")
+        parts.append(
+            f"                             {signer}\n\nCompleted by:{deid_date(admission.dischtime + timedelta(days=rng.randrange(0, 3)))}"
+        )
         return "".join(parts)
 
     def addendum(self, admission: Admission) -> str:
@@ -327,22 +482,30 @@ class NoteWriter:
             f"Admission Date:  {deid_date(admission.admittime)}              Discharge Date:   {deid_date(admission.dischtime)}\n\n"
             f"Date of Birth:  {deid_date(self._patient.dob)}             Sex:   {self._sex_word()}\n\n"
             f"Service: {SERVICES.get(admission.reason.service, 'MEDICINE')}\n\nAddendum:\n"
-            + rng.choice((
-                "Patient's discharge was delayed by one day pending rehab bed availability.",
-                "Final blood cultures were no growth at 5 days. No change to the plan.",
-                "Please note the correct dose of the home medication is as listed in the discharge medication list.",
-            ))
+            + rng.choice(
+                (
+                    "Patient's discharge was delayed by one day pending rehab bed availability.",
+                    "Final blood cultures were no growth at 5 days. No change to the plan.",
+                    "Please note the correct dose of the home medication is as listed in the discharge medication list.",
+                )
+            )
             + f"\n\n{_name(rng)} MD [**MD Number(2) {rng.randrange(100, 9999)}**]\n\nCompleted by:{deid_date(admission.dischtime + timedelta(days=rng.randrange(1, 10)))}"
         )
 
     def _ed_course(self, admission: Admission) -> str:
         rng = self._rng
         reason_drugs = {key for key, _ in admission.reason.drugs}
-        given_keys = [key for key in (admission.prescriptions.drug_keys() if admission.prescriptions else []) if key in reason_drugs]
+        given_keys = [
+            key
+            for key in (admission.prescriptions.drug_keys() if admission.prescriptions else [])
+            if key in reason_drugs
+        ]
         given = [DRUGS_BY_KEY[key].note_names[0] for key in given_keys[:3]]
         text = f"Patient was given {', '.join(given)}." if given else "Labs were drawn and a CXR was obtained."
         if admission.icu:
-            text += rng.choice((" Admitted to the MICU for closer monitoring.", " Vitals on transfer to the ICU were stable.", ""))
+            text += rng.choice(
+                (" Admitted to the MICU for closer monitoring.", " Vitals on transfer to the ICU were stable.", "")
+            )
         return text
 
     def _social_history(self, admission: Admission) -> str:
@@ -351,54 +514,148 @@ class NoteWriter:
         sentences = []
         living = social.living
         if living == "alone":
-            sentences.append(rng.choice((
-                "Lives alone in an apartment.", "Lives alone; daughter lives out of state.", "Widowed, lives alone on the second floor.",
-                "Lives by herself, no services at home.", "Lives alone and manages her own medications.")) if rng.random() < 0.93 else "Lives in an apartment.")
+            sentences.append(
+                rng.choice(
+                    (
+                        "Lives alone in an apartment.",
+                        "Lives alone; daughter lives out of state.",
+                        "Widowed, lives alone on the second floor.",
+                        "Lives by herself, no services at home.",
+                        "Lives alone and manages her own medications.",
+                    )
+                )
+                if rng.random() < 0.93
+                else "Lives in an apartment."
+            )
         elif living == "homeless":
-            sentences.append(rng.choice((
-                "Currently homeless, staying at a shelter.", "Homeless, sleeps on the street or at [**Location (un) 86**] shelter.",
-                "Undomiciled for the past year.", "Recently evicted, currently homeless and staying with friends intermittently.")))
+            sentences.append(
+                rng.choice(
+                    (
+                        "Currently homeless, staying at a shelter.",
+                        "Homeless, sleeps on the street or at [**Location (un) 86**] shelter.",
+                        "Undomiciled for the past year.",
+                        "Recently evicted, currently homeless and staying with friends intermittently.",
+                    )
+                )
+            )
         elif living == "spouse":
-            sentences.append(rng.choice((
-                "Lives with her husband who manages her medications.", "Lives with husband, who is very involved in her care.",
-                "Married, lives with spouse in [**Location (un) 86**].", "Lives with husband; children nearby.")))
+            sentences.append(
+                rng.choice(
+                    (
+                        "Lives with her husband who manages her medications.",
+                        "Lives with husband, who is very involved in her care.",
+                        "Married, lives with spouse in [**Location (un) 86**].",
+                        "Lives with husband; children nearby.",
+                    )
+                )
+            )
         elif living == "family":
-            sentences.append(rng.choice(("Lives with her daughter and grandchildren.", "Lives with son and daughter-in-law.",
-                                         "Lives with family who help with medications.", "Lives with her sister.")))
+            sentences.append(
+                rng.choice(
+                    (
+                        "Lives with her daughter and grandchildren.",
+                        "Lives with son and daughter-in-law.",
+                        "Lives with family who help with medications.",
+                        "Lives with her sister.",
+                    )
+                )
+            )
         else:
-            sentences.append(rng.choice(("Resides at [**Hospital 100**] Rehab and Nursing Center.", "Lives in an assisted living facility.",
-                                         "Nursing home resident.")))
+            sentences.append(
+                rng.choice(
+                    (
+                        "Resides at [**Hospital 100**] Rehab and Nursing Center.",
+                        "Lives in an assisted living facility.",
+                        "Nursing home resident.",
+                    )
+                )
+            )
         if social.smoking == "current":
-            sentences.append(rng.choice((f"Smokes {rng.choice(('1/2', '1', '2'))} ppd, {social.pack_years} pack-year history.",
-                                         f"Active smoker with {social.pack_years} pack-year history.", "Tobacco: current smoker.")))
+            sentences.append(
+                rng.choice(
+                    (
+                        f"Smokes {rng.choice(('1/2', '1', '2'))} ppd, {social.pack_years} pack-year history.",
+                        f"Active smoker with {social.pack_years} pack-year history.",
+                        "Tobacco: current smoker.",
+                    )
+                )
+            )
         elif social.smoking == "former":
-            sentences.append(rng.choice((f"Former smoker, quit {rng.randrange(1, 30)} years ago ({social.pack_years} pack-years).",
-                                         f"Remote tobacco history, {social.pack_years} pack-years.")))
+            sentences.append(
+                rng.choice(
+                    (
+                        f"Former smoker, quit {rng.randrange(1, 30)} years ago ({social.pack_years} pack-years).",
+                        f"Remote tobacco history, {social.pack_years} pack-years.",
+                    )
+                )
+            )
         else:
             sentences.append(rng.choice(("Denies tobacco.", "Never smoker.", "No tobacco use.")))
         if social.alcohol == "heavy":
-            sentences.append(rng.choice((f"Drinks {rng.randrange(6, 18)} beers daily.", "Drinks 1 pint of vodka per day.",
-                                         "Heavy EtOH use, last drink the day prior to admission.", "Reports drinking a 1/5 of liquor daily; h/o withdrawal.")))
+            sentences.append(
+                rng.choice(
+                    (
+                        f"Drinks {rng.randrange(6, 18)} beers daily.",
+                        "Drinks 1 pint of vodka per day.",
+                        "Heavy EtOH use, last drink the day prior to admission.",
+                        "Reports drinking a 1/5 of liquor daily; h/o withdrawal.",
+                    )
+                )
+            )
         elif social.alcohol == "social":
             sentences.append(rng.choice(("Occasional glass of wine.", "Drinks socially.", "Rare EtOH.")))
         else:
             sentences.append(rng.choice(("Denies EtOH.", "No alcohol use.", "Does not drink alcohol.")))
         if social.drug_use == "ivdu":
-            sentences.append(rng.choice(("Active IV heroin use.", "History of IVDU, reports last use 1 week ago.", "Uses heroin IV daily; on methadone in the past.")))
+            sentences.append(
+                rng.choice(
+                    (
+                        "Active IV heroin use.",
+                        "History of IVDU, reports last use 1 week ago.",
+                        "Uses heroin IV daily; on methadone in the past.",
+                    )
+                )
+            )
         elif social.drug_use == "cocaine":
-            sentences.append(rng.choice(("Reports crack cocaine use.", "Intermittent cocaine use, last used last weekend.")))
+            sentences.append(
+                rng.choice(("Reports crack cocaine use.", "Intermittent cocaine use, last used last weekend."))
+            )
         else:
             sentences.append(rng.choice(("Denies illicit drug use.", "No IVDU.", "Denies drug use.")))
         if admission.nonadherent and rng.random() < 0.4:
-            sentences.append(rng.choice(("Reports difficulty affording medications.", "Has missed several PCP appointments.",
-                                         "Does not use a pill box and often forgets doses.")))
-        sentences.append(rng.choice(("Retired teacher.", "Works in construction.", "Unemployed.", "Retired.", "On disability.", "Former mechanic.", "")))
+            sentences.append(
+                rng.choice(
+                    (
+                        "Reports difficulty affording medications.",
+                        "Has missed several PCP appointments.",
+                        "Does not use a pill box and often forgets doses.",
+                    )
+                )
+            )
+        sentences.append(
+            rng.choice(
+                (
+                    "Retired teacher.",
+                    "Works in construction.",
+                    "Unemployed.",
+                    "Retired.",
+                    "On disability.",
+                    "Former mechanic.",
+                    "",
+                )
+            )
+        )
         return " ".join(sentence for sentence in sentences if sentence)
 
     def _physical_exam(self, admission: Admission) -> str:
         rng = self._rng
-        lungs = ("Crackles at the bases bilaterally" if admission.reason.key in ("heart_failure_exacerbation", "pneumonia")
-                 else "Diffuse expiratory wheezes" if admission.reason.key == "copd_exacerbation" else "Clear to auscultation bilaterally")
+        lungs = (
+            "Crackles at the bases bilaterally"
+            if admission.reason.key in ("heart_failure_exacerbation", "pneumonia")
+            else "Diffuse expiratory wheezes"
+            if admission.reason.key == "copd_exacerbation"
+            else "Clear to auscultation bilaterally"
+        )
         return (
             f"Vitals: T: {rng.uniform(97.0, 101.0):.1f} BP: {rng.randrange(90, 170)}/{rng.randrange(50, 95)} P: {rng.randrange(60, 115)} "
             f"R: {rng.randrange(14, 26)} O2: {rng.randrange(90, 100)}% {rng.choice(('RA', '2L'))}\n"
@@ -449,29 +706,48 @@ class NoteWriter:
     def _hospital_course(self, admission: Admission, slots: _Slots, principal: str, pmh: str) -> str:
         rng = self._rng
         reason = admission.reason
-        lines = [f"{self._person(admission)} with {pmh} who presented with {slots['complaint']}, found to have {principal}.\n"]
-        course = rng.choice(reason.course).format_map(slots) if reason.course else "Treated supportively with improvement."
+        lines = [
+            f"{self._person(admission)} with {pmh} who presented with {slots['complaint']}, found to have {principal}.\n"
+        ]
+        course = (
+            rng.choice(reason.course).format_map(slots) if reason.course else "Treated supportively with improvement."
+        )
         lines.append(f"# {_sentence_case(principal)}: {course}")
         for key in admission.complications:
             complication = COMPLICATIONS_BY_KEY[key]
             if rng.random() < complication.mention_prob:
-                lines.append(f"# {_sentence_case(self._phrase(complication.phrases))}: {rng.choice(_COMPLICATION_COURSE)}")
+                lines.append(
+                    f"# {_sentence_case(self._phrase(complication.phrases))}: {rng.choice(_COMPLICATION_COURSE)}"
+                )
         if admission.nonadherent and rng.random() < 0.55:
-            lines.append("# Medication non-adherence: " + rng.choice((
-                "Extensive discussion with patient regarding the importance of taking medications as prescribed. Pill box provided.",
-                "Likely contributed to presentation. Social work consulted to assist with medication costs.",
-                "Patient counseled; VNA arranged for medication teaching.")))
+            lines.append(
+                "# Medication non-adherence: "
+                + rng.choice(
+                    (
+                        "Extensive discussion with patient regarding the importance of taking medications as prescribed. Pill box provided.",
+                        "Likely contributed to presentation. Social work consulted to assist with medication costs.",
+                        "Patient counseled; VNA arranged for medication teaching.",
+                    )
+                )
+            )
         for key in admission.chronic:
             condition = CHRONIC_BY_KEY[key]
-            if rng.random() > condition.mention_prob * 0.7:
+            if rng.random() > condition.mention_prob * 0.5:
                 continue
             drugs = self._patient.regimen.get(key, ())
-            drug_words = ", ".join(DRUGS_BY_KEY[drug].note_names[rng.randrange(len(DRUGS_BY_KEY[drug].note_names))] for drug in drugs[:2])
+            drug_words = ", ".join(
+                DRUGS_BY_KEY[drug].note_names[rng.randrange(len(DRUGS_BY_KEY[drug].note_names))] for drug in drugs[:2]
+            )
             action = rng.choice(("Continued home", "Stable; continued", "Held", "Restarted"))
-            lines.append(f"# {self._phrase(condition.phrases)}: " + (f"{action} {drug_words}." if drug_words else "Stable, no active issues."))
+            lines.append(
+                f"# {self._phrase(condition.phrases)}: "
+                + (f"{action} {drug_words}." if drug_words else "Stable, no active issues.")
+            )
         living = self._patient.social.living
         if admission.left_ama:
-            lines.append("# Dispo: Patient left against medical advice on the day of discharge despite extensive counseling regarding risks.")
+            lines.append(
+                "# Dispo: Patient left against medical advice on the day of discharge despite extensive counseling regarding risks."
+            )
         elif living == "alone" and rng.random() < 0.5:
             lines.append("# Dispo: Lives alone; PT evaluated and recommended home with services. VNA arranged.")
         elif living == "homeless" and rng.random() < 0.7:
@@ -488,15 +764,23 @@ class NoteWriter:
         for number, key in enumerate(home, 1):
             drug = DRUGS_BY_KEY[key]
             dose = drug.doses[self._patient.doses.get(key, 0)]
-            lines.append(f"{number}. {drug.note_names[rng.randrange(len(drug.note_names))]} {dose} {drug.dose_unit} {drug.route} {drug.frequency}")
+            lines.append(
+                f"{number}. {drug.note_names[rng.randrange(len(drug.note_names))]} {dose} {drug.dose_unit} {drug.route} {drug.frequency}"
+            )
         return "\n".join(lines)
 
     def _discharge_drugs(self, admission: Admission, home: list[str]) -> list[Drug]:
         rng = self._rng
         given = admission.prescriptions.drug_keys() if admission.prescriptions else []
         keys = [key for key in home if rng.random() < 0.92]
-        keys += [key for key in given if DRUGS_BY_KEY[key].home_med and DRUGS_BY_KEY[key].frequency != "ONCE"
-                 and key not in keys and rng.random() < 0.6]
+        keys += [
+            key
+            for key in given
+            if DRUGS_BY_KEY[key].home_med
+            and DRUGS_BY_KEY[key].frequency != "ONCE"
+            and key not in keys
+            and rng.random() < 0.6
+        ]
         return [DRUGS_BY_KEY[key] for key in keys]
 
     def _discharge_medication_list(self, drugs: list[Drug]) -> str:
@@ -526,9 +810,12 @@ class NoteWriter:
 
     def _discharge_diagnosis(self, admission: Admission, principal: str) -> str:
         rng = self._rng
-        secondary = [self._phrase(COMPLICATIONS_BY_KEY[key].phrases) for key in admission.complications
-                     if rng.random() < COMPLICATIONS_BY_KEY[key].mention_prob]
-        secondary += [self._phrase(CHRONIC_BY_KEY[key].phrases) for key in admission.chronic if rng.random() < 0.5]
+        secondary = [
+            self._phrase(COMPLICATIONS_BY_KEY[key].phrases)
+            for key in admission.complications
+            if rng.random() < COMPLICATIONS_BY_KEY[key].mention_prob
+        ]
+        secondary += [self._phrase(CHRONIC_BY_KEY[key].phrases) for key in admission.chronic if rng.random() < 0.35]
         text = f"Primary:\n{principal}\n"
         if secondary:
             text += "\nSecondary:\n" + "\n".join(secondary)
@@ -536,8 +823,10 @@ class NoteWriter:
 
     def _instructions(self, admission: Admission, principal: str) -> str:
         rng = self._rng
-        text = (f"You were admitted to the hospital with {principal}. {rng.choice(_INSTRUCTION_MIDDLE)}\n\n"
-                "Please take all of your medications as prescribed and keep your follow up appointments.")
+        text = (
+            f"You were admitted to the hospital with {principal}. {rng.choice(_INSTRUCTION_MIDDLE)}\n\n"
+            "Please take all of your medications as prescribed and keep your follow up appointments."
+        )
         if admission.nonadherent and rng.random() < 0.5:
             text += " It is very important that you take your medications every day; missing doses is likely what brought you back to the hospital."
         if "heart_failure" in admission.chronic:
@@ -583,14 +872,22 @@ class NoteWriter:
         start = admission.admittime
         if admission.reason.newborn:
             for _ in range(1 + _small_poisson(rng, 1.2 * min(days, 30))):
-                notes.append(self._nursing_other(admission, start + timedelta(minutes=rng.randrange(0, days * 1440)), newborn=True))
+                notes.append(
+                    self._nursing_other(
+                        admission, start + timedelta(minutes=rng.randrange(0, days * 1440)), newborn=True
+                    )
+                )
             return notes
         for _ in range(_small_poisson(rng, 0.8 * min(days, 20))):
-            notes.append(self._nursing_other(admission, start + timedelta(minutes=rng.randrange(0, days * 1440)), newborn=False))
+            notes.append(
+                self._nursing_other(admission, start + timedelta(minutes=rng.randrange(0, days * 1440)), newborn=False)
+            )
         for _ in range(1 + _small_poisson(rng, 0.45 * min(days, 20))):
             notes.append(self._radiology(admission, start + timedelta(minutes=rng.randrange(0, days * 1440))))
         for _ in range(_small_poisson(rng, 1.3)):
-            notes.append(self._ecg(admission.hadm_id, admission, start + timedelta(minutes=rng.randrange(0, days * 1440))))
+            notes.append(
+                self._ecg(admission.hadm_id, admission, start + timedelta(minutes=rng.randrange(0, days * 1440)))
+            )
         if admission.icu:
             icu_days = min(days, 15)
             for _ in range(_small_poisson(rng, 0.9 * icu_days)):
@@ -599,17 +896,31 @@ class NoteWriter:
                 notes.append(self._nursing(admission, start + timedelta(minutes=rng.randrange(0, icu_days * 1440))))
             if "9671" in admission.procedures or "9672" in admission.procedures:
                 for _ in range(1 + _small_poisson(rng, 0.5 * icu_days)):
-                    notes.append(self._respiratory(admission, start + timedelta(minutes=rng.randrange(0, icu_days * 1440))))
+                    notes.append(
+                        self._respiratory(admission, start + timedelta(minutes=rng.randrange(0, icu_days * 1440)))
+                    )
         if admission.reason.service in ("CMED", "CSURG") or "heart_failure" in admission.chronic:
             if rng.random() < 0.45:
                 notes.append(self._echo(admission, start + timedelta(minutes=rng.randrange(0, days * 1440))))
         if rng.random() < 0.12 or (self._patient.social.living in ("homeless", "alone") and rng.random() < 0.35):
             notes.append(self._social_work(admission, start + timedelta(minutes=rng.randrange(0, days * 1440))))
         if rng.random() < 0.08:
-            notes.append(self._short_note(admission, start + timedelta(minutes=rng.randrange(0, days * 1440)),
-                                          rng.choice((("Nutrition", "Nutrition Note"), ("Rehab Services", "Physical Therapy Evaluation"),
-                                                      ("Case Management ", "Case Management Note"), ("General", "Generic Note"),
-                                                      ("Pharmacy", "Pharmacy Note"), ("Consult", "Consult Note")))))
+            notes.append(
+                self._short_note(
+                    admission,
+                    start + timedelta(minutes=rng.randrange(0, days * 1440)),
+                    rng.choice(
+                        (
+                            ("Nutrition", "Nutrition Note"),
+                            ("Rehab Services", "Physical Therapy Evaluation"),
+                            ("Case Management ", "Case Management Note"),
+                            ("General", "Generic Note"),
+                            ("Pharmacy", "Pharmacy Note"),
+                            ("Consult", "Consult Note"),
+                        )
+                    ),
+                )
+            )
         return notes
 
     def outpatient_notes(self, when: datetime) -> list[NoteRow]:
@@ -617,9 +928,18 @@ class NoteWriter:
         rng = self._rng
         notes = []
         if rng.random() < 0.5:
-            notes.append(NoteRow(None, _midnight(when), when, when + timedelta(minutes=rng.randrange(30, 600)), "Radiology",
-                                 rng.choice(("CHEST (PA & LAT)", "RENAL U.S.", "CT HEAD W/O CONTRAST", "MAMMOGRAM BILAT")), None,
-                                 self._radiology_text(None, rng.choice(("CHEST (PA & LAT)", "RENAL U.S.")), when)))
+            notes.append(
+                NoteRow(
+                    None,
+                    _midnight(when),
+                    when,
+                    when + timedelta(minutes=rng.randrange(30, 600)),
+                    "Radiology",
+                    rng.choice(("CHEST (PA & LAT)", "RENAL U.S.", "CT HEAD W/O CONTRAST", "MAMMOGRAM BILAT")),
+                    None,
+                    self._radiology_text(None, rng.choice(("CHEST (PA & LAT)", "RENAL U.S.")), when),
+                )
+            )
         if rng.random() < 0.5:
             notes.append(self._ecg(None, None, when))
         return notes
@@ -627,45 +947,73 @@ class NoteWriter:
     def _nursing_other(self, admission: Admission, when: datetime, newborn: bool) -> NoteRow:
         rng = self._rng
         if newborn:
-            text = (f"NICU Nursing Progress Note\n\n#1 FEN: Infant on {rng.choice(('breast milk', 'Enfamil 20', 'Similac 24'))} "
-                    f"{rng.randrange(20, 60)}cc q3-4hrs PO/PG. Weight {rng.randrange(1800, 4200)} grams, {rng.choice(('up', 'down'))} {rng.randrange(5, 60)} grams. "
-                    f"Abd soft, +BS, voiding and stooling.\n\n#2 Resp: In RA, RR 30-50s, LS clear and equal. {rng.choice(('No spells.', 'One brady to 70s, self-resolved.'))}\n\n"
-                    f"#3 Parenting: {rng.choice(('Mom in to visit, holding and feeding.', 'Parents called for update.', 'Family visiting.'))} "
-                    f"Updated on plan of care.\n\n#4 G&D: Temp stable in {rng.choice(('open crib', 'isolette'))}. Alert and active with cares.\n"
-                    f"{_NURSING_FILLER[rng.randrange(len(_NURSING_FILLER))]}")
+            text = (
+                f"NICU Nursing Progress Note\n\n#1 FEN: Infant on {rng.choice(('breast milk', 'Enfamil 20', 'Similac 24'))} "
+                f"{rng.randrange(20, 60)}cc q3-4hrs PO/PG. Weight {rng.randrange(1800, 4200)} grams, {rng.choice(('up', 'down'))} {rng.randrange(5, 60)} grams. "
+                f"Abd soft, +BS, voiding and stooling.\n\n#2 Resp: In RA, RR 30-50s, LS clear and equal. {rng.choice(('No spells.', 'One brady to 70s, self-resolved.'))}\n\n"
+                f"#3 Parenting: {rng.choice(('Mom in to visit, holding and feeding.', 'Parents called for update.', 'Family visiting.'))} "
+                f"Updated on plan of care.\n\n#4 G&D: Temp stable in {rng.choice(('open crib', 'isolette'))}. Alert and active with cares.\n"
+                f"{_NURSING_FILLER[rng.randrange(len(_NURSING_FILLER))]}"
+            )
         else:
-            text = (f"NPN {rng.choice(('7a-7p', '7p-7a', '0700-1900', '1900-0700'))}:\n"
-                    f"Neuro: {rng.choice(('A+Ox3, MAE, follows commands.', 'Lethargic but arousable to voice, oriented x1.', 'Alert, pleasant, cooperative.'))}\n"
-                    f"CV: HR {rng.randrange(60, 120)}s {rng.choice(('SR', 'ST', 'AF'))}, no ectopy. SBP {rng.randrange(90, 160)}s. {rng.choice(('Pulses palpable.', 'Trace edema.', ''))}\n"
-                    f"Resp: LS {rng.choice(('clear', 'coarse', 'diminished at bases'))}. O2 sat {rng.randrange(90, 100)}% on {rng.choice(('RA', '2L NC', '4L NC'))}.\n"
-                    f"GI/GU: Abd soft. {rng.choice(('Tolerating diet.', 'NPO.', 'Poor appetite.'))} Foley draining clear yellow urine, {rng.randrange(30, 120)}cc/hr.\n"
-                    f"Skin: {rng.choice(('Intact.', 'Coccyx reddened, duoderm applied.', 'IV sites clean.'))}\n"
-                    f"Social: {self._nursing_social(admission)}\n"
-                    f"Plan: {rng.choice(('Continue to monitor.', 'Possible transfer to floor tomorrow.', 'Follow up AM labs.', 'Continue current plan of care.'))}\n"
-                    f"{_NURSING_FILLER[rng.randrange(len(_NURSING_FILLER))]}")
-        return NoteRow(admission.hadm_id, _midnight(when), when, when + timedelta(minutes=rng.randrange(5, 240)),
-                       "Nursing/other", "Report", rng.randrange(14000, 21000), text)
+            text = (
+                f"NPN {rng.choice(('7a-7p', '7p-7a', '0700-1900', '1900-0700'))}:\n"
+                f"Neuro: {rng.choice(('A+Ox3, MAE, follows commands.', 'Lethargic but arousable to voice, oriented x1.', 'Alert, pleasant, cooperative.'))}\n"
+                f"CV: HR {rng.randrange(60, 120)}s {rng.choice(('SR', 'ST', 'AF'))}, no ectopy. SBP {rng.randrange(90, 160)}s. {rng.choice(('Pulses palpable.', 'Trace edema.', ''))}\n"
+                f"Resp: LS {rng.choice(('clear', 'coarse', 'diminished at bases'))}. O2 sat {rng.randrange(90, 100)}% on {rng.choice(('RA', '2L NC', '4L NC'))}.\n"
+                f"GI/GU: Abd soft. {rng.choice(('Tolerating diet.', 'NPO.', 'Poor appetite.'))} Foley draining clear yellow urine, {rng.randrange(30, 120)}cc/hr.\n"
+                f"Skin: {rng.choice(('Intact.', 'Coccyx reddened, duoderm applied.', 'IV sites clean.'))}\n"
+                f"Social: {self._nursing_social(admission)}\n"
+                f"Plan: {rng.choice(('Continue to monitor.', 'Possible transfer to floor tomorrow.', 'Follow up AM labs.', 'Continue current plan of care.'))}\n"
+                f"{_NURSING_FILLER[rng.randrange(len(_NURSING_FILLER))]}"
+            )
+        return NoteRow(
+            admission.hadm_id,
+            _midnight(when),
+            when,
+            when + timedelta(minutes=rng.randrange(5, 240)),
+            "Nursing/other",
+            "Report",
+            rng.randrange(14000, 21000),
+            text,
+        )
 
     def _nursing_social(self, admission: Admission) -> str:
         rng = self._rng
         living = self._patient.social.living
         if living == "homeless":
-            return rng.choice(("Pt is homeless, SW aware.", "Pt states \"I don't have anywhere to go\" after discharge."))
+            return rng.choice(
+                ("Pt is homeless, SW aware.", 'Pt states "I don\'t have anywhere to go" after discharge.')
+            )
         if living == "alone":
-            return rng.choice(("Pt lives alone, no visitors today.", "No family in to visit; pt states she lives alone."))
+            return rng.choice(
+                ("Pt lives alone, no visitors today.", "No family in to visit; pt states she lives alone.")
+            )
         if admission.nonadherent and rng.random() < 0.3:
-            return "Pt admits he \"hasn't been taking the pills\" at home."
+            return 'Pt admits he "hasn\'t been taking the pills" at home.'
         return rng.choice(("Family in to visit and updated.", "Wife called for update.", "No calls."))
 
     def _radiology(self, admission: Admission, when: datetime) -> NoteRow:
         rng = self._rng
         study = rng.choice(admission.reason.radiology or ("CHEST (PORTABLE AP)", "CHEST (PA & LAT)"))
-        return NoteRow(admission.hadm_id, _midnight(when), when, when + timedelta(minutes=rng.randrange(20, 900)), "Radiology",
-                       study, None, self._radiology_text(admission, study, when))
+        return NoteRow(
+            admission.hadm_id,
+            _midnight(when),
+            when,
+            when + timedelta(minutes=rng.randrange(20, 900)),
+            "Radiology",
+            study,
+            None,
+            self._radiology_text(admission, study, when),
+        )
 
     def _radiology_text(self, admission: Admission | None, study: str, when: datetime) -> str:
         rng = self._rng
-        person = self._person(admission) if admission else f"{rng.randrange(40, 85)} year old {'man' if self._patient.gender == 'M' else 'woman'}"
+        person = (
+            self._person(admission)
+            if admission
+            else f"{rng.randrange(40, 85)} year old {'man' if self._patient.gender == 'M' else 'woman'}"
+        )
         reason_words = self._phrase(admission.reason.phrases) if admission else "routine follow up"
         impression = _radiology_impression(admission, study, rng)
         return (
@@ -688,10 +1036,22 @@ class NoteWriter:
     def _ecg(self, hadm_id: int | None, admission: Admission | None, when: datetime) -> NoteRow:
         rng = self._rng
         afib = admission is not None and "atrial_fibrillation" in admission.chronic
-        rhythm = "Atrial fibrillation with controlled ventricular response." if afib and rng.random() < 0.7 else rng.choice(
-            ("Sinus rhythm.", "Sinus tachycardia.", "Sinus bradycardia.", "Sinus rhythm with premature atrial contractions."))
-        text = (f"{rhythm} {rng.choice(_ECG_FINDINGS)} {rng.choice(_ECG_FINDINGS)} "
-                f"Since the previous tracing of {deid_date(when - timedelta(days=rng.randrange(1, 700)))} {rng.choice(('no significant change.', 'the rate is faster.', 'ST-T wave abnormalities are new.'))}\n")
+        rhythm = (
+            "Atrial fibrillation with controlled ventricular response."
+            if afib and rng.random() < 0.7
+            else rng.choice(
+                (
+                    "Sinus rhythm.",
+                    "Sinus tachycardia.",
+                    "Sinus bradycardia.",
+                    "Sinus rhythm with premature atrial contractions.",
+                )
+            )
+        )
+        text = (
+            f"{rhythm} {rng.choice(_ECG_FINDINGS)} {rng.choice(_ECG_FINDINGS)} "
+            f"Since the previous tracing of {deid_date(when - timedelta(days=rng.randrange(1, 700)))} {rng.choice(('no significant change.', 'the rate is faster.', 'ST-T wave abnormalities are new.'))}\n"
+        )
         return NoteRow(hadm_id, _midnight(when), None, None, "ECG", "Report", None, text)
 
     def _physician(self, admission: Admission, when: datetime) -> NoteRow:
@@ -699,10 +1059,14 @@ class NoteWriter:
         slots = self._slots(admission)
         principal = self._phrase(admission.reason.phrases)
         drugs = admission.prescriptions.drug_keys() if admission.prescriptions else []
-        infusions = ", ".join(DRUGS_BY_KEY[key].note_names[0] for key in drugs if DRUGS_BY_KEY[key].route == "IV DRIP") or "None"
+        infusions = (
+            ", ".join(DRUGS_BY_KEY[key].note_names[0] for key in drugs if DRUGS_BY_KEY[key].route == "IV DRIP")
+            or "None"
+        )
         other = ", ".join(DRUGS_BY_KEY[key].note_names[-1] for key in drugs[:8])
         problems = "\n".join(
-            f"{self._phrase(COMPLICATIONS_BY_KEY[key].phrases).upper()}\n   {rng.choice(_COMPLICATION_COURSE)}" for key in admission.complications
+            f"{self._phrase(COMPLICATIONS_BY_KEY[key].phrases).upper()}\n   {rng.choice(_COMPLICATION_COURSE)}"
+            for key in admission.complications
         )
         text = (
             f"Chief Complaint: {slots['complaint']}\n24 Hour Events:\n {rng.choice(_ICU_EVENTS)}\n {rng.choice(_ICU_EVENTS)}\n"
@@ -724,9 +1088,24 @@ class NoteWriter:
             f"Code status: {'DNR / DNI' if 'V4986' in admission.diagnoses else 'Full code'}\nDisposition: ICU\n"
             f"Total time spent: {rng.randrange(30, 60)} minutes\n{_PHYSICIAN_FILLER[rng.randrange(len(_PHYSICIAN_FILLER))]}"
         )
-        description = rng.choice(("Physician Resident Progress Note", "Intensivist Note", "Physician Attending Progress Note", "Physician Resident Admission Note"))
-        return NoteRow(admission.hadm_id, _midnight(when), when, when + timedelta(minutes=rng.randrange(10, 300)), "Physician ",
-                       description, rng.randrange(14000, 21000), text)
+        description = rng.choice(
+            (
+                "Physician Resident Progress Note",
+                "Intensivist Note",
+                "Physician Attending Progress Note",
+                "Physician Resident Admission Note",
+            )
+        )
+        return NoteRow(
+            admission.hadm_id,
+            _midnight(when),
+            when,
+            when + timedelta(minutes=rng.randrange(10, 300)),
+            "Physician ",
+            description,
+            rng.randrange(14000, 21000),
+            text,
+        )
 
     def _nursing(self, admission: Admission, when: datetime) -> NoteRow:
         rng = self._rng
@@ -737,21 +1116,43 @@ class NoteWriter:
             f"   Plan:\n   {rng.choice(('Continue to monitor, wean pressors as tolerated.', 'Continue current management, follow labs.', 'Possible extubation in AM.'))}\n"
             f"{_NURSING_FILLER[rng.randrange(len(_NURSING_FILLER))]}"
         )
-        return NoteRow(admission.hadm_id, _midnight(when), when, when + timedelta(minutes=rng.randrange(10, 300)), "Nursing",
-                       rng.choice(("Nursing Progress Note", "Nursing Transfer Note", "Generic Note")), rng.randrange(14000, 21000), text)
+        return NoteRow(
+            admission.hadm_id,
+            _midnight(when),
+            when,
+            when + timedelta(minutes=rng.randrange(10, 300)),
+            "Nursing",
+            rng.choice(("Nursing Progress Note", "Nursing Transfer Note", "Generic Note")),
+            rng.randrange(14000, 21000),
+            text,
+        )
 
     def _respiratory(self, admission: Admission, when: datetime) -> NoteRow:
         rng = self._rng
-        text = (f"Respiratory Care Shift Note\nPt remains intubated on {rng.choice(('CMV/AC', 'PSV', 'CPAP+PS'))} "
-                f"{rng.randrange(400, 600)} x {rng.randrange(12, 24)}, PEEP {rng.randrange(5, 12)}, FiO2 {rng.randrange(30, 80)}%. "
-                f"BS {rng.choice(('coarse bilaterally', 'clear', 'diminished at bases'))}. Suctioned for {rng.choice(('small', 'moderate', 'large'))} "
-                f"amounts of {rng.choice(('thick white', 'tan', 'blood tinged'))} secretions. RSBI {rng.randrange(30, 140)}. Plan: {rng.choice(('SBT in AM', 'continue current settings', 'wean as tolerated'))}.")
-        return NoteRow(admission.hadm_id, _midnight(when), when, when + timedelta(minutes=rng.randrange(10, 200)), "Respiratory ",
-                       "Respiratory Care Shift Note", rng.randrange(14000, 21000), text)
+        text = (
+            f"Respiratory Care Shift Note\nPt remains intubated on {rng.choice(('CMV/AC', 'PSV', 'CPAP+PS'))} "
+            f"{rng.randrange(400, 600)} x {rng.randrange(12, 24)}, PEEP {rng.randrange(5, 12)}, FiO2 {rng.randrange(30, 80)}%. "
+            f"BS {rng.choice(('coarse bilaterally', 'clear', 'diminished at bases'))}. Suctioned for {rng.choice(('small', 'moderate', 'large'))} "
+            f"amounts of {rng.choice(('thick white', 'tan', 'blood tinged'))} secretions. RSBI {rng.randrange(30, 140)}. Plan: {rng.choice(('SBT in AM', 'continue current settings', 'wean as tolerated'))}."
+        )
+        return NoteRow(
+            admission.hadm_id,
+            _midnight(when),
+            when,
+            when + timedelta(minutes=rng.randrange(10, 200)),
+            "Respiratory ",
+            "Respiratory Care Shift Note",
+            rng.randrange(14000, 21000),
+            text,
+        )
 
     def _echo(self, admission: Admission, when: datetime) -> NoteRow:
         rng = self._rng
-        ef = rng.choice((20, 25, 30, 35, 40, 50, 55, 60, 65)) if "heart_failure" in admission.chronic else rng.choice((50, 55, 60, 65, 70))
+        ef = (
+            rng.choice((20, 25, 30, 35, 40, 50, 55, 60, 65))
+            if "heart_failure" in admission.chronic
+            else rng.choice((50, 55, 60, 65, 70))
+        )
         text = (
             f"PATIENT/TEST INFORMATION:\nIndication: {self._phrase(admission.reason.phrases)}.\nHeight: (in) {rng.randrange(58, 76)}\n"
             f"Weight (lb): {rng.randrange(100, 300)}\nBSA (m2): {rng.uniform(1.5, 2.4):.2f} m2\nBP (mm Hg): {rng.randrange(90, 170)}/{rng.randrange(50, 95)}\n"
@@ -777,22 +1178,42 @@ class NoteWriter:
             "family": "Pt lives with family who are supportive.",
             "facility": "Pt resides in a long-term care facility.",
         }[social.living]
-        text = (f"Social Work Note\nReason for referral: {rng.choice(('discharge planning', 'psychosocial support', 'substance abuse', 'insurance/financial concerns'))}.\n"
-                f"Living situation: {situation}\n"
-                f"Substance use: {'Pt endorses daily alcohol use and is interested in detox resources.' if social.alcohol == 'heavy' else 'Denies.'}\n"
-                f"Medications: {'Pt reports difficulty obtaining medications due to cost.' if admission.nonadherent else 'Pt reports no barriers to obtaining medications.'}\n"
-                f"Plan: SW will {rng.choice(('follow for discharge planning', 'provide resources', 'assist with shelter placement', 'meet with family'))}.\n"
-                f"{_name(rng)}, LICSW")
-        return NoteRow(admission.hadm_id, _midnight(when), when, when + timedelta(minutes=rng.randrange(10, 300)), "Social Work",
-                       "Social Work Note", rng.randrange(14000, 21000), text)
+        text = (
+            f"Social Work Note\nReason for referral: {rng.choice(('discharge planning', 'psychosocial support', 'substance abuse', 'insurance/financial concerns'))}.\n"
+            f"Living situation: {situation}\n"
+            f"Substance use: {'Pt endorses daily alcohol use and is interested in detox resources.' if social.alcohol == 'heavy' else 'Denies.'}\n"
+            f"Medications: {'Pt reports difficulty obtaining medications due to cost.' if admission.nonadherent else 'Pt reports no barriers to obtaining medications.'}\n"
+            f"Plan: SW will {rng.choice(('follow for discharge planning', 'provide resources', 'assist with shelter placement', 'meet with family'))}.\n"
+            f"{_name(rng)}, LICSW"
+        )
+        return NoteRow(
+            admission.hadm_id,
+            _midnight(when),
+            when,
+            when + timedelta(minutes=rng.randrange(10, 300)),
+            "Social Work",
+            "Social Work Note",
+            rng.randrange(14000, 21000),
+            text,
+        )
 
     def _short_note(self, admission: Admission, when: datetime, kind: tuple[str, str]) -> NoteRow:
         rng = self._rng
         category, description = kind
-        text = (f"{description}\nPt seen and evaluated for {self._phrase(admission.reason.phrases)}. "
-                f"{rng.choice(_NURSING_ASSESSMENTS)} Recommendations discussed with the primary team.\n{_NURSING_FILLER[rng.randrange(len(_NURSING_FILLER))]}")
-        return NoteRow(admission.hadm_id, _midnight(when), when, when + timedelta(minutes=rng.randrange(10, 300)), category,
-                       description, rng.randrange(14000, 21000), text)
+        text = (
+            f"{description}\nPt seen and evaluated for {self._phrase(admission.reason.phrases)}. "
+            f"{rng.choice(_NURSING_ASSESSMENTS)} Recommendations discussed with the primary team.\n{_NURSING_FILLER[rng.randrange(len(_NURSING_FILLER))]}"
+        )
+        return NoteRow(
+            admission.hadm_id,
+            _midnight(when),
+            when,
+            when + timedelta(minutes=rng.randrange(10, 300)),
+            category,
+            description,
+            rng.randrange(14000, 21000),
+            text,
+        )
 
 
 def _radiology_impression(admission: Admission | None, study: str, rng: random.Random) -> str:
@@ -802,12 +1223,31 @@ def _radiology_impression(admission: Admission | None, study: str, rng: random.R
             return f"{rng.choice(_SIDES).capitalize()} lower lobe opacity concerning for pneumonia."
         if key == "heart_failure_exacerbation":
             return "Moderate pulmonary edema and small bilateral pleural effusions, worse compared to prior."
-        return rng.choice(("No acute cardiopulmonary process.", "Mild atelectasis at the lung bases. No pneumothorax.", "Stable cardiomegaly without edema."))
+        return rng.choice(
+            (
+                "No acute cardiopulmonary process.",
+                "Mild atelectasis at the lung bases. No pneumothorax.",
+                "Stable cardiomegaly without edema.",
+            )
+        )
     if "HEAD" in study:
         if key == "stroke":
-            return rng.choice(("Acute infarct in the left MCA territory.", "Intraparenchymal hemorrhage in the right basal ganglia with surrounding edema."))
+            return rng.choice(
+                (
+                    "Acute infarct in the left MCA territory.",
+                    "Intraparenchymal hemorrhage in the right basal ganglia with surrounding edema.",
+                )
+            )
         return "No acute intracranial process."
-    return rng.choice(("No acute abnormality.", "Findings as above, clinical correlation recommended.", "Cirrhotic liver with moderate ascites." if key in ("hepatic_encephalopathy", "variceal_bleed") else "Unremarkable study."))
+    return rng.choice(
+        (
+            "No acute abnormality.",
+            "Findings as above, clinical correlation recommended.",
+            "Cirrhotic liver with moderate ascites."
+            if key in ("hepatic_encephalopathy", "variceal_bleed")
+            else "Unremarkable study.",
+        )
+    )
 
 
 def _sentence_case(text: str) -> str:
@@ -816,8 +1256,15 @@ def _sentence_case(text: str) -> str:
 
 def _masculine(text: str) -> str:
     """Switch a note written with feminine pronouns to masculine ones."""
-    return (text.replace(" she ", " he ").replace("She ", "He ").replace(" her ", " his ").replace("Her ", "His ")
-            .replace(" herself", " himself").replace("husband", "wife").replace(" hers", " his"))
+    return (
+        text.replace(" she ", " he ")
+        .replace("She ", "He ")
+        .replace(" her ", " his ")
+        .replace("Her ", "His ")
+        .replace(" herself", " himself")
+        .replace("husband", "wife")
+        .replace(" hers", " his")
+    )
 
 
 def _as_float(text: str) -> float:
@@ -841,17 +1288,28 @@ def _midnight(when: datetime) -> datetime:
 
 
 _COMPLICATION_COURSE = (
-    "Monitored closely and resolved with supportive care.", "Treated with repletion per sliding scale with normalization.",
-    "Likely multifactorial. Improved with IV fluids; will need repeat labs at follow up.", "Trended daily and stable at discharge.",
-    "Managed conservatively; no further intervention was required.", "Improved over the course of the admission.",
+    "Monitored closely and resolved with supportive care.",
+    "Treated with repletion per sliding scale with normalization.",
+    "Likely multifactorial. Improved with IV fluids; will need repeat labs at follow up.",
+    "Trended daily and stable at discharge.",
+    "Managed conservatively; no further intervention was required.",
+    "Improved over the course of the admission.",
 )
 _INSTRUCTION_MIDDLE = (
-    "You were treated with antibiotics and improved.", "Your symptoms improved with treatment.",
-    "We made some changes to your medications, which are listed below.", "You were monitored closely in the hospital and are now safe to go home.",
+    "You were treated with antibiotics and improved.",
+    "Your symptoms improved with treatment.",
+    "We made some changes to your medications, which are listed below.",
+    "You were monitored closely in the hospital and are now safe to go home.",
 )
 _ICU_EVENTS = (
-    "- Weaned off pressors overnight", "- Received 1L NS bolus for hypotension", "- ARTERIAL LINE - START", "- Febrile to 101.8, pan-cultured",
-    "- Transfused 1 unit pRBC", "- Lasix 40 IV given with good UOP", "- Extubated without complication", "- MULTI LUMEN - START",
+    "- Weaned off pressors overnight",
+    "- Received 1L NS bolus for hypotension",
+    "- ARTERIAL LINE - START",
+    "- Febrile to 101.8, pan-cultured",
+    "- Transfused 1 unit pRBC",
+    "- Lasix 40 IV given with good UOP",
+    "- Extubated without complication",
+    "- MULTI LUMEN - START",
 )
 _NURSING_ASSESSMENTS = (
     "Pt alert and oriented x3, following commands, MAE. Lungs coarse bilaterally, sats 94-97% on 4L NC.",
@@ -861,7 +1319,8 @@ _NURSING_ASSESSMENTS = (
 )
 _NURSING_ACTIONS = (
     "Levophed titrated to keep MAP > 65. 500cc NS bolus given. Blood cultures sent.",
-    "Lasix 40mg IV given, K repleted. Electrolytes monitored.", "Suctioned for thick secretions, repositioned q2h.",
+    "Lasix 40mg IV given, K repleted. Electrolytes monitored.",
+    "Suctioned for thick secretions, repositioned q2h.",
     "Family meeting held with team; questions answered.",
 )
 _NURSING_FILLER = (
@@ -877,13 +1336,27 @@ _PHYSICIAN_FILLER = (
     "",
 )
 _RADIOLOGY_FINDINGS = (
-    "The heart size is normal.", "There is mild cardiomegaly.", "The mediastinal and hilar contours are unremarkable.",
-    "There is no pneumothorax.", "Small bilateral pleural effusions are present.", "Mild pulmonary vascular congestion.",
-    "Endotracheal tube terminates 4 cm above the carina.", "Right IJ central venous catheter tip in the SVC.",
-    "Degenerative changes of the thoracic spine.", "No focal consolidation.", "The kidneys are normal in size without hydronephrosis.",
+    "The heart size is normal.",
+    "There is mild cardiomegaly.",
+    "The mediastinal and hilar contours are unremarkable.",
+    "There is no pneumothorax.",
+    "Small bilateral pleural effusions are present.",
+    "Mild pulmonary vascular congestion.",
+    "Endotracheal tube terminates 4 cm above the carina.",
+    "Right IJ central venous catheter tip in the SVC.",
+    "Degenerative changes of the thoracic spine.",
+    "No focal consolidation.",
+    "The kidneys are normal in size without hydronephrosis.",
     "There is no acute intracranial hemorrhage, mass effect or shift of midline structures.",
 )
 _ECG_FINDINGS = (
-    "Left axis deviation.", "Right bundle-branch block.", "Non-specific ST-T wave changes.", "Q waves in the inferior leads consistent with prior myocardial infarction.",
-    "Left ventricular hypertrophy.", "Low QRS voltages in the limb leads.", "Prolonged QT interval.", "Poor R wave progression.", "",
+    "Left axis deviation.",
+    "Right bundle-branch block.",
+    "Non-specific ST-T wave changes.",
+    "Q waves in the inferior leads consistent with prior myocardial infarction.",
+    "Left ventricular hypertrophy.",
+    "Low QRS voltages in the limb leads.",
+    "Prolonged QT interval.",
+    "Poor R wave progression.",
+    "",
 )

@@ -12,7 +12,9 @@ def start_partial(out_dir: Path, overwrite: bool) -> Path:
     if out_dir.exists() and not out_dir.is_dir():
         raise NotADirectoryError(f"{out_dir} exists and is not a directory")
     if out_dir.is_dir() and any(out_dir.iterdir()) and not overwrite:
-        raise FileExistsError(f"{out_dir} already exists and is not empty; pass overwrite=True (--overwrite) to replace it")
+        raise FileExistsError(
+            f"{out_dir} already exists and is not empty; pass overwrite=True (--overwrite) to replace it"
+        )
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     partial = out_dir.parent / f".{out_dir.name}.partial-{os.getpid()}"
     if partial.exists():

@@ -27,20 +27,61 @@ from medmplm.synthetic.notes import NoteRow
 TABLE_COLUMNS: dict[str, tuple[str, ...]] = {
     "PATIENTS": ("ROW_ID", "SUBJECT_ID", "GENDER", "DOB", "DOD", "DOD_HOSP", "DOD_SSN", "EXPIRE_FLAG"),
     "ADMISSIONS": (
-        "ROW_ID", "SUBJECT_ID", "HADM_ID", "ADMITTIME", "DISCHTIME", "DEATHTIME", "ADMISSION_TYPE", "ADMISSION_LOCATION",
-        "DISCHARGE_LOCATION", "INSURANCE", "LANGUAGE", "RELIGION", "MARITAL_STATUS", "ETHNICITY", "EDREGTIME", "EDOUTTIME",
-        "DIAGNOSIS", "HOSPITAL_EXPIRE_FLAG", "HAS_CHARTEVENTS_DATA",
+        "ROW_ID",
+        "SUBJECT_ID",
+        "HADM_ID",
+        "ADMITTIME",
+        "DISCHTIME",
+        "DEATHTIME",
+        "ADMISSION_TYPE",
+        "ADMISSION_LOCATION",
+        "DISCHARGE_LOCATION",
+        "INSURANCE",
+        "LANGUAGE",
+        "RELIGION",
+        "MARITAL_STATUS",
+        "ETHNICITY",
+        "EDREGTIME",
+        "EDOUTTIME",
+        "DIAGNOSIS",
+        "HOSPITAL_EXPIRE_FLAG",
+        "HAS_CHARTEVENTS_DATA",
     ),
     "DIAGNOSES_ICD": ("ROW_ID", "SUBJECT_ID", "HADM_ID", "SEQ_NUM", "ICD9_CODE"),
     "PROCEDURES_ICD": ("ROW_ID", "SUBJECT_ID", "HADM_ID", "SEQ_NUM", "ICD9_CODE"),
     "PRESCRIPTIONS": (
-        "ROW_ID", "SUBJECT_ID", "HADM_ID", "ICUSTAY_ID", "STARTDATE", "ENDDATE", "DRUG_TYPE", "DRUG", "DRUG_NAME_POE",
-        "DRUG_NAME_GENERIC", "FORMULARY_DRUG_CD", "GSN", "NDC", "PROD_STRENGTH", "DOSE_VAL_RX", "DOSE_UNIT_RX",
-        "FORM_VAL_DISP", "FORM_UNIT_DISP", "ROUTE",
+        "ROW_ID",
+        "SUBJECT_ID",
+        "HADM_ID",
+        "ICUSTAY_ID",
+        "STARTDATE",
+        "ENDDATE",
+        "DRUG_TYPE",
+        "DRUG",
+        "DRUG_NAME_POE",
+        "DRUG_NAME_GENERIC",
+        "FORMULARY_DRUG_CD",
+        "GSN",
+        "NDC",
+        "PROD_STRENGTH",
+        "DOSE_VAL_RX",
+        "DOSE_UNIT_RX",
+        "FORM_VAL_DISP",
+        "FORM_UNIT_DISP",
+        "ROUTE",
     ),
     "NOTEEVENTS": (
-        "ROW_ID", "SUBJECT_ID", "HADM_ID", "CHARTDATE", "CHARTTIME", "STORETIME", "CATEGORY", "DESCRIPTION", "CGID",
-        "ISERROR", "TEXT",
+        "ROW_ID",
+        "SUBJECT_ID",
+        "HADM_ID",
+        "CHARTDATE",
+        "CHARTTIME",
+        "STORETIME",
+        "CATEGORY",
+        "DESCRIPTION",
+        "CGID",
+        "ISERROR",
+        "TEXT",
     ),
     "LABEVENTS": ("ROW_ID", "SUBJECT_ID", "HADM_ID", "ITEMID", "CHARTTIME", "VALUE", "VALUENUM", "VALUEUOM", "FLAG"),
     "D_ICD_DIAGNOSES": ("ROW_ID", "ICD9_CODE", "SHORT_TITLE", "LONG_TITLE"),
@@ -132,7 +173,7 @@ class MimicRenderer:
         self._lab_format = [f".{item.decimals}f" for item in LAB_ITEMS]
         self._lab_low = np.array([item.low for item in LAB_ITEMS])
         self._lab_high = np.array([item.high for item in LAB_ITEMS])
-        self._lab_scale = np.array([10.0 ** item.decimals for item in LAB_ITEMS])
+        self._lab_scale = np.array([10.0**item.decimals for item in LAB_ITEMS])
         self._lab_categories = [tuple(text(category) for category in item.categories) for item in LAB_ITEMS]
         self._lab_abnormal_level = 2
         self._abnormal = text("abnormal")
@@ -158,8 +199,10 @@ class MimicRenderer:
         """The PATIENTS row."""
         text = self._style.text
         expire = 1 if patient.dod is not None else 0
-        return (f"{self.row_ids.take('PATIENTS')},{patient.subject_id},{text(patient.gender)},{timestamp(patient.dob)},"
-                f"{timestamp(patient.dod)},{timestamp(patient.dod_hosp)},{timestamp(patient.dod_ssn)},{expire}\n")
+        return (
+            f"{self.row_ids.take('PATIENTS')},{patient.subject_id},{text(patient.gender)},{timestamp(patient.dob)},"
+            f"{timestamp(patient.dod)},{timestamp(patient.dod_hosp)},{timestamp(patient.dod_ssn)},{expire}\n"
+        )
 
     def admission_line(self, patient: Patient, admission: Admission) -> str:
         """The ADMISSIONS row."""
@@ -182,7 +225,9 @@ class MimicRenderer:
         if len(codes) > 2 and rng.random() < DUPLICATE_DIAGNOSIS_RATE:
             codes.append(codes[rng.randrange(1, len(codes))])
         prefix = f"{patient.subject_id},{admission.hadm_id},"
-        lines = [f"{self.row_ids.take('DIAGNOSES_ICD')},{prefix}{seq},{text(code)}\n" for seq, code in enumerate(codes, 1)]
+        lines = [
+            f"{self.row_ids.take('DIAGNOSES_ICD')},{prefix}{seq},{text(code)}\n" for seq, code in enumerate(codes, 1)
+        ]
         if rng.random() < NULL_DIAGNOSIS_ROW_RATE:
             lines.append(f"{self.row_ids.take('DIAGNOSES_ICD')},{prefix},\n")
         return lines
@@ -191,7 +236,10 @@ class MimicRenderer:
         """PROCEDURES_ICD rows."""
         text = self._style.text
         prefix = f"{patient.subject_id},{admission.hadm_id},"
-        return [f"{self.row_ids.take('PROCEDURES_ICD')},{prefix}{seq},{text(code)}\n" for seq, code in enumerate(admission.procedures, 1)]
+        return [
+            f"{self.row_ids.take('PROCEDURES_ICD')},{prefix}{seq},{text(code)}\n"
+            for seq, code in enumerate(admission.procedures, 1)
+        ]
 
     def prescription_lines(self, patient: Patient, admission: Admission, rng: random.Random) -> list[str]:
         """PRESCRIPTIONS rows; about 0.5% are repeated under a new ROW_ID, as in MIMIC."""
@@ -205,7 +253,11 @@ class MimicRenderer:
         lines = []
         duplicate = rng.random
         for drug, start, end, dose, product in zip(
-            batch.drug.tolist(), batch.start_day.tolist(), batch.end_day.tolist(), batch.dose.tolist(), batch.product.tolist()
+            batch.drug.tolist(),
+            batch.start_day.tolist(),
+            batch.end_day.tolist(),
+            batch.dose.tolist(),
+            batch.product.tolist(),
         ):
             segment = self._prescription_segment(drug, product, dose)
             body = f"{prefix}{day_text[start]},{day_text[end] if end >= 0 else ''},{segment}"
@@ -233,11 +285,26 @@ class MimicRenderer:
         except ValueError:
             form_value = "1"
         base = drug.drug_type == "BASE"
-        segment = ",".join((
-            text(drug.drug_type), text(drug.name), text(None if base else drug.name), text(None if base else drug.generic),
-            text(drug.formulary_cd), text(self._formulary.gsn[drug.key]), text(ndc), text(drug.strength), text(dose),
-            text(drug.dose_unit), text(form_value), text(drug.form_unit), text(drug.route),
-        )) + "\n"
+        segment = (
+            ",".join(
+                (
+                    text(drug.drug_type),
+                    text(drug.name),
+                    text(None if base else drug.name),
+                    text(None if base else drug.generic),
+                    text(drug.formulary_cd),
+                    text(self._formulary.gsn[drug.key]),
+                    text(ndc),
+                    text(drug.strength),
+                    text(dose),
+                    text(drug.dose_unit),
+                    text(form_value),
+                    text(drug.form_unit),
+                    text(drug.route),
+                )
+            )
+            + "\n"
+        )
         self._prescription_segments[key] = segment
         return segment
 
@@ -253,16 +320,22 @@ class MimicRenderer:
         prefix = f"{subject_id},{_number(hadm_id)},"
         duplicate = rng.random
         lines = []
-        for position, draw, value, is_abnormal in zip(item.tolist(), batch.draw.tolist(), rounded.tolist(), abnormal.tolist()):
+        for position, draw, value, is_abnormal in zip(
+            item.tolist(), batch.draw.tolist(), rounded.tolist(), abnormal.tolist()
+        ):
             categories = self._lab_categories[position]
             if categories:
                 level = int(value)
-                body = (f"{prefix}{self._lab_prefix[position]}{times[draw]},{categories[level]},,{self._lab_unit[position]},"
-                        f"{self._abnormal if level >= self._lab_abnormal_level else ''}\n")
+                body = (
+                    f"{prefix}{self._lab_prefix[position]}{times[draw]},{categories[level]},,{self._lab_unit[position]},"
+                    f"{self._abnormal if level >= self._lab_abnormal_level else ''}\n"
+                )
             else:
                 shown = format(value, self._lab_format[position])
-                body = (f"{prefix}{self._lab_prefix[position]}{times[draw]},{text(shown)},{value:g},{self._lab_unit[position]},"
-                        f"{self._abnormal if is_abnormal else ''}\n")
+                body = (
+                    f"{prefix}{self._lab_prefix[position]}{times[draw]},{text(shown)},{value:g},{self._lab_unit[position]},"
+                    f"{self._abnormal if is_abnormal else ''}\n"
+                )
             lines.append(body)
             if duplicate() < DUPLICATE_LAB_RATE:
                 lines.append(body)

@@ -39,7 +39,7 @@ class ChronicCondition:
     labs: tuple[tuple[int, float], ...] = ()
     panels: tuple[str, ...] = ()
     coded_prob: float = 0.93
-    mention_prob: float = 0.8
+    mention_prob: float = 0.7
     requires: str | None = None
     readmission_weight: float = 0.0
 
@@ -98,7 +98,7 @@ class Complication:
     procedures: tuple[tuple[str, float], ...] = ()
     boosts: tuple[tuple[str, float], ...] = ()
     # Coders capture these from the chart; discharge summaries often leave them out.
-    mention_prob: float = 0.35
+    mention_prob: float = 0.2
     readmission_weight: float = 0.0
 
 
@@ -629,26 +629,26 @@ ADMISSION_REASONS_BY_KEY: dict[str, AdmissionReason] = {reason.key: reason for r
 
 COMPLICATIONS: tuple[Complication, ...] = (
     Complication("acute_kidney_injury", (("5849", 1.0),), ("acute kidney injury", "AKI", "acute renal failure", "ARF"), 0.035,
-                 labs=((50912, 2.5), (51006, 1.8)), boosts=(("chronic_kidney_disease", 2.0),), readmission_weight=0.4),
+                 labs=((50912, 2.5), (51006, 1.8)), boosts=(("chronic_kidney_disease", 2.0),), readmission_weight=0.55),
     Complication("septic_shock", (("78552", 1.0),), ("septic shock",), 0.0, drugs=(("norepinephrine", 0.95),), labs=((50813, 2.0),),
                  procedures=(("3893", 0.6),), mention_prob=0.9, readmission_weight=0.2),
     Complication("severe_sepsis", (("99592", 1.0),), ("severe sepsis",), 0.0),
     Complication("sepsis_secondary", (("99591", 1.0),), ("sepsis",), 0.0, drugs=(("vancomycin", 0.8),), labs=((50813, 1.2),)),
     Complication("hyponatremia", (("2761", 1.0),), ("hyponatremia", "hypoNa"), 0.06, labs=((50983, -3.0),),
-                 boosts=(("heart_failure", 1.5), ("cirrhosis", 2.0)), readmission_weight=0.4),
+                 boosts=(("heart_failure", 1.5), ("cirrhosis", 2.0)), readmission_weight=0.55),
     Complication("hypokalemia", (("2768", 1.0),), ("hypokalemia",), 0.06, drugs=(("potassium_chloride", 0.95),), labs=((50971, -2.5),)),
     Complication("hyperkalemia", (("2767", 1.0),), ("hyperkalemia",), 0.03, drugs=(("calcium_gluconate", 0.5), ("insulin_regular", 0.5)), labs=((50971, 3.0),),
-                 boosts=(("end_stage_renal_disease", 3.0),), readmission_weight=0.3),
+                 boosts=(("end_stage_renal_disease", 3.0),), readmission_weight=0.4),
     Complication("hypomagnesemia_low_k", (("2769", 1.0),), ("hypomagnesemia",), 0.03, drugs=(("magnesium_sulfate", 0.95),), labs=((50960, -2.5),)),
     Complication("acidosis", (("2762", 1.0),), ("metabolic acidosis", "acidosis"), 0.04, labs=((50882, -2.5), (50868, 2.0))),
     Complication("dehydration", (("27651", 1.0),), ("dehydration", "hypovolemia"), 0.04, drugs=(("sodium_chloride_bag", 0.9),), labs=((51006, 1.2),)),
-    Complication("thrombocytopenia", (("2875", 1.0),), ("thrombocytopenia",), 0.04, labs=((51265, -2.5),), boosts=(("cirrhosis", 2.5),), readmission_weight=0.25),
-    Complication("coagulopathy", (("2869", 1.0),), ("coagulopathy",), 0.02, labs=((51237, 2.5),), readmission_weight=0.3),
+    Complication("thrombocytopenia", (("2875", 1.0),), ("thrombocytopenia",), 0.04, labs=((51265, -2.5),), boosts=(("cirrhosis", 2.5),), readmission_weight=0.35),
+    Complication("coagulopathy", (("2869", 1.0),), ("coagulopathy",), 0.02, labs=((51237, 2.5),), readmission_weight=0.4),
     Complication("acute_blood_loss_anemia", (("2851", 1.0),), ("acute blood loss anemia", "ABLA"), 0.03, procedures=(("9904", 0.8),),
-                 labs=((51222, -2.5), (51221, -2.5)), readmission_weight=0.3),
+                 labs=((51222, -2.5), (51221, -2.5)), readmission_weight=0.4),
     Complication("anticoagulant_adverse_effect", (("E9342", 1.0),), ("supratherapeutic INR",), 0.0, drugs=(("phytonadione", 0.6),), labs=((51237, 3.0),)),
     Complication("delirium", (("2930", 1.0),), ("delirium", "acute encephalopathy", "sundowning"), 0.015, drugs=(("haloperidol", 0.5), ("quetiapine", 0.4)),
-                 boosts=(("dementia", 3.0),), readmission_weight=0.35),
+                 boosts=(("dementia", 3.0),), readmission_weight=0.5),
     Complication("hypotension", (("4589", 1.0),), ("hypotension",), 0.02),
     Complication("bacteremia", (("7907", 1.0),), ("bacteremia",), 0.01),
     Complication("pleural_effusion", (("5119", 1.0),), ("pleural effusion", "effusion"), 0.03, procedures=(("3491", 0.3),)),
@@ -660,7 +660,7 @@ COMPLICATIONS: tuple[Complication, ...] = (
     Complication("aspiration_pneumonitis", (("5070", 1.0),), ("aspiration pneumonitis",), 0.0),
     Complication("dysphagia_aspiration", (("5070", 1.0),), ("aspiration pneumonia",), 0.0, drugs=(("piperacillin_tazobactam", 0.7),)),
     Complication("malnutrition", (("2639", 1.0),), ("malnutrition", "protein-calorie malnutrition"), 0.012, procedures=(("966", 0.4),),
-                 boosts=(("metastatic_cancer", 3.0), ("heavy_alcohol", 2.0)), readmission_weight=0.7),
+                 boosts=(("metastatic_cancer", 3.0), ("heavy_alcohol", 2.0)), readmission_weight=0.9),
     Complication("urinary_retention", (("78820", 1.0),), ("urinary retention",), 0.02, drugs=(("tamsulosin", 0.6),)),
     Complication("cardiac_arrhythmia", (("42789", 1.0),), ("arrhythmia", "NSVT"), 0.01),
     Complication("heart_failure_acute", (("4280", 1.0),), ("CHF", "volume overload"), 0.0, drugs=(("furosemide_iv", 0.9),)),
@@ -673,8 +673,8 @@ COMPLICATIONS: tuple[Complication, ...] = (
     Complication("seizure_acute", (("78039", 1.0),), ("withdrawal seizure",), 0.0, drugs=(("lorazepam", 0.9),)),
     Complication("suicidal_ideation", (("V6284", 1.0),), ("suicidal ideation",), 0.0),
     Complication("neutropenia_nausea", (("78791", 1.0),), ("diarrhea",), 0.0),
-    Complication("clostridium_difficile", (("00845", 1.0),), ("C. diff colitis", "C diff"), 0.012, drugs=(("metronidazole", 0.7), ("vancomycin_oral", 0.5)), readmission_weight=0.7),
-    Complication("pressure_ulcer", (("70703", 0.5), ("70722", 0.5)), ("sacral decubitus ulcer", "pressure ulcer"), 0.01, boosts=(("dementia", 4.0),), readmission_weight=0.6),
+    Complication("clostridium_difficile", (("00845", 1.0),), ("C. diff colitis", "C diff"), 0.012, drugs=(("metronidazole", 0.7), ("vancomycin_oral", 0.5)), readmission_weight=0.9),
+    Complication("pressure_ulcer", (("70703", 0.5), ("70722", 0.5)), ("sacral decubitus ulcer", "pressure ulcer"), 0.01, boosts=(("dementia", 4.0),), readmission_weight=0.8),
     Complication("mrsa_colonization", (("V090", 1.0),), ("MRSA",), 0.012),
     Complication("newborn_sepsis_rule_out", (("V290", 1.0),), ("rule out sepsis",), 0.0, drugs=(("ampicillin", 0.9), ("gentamicin", 0.9))),
     Complication("prematurity", (("76519", 0.4), ("76518", 0.3), ("76528", 0.2), ("76527", 0.1)), ("prematurity",), 0.0, drugs=(("caffeine_citrate", 0.5),)),
