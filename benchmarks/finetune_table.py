@@ -7,7 +7,7 @@ interrupted grid continues where it stopped. Prints figures, asserts nothing.
 Example (a few thousand synthetic patients; see the README for the data and pretraining commands)::
 
     python benchmarks/finetune_table.py --prepared runs/grid/prepared --init runs/grid/pretrain/export \\
-        --results runs/grid/results --ratios 0.1,1.0 --seeds 0 train.epochs=10
+        --results runs/grid/results --ratios 0.1,1.0 --seeds 0 --task-option medrec.max_history=4 train.epochs=10
 
 Model variants: ``medmplm`` (pretrained from ``--init``), ``medmplm-scratch`` (same architecture, random init),
 ``medmplm-nocross``, ``gbert``, ``clinicalbert`` (MedM-PLM's parts, pretrained), ``lr``; any other name of
@@ -66,9 +66,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ratios", default="0.1,1.0")
     parser.add_argument("--seeds", default="0")
     parser.add_argument("--config", default=None, help="YAML fine-tuning config applied to every run")
+    parser.add_argument(
+        "--task-option",
+        action="append",
+        default=[],
+        metavar="TASK.KEY=VALUE",
+        help="an option of one task, e.g. medrec.max_history=4 or readmission.subsample_negatives=true (repeatable)",
+    )
     args, tokens = parser.parse_known_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     common = expand_short_flags(parse_overrides(tokens))
+    task_options: dict[str, dict] = {}
+    for dotted, value in parse_overrides(args.task_option).items():
+        task, _, key = dotted.partition(".")
+        task_options.setdefault(task, {})[key] = value
     tasks = args.tasks.split(",")
     variants = args.variants.split(",")
     ratios = [float(r) for r in args.ratios.split(",")]
@@ -101,6 +112,7 @@ def main(argv: list[str] | None = None) -> int:
                             "train.seed": seed,
                             "run.storage_path": storage,
                             "model.init_from": args.init if pretrained else None,
+                            **{f"finetune.task_options.{k}": v for k, v in task_options.get(task, {}).items()},
                         }
                         config = load_config(FinetuneConfig, args.config, overrides)
                         run_name = new_run_name(f"{task}-{variant.replace('+', '_')}-r{ratio:g}-s{seed}")
@@ -122,7 +134,37 @@ def main(argv: list[str] | None = None) -> int:
             continue
         print(f"\n== {task}: test metrics, mean ± std (number of seeds)")
         print(summary_table(rows, split="test", metrics=KEY_METRICS[task]).to_string())
+        print(f"-- reference: the label prior (training label frequencies for every example), {task}, test")
+        for ratio in ratios:
+            prior = label_prior_metrics(task, task_options.get(task, {}), args.prepared, ratio, seeds[0])
+            print(f"   ratio {ratio:g}: " + "  ".join(f"{m} {prior[m]:.3f}" for m in KEY_METRICS[task]))
     return 0
+
+
+def label_prior_metrics(task_name: str, options: dict, prepared_dir: str, ratio: float, seed: int) -> dict[str, float]:
+    """Test metrics of predicting each label's training frequency for every example: what a model that ignores its
+    inputs scores (an AUC of 0.5 for the binary task)."""
+    import numpy as np
+
+    from medmplm.tasks import build_task
+    from medmplm.tasks.runner import build_example_sets
+
+    task = build_task(task_name, **options)
+    label_space, sets = build_example_sets(task, prepared_dir, ratio, seed)
+
+    def labels(split: str) -> np.ndarray:
+        table = sets[split].examples
+        if not task.multilabel:
+            return table.column("label").to_numpy().astype(np.int64)
+        index = {code: i for i, code in enumerate(label_space)}
+        y = np.zeros((table.num_rows, len(label_space)), dtype=np.int64)
+        for row, codes in enumerate(table.column("label_codes").to_pylist()):
+            y[row, [index[c] for c in codes]] = 1
+        return y
+
+    train, test = labels("train"), labels("test")
+    prior = np.broadcast_to(train.mean(axis=0), test.shape).astype(np.float64)
+    return task.metrics(test, prior, label_space)
 
 
 if __name__ == "__main__":

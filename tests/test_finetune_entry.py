@@ -6,11 +6,13 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
+from medmplm.config import load_config, parse_overrides
 from medmplm.finetune import main
 from medmplm.results import gather_results
 from medmplm.tasks import build_task
+from medmplm.tasks.config import FinetuneConfig, expand_short_flags
 from medmplm.tasks.modeling import FineTuningModel
-from medmplm.tasks.runner import build_example_sets
+from medmplm.tasks.runner import build_example_sets, run_finetune
 from medmplm.tasks.testing_utils import write_finetune_prepared_dir
 
 TINY = ["model.preset=tiny", "model.overrides.text_max_length=32"]
@@ -85,8 +87,27 @@ def test_train_ratio_subsets_training_only_and_nests(prepared):
     assert build_example_sets(task, str(prepared), 0.2, seed=1)[0] == space
 
 
+def _config(prepared, tmp_path, *tokens):
+    config = load_config(
+        FinetuneConfig,
+        None,
+        expand_short_flags(
+            parse_overrides(
+                [
+                    f"data.prepared_dir={prepared}",
+                    f"finetune.results_dir={tmp_path / 'results'}",
+                    f"run.storage_path={tmp_path / 'runs'}",
+                    *tokens,
+                ]
+            )
+        ),
+    )
+    config.run.name = f"{config.finetune.task}-test"
+    return config
+
+
 @pytest.mark.slow
-def test_pretrained_medmplm_through_the_training_loop(prepared, tmp_path):
+def test_pretrained_medmplm_through_the_training_loop(ray_local, prepared, tmp_path):
     from medmplm.models import MedMPLMConfig, MedMPLMForPretraining
 
     torch.manual_seed(0)
@@ -94,49 +115,64 @@ def test_pretrained_medmplm_through_the_training_loop(prepared, tmp_path):
     MedMPLMForPretraining.from_prepared(
         prepared, MedMPLMConfig.from_preset("tiny", text_max_length=32)
     ).save_pretrained(pretrained)
-    results = tmp_path / "results"
-    argv = [
+    config = _config(
+        prepared,
+        tmp_path,
         "--task",
         "medrec",
         "--init",
         str(pretrained),
-        f"data.prepared_dir={prepared}",
-        f"finetune.results_dir={results}",
-        f"run.storage_path={tmp_path / 'runs'}",
-        "run.name=medrec-test",
         "train.epochs=2",
         "train.global_batch_size=16",
         "train.micro_batch_size=16",
-    ]
-    assert main(argv) == 0
-    df = gather_results(results)
+    )
+    record = run_finetune(config, str(prepared), config.run.name)
+    df = gather_results(tmp_path / "results")
     assert set(df.metric) >= {"jaccard", "prauc", "f1", "auc_micro", "accuracy"}
-    assert df.pretrained.all() and (df.init == str(pretrained)).all() and (df.epochs >= 1).all()
+    assert df.pretrained.all() and (df.init == str(pretrained)).all() and record.epochs >= 1
     checkpoints = sorted((tmp_path / "runs" / "medrec-test").glob("checkpoint_step*"))
     assert checkpoints and (checkpoints[-1] / "finetune_config.yaml").is_file()
-    model = FineTuningModel.from_pretrained(checkpoints[-1] / "model")
-    assert model.model_name == "medmplm"
+    assert FineTuningModel.from_pretrained(checkpoints[-1] / "model").model_name == "medmplm"
 
 
 @pytest.mark.slow
-def test_gru_baseline_through_the_training_loop(prepared, tmp_path):
-    results = tmp_path / "results"
-    argv = [
+def test_gru_baseline_through_the_training_loop(ray_local, prepared, tmp_path):
+    config = _config(
+        prepared,
+        tmp_path,
         "--task",
         "readmission",
         "--model",
         "rnn",
-        f"data.prepared_dir={prepared}",
-        f"finetune.results_dir={results}",
-        f"run.storage_path={tmp_path / 'runs'}",
         "train.epochs=1",
         "train.global_batch_size=8",
         "train.micro_batch_size=8",
         "finetune.score_metric=val_auprc",
         "finetune.score_mode=max",
         *TINY,
-    ]
-    assert main(argv) == 0
-    df = gather_results(results)
-    assert set(df.metric) == {"auroc", "auprc", "f1", "accuracy", "rp80"}
-    assert not df.pretrained.any()
+    )
+    record = run_finetune(config, str(prepared), config.run.name)
+    assert set(record.metrics["test"]) == {"auroc", "auprc", "f1", "accuracy", "rp80"}
+    assert not record.pretrained
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("task", ["medrec", "readmission", "icd"])
+def test_prepared_synthetic_data_every_task(ray_local, synthetic_prepared, tmp_path, task):
+    """The whole stack: synthetic MIMIC-III -> prepare -> fine-tune (lr in process, gbert through the loop)."""
+    for model in ("lr", "gbert"):
+        config = _config(
+            synthetic_prepared,
+            tmp_path,
+            "--task",
+            task,
+            "--model",
+            model,
+            "train.epochs=1",
+            "train.global_batch_size=8",
+            "train.micro_batch_size=8",
+            *TINY,
+        )
+        config.run.name = f"{task}-{model}"
+        record = run_finetune(config, str(synthetic_prepared), config.run.name)
+        assert record.num_examples["test"] > 0 and record.metrics["test"]

@@ -279,6 +279,8 @@ def run_finetune(config: FinetuneConfig, prepared_dir: str, run_name: str, progr
         num_examples={split: len(sets[split]) for split in EVAL_SPLITS},
         details={
             **info,
+            "global_batch_size": config.train.global_batch_size,
+            "max_epochs": config.train.epochs,
             "task_options": {k: v for k, v in vars(task).items() if not k.startswith("_")},
             "num_labels": len(label_space),
             "preset": config.model.preset if config.model.init_from is None else None,

@@ -8,12 +8,16 @@ visits, the mean of their multi-hot vectors. Multi-label tasks fit one binary cl
 
 from __future__ import annotations
 
+import logging
+import warnings
 from collections.abc import Mapping
 
 import numpy as np
 import scipy.sparse as sp
 from sklearn.linear_model import LogisticRegression
 from sklearn.multiclass import OneVsRestClassifier
+
+logger = logging.getLogger(__name__)
 
 
 def multi_hot(ids: np.ndarray, mask: np.ndarray, num_tokens: int) -> sp.csr_matrix:
@@ -70,8 +74,23 @@ class MultiHotLogisticRegression:
         return sp.hstack(blocks, format="csr")
 
     def fit(self, arrays: Mapping[str, np.ndarray]) -> MultiHotLogisticRegression:
-        """Fit on featurised training examples (their ``labels``)."""
-        self.classifier.fit(self.features(arrays), arrays["labels"].astype(np.int64))
+        """Fit on featurised training examples (their ``labels``).
+
+        A label that is always (or never) present in training gets a constant prediction (scikit-learn's one-vs-rest
+        does that with a warning per label; they are counted and logged once instead).
+        """
+        labels = arrays["labels"].astype(np.int64)
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Label not .* is present in all training examples")
+            self.classifier.fit(self.features(arrays), labels)
+        if self.multilabel:
+            constant = int((labels.min(axis=0) == labels.max(axis=0)).sum())
+            if constant:
+                logger.info(
+                    "lr: %d of %d labels have one class in training and are predicted constant",
+                    constant,
+                    labels.shape[1],
+                )
         return self
 
     def predict_proba(self, arrays: Mapping[str, np.ndarray]) -> np.ndarray:
