@@ -60,6 +60,10 @@ def test_ray_job_submit_from_the_repository_root(synthetic_prepared, tmp_path):
             "--node-ip-address=127.0.0.1", f"--port={free_port()}",
             "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard.rsplit(':', 1)[1]}",
             "--num-cpus=2", "--include-dashboard=true",
+            # Fixed default ports (the job agent's 52365 above all) may be held by other Ray instances on this
+            # machine; the job agent then never registers and every submission is refused.
+            f"--dashboard-agent-listen-port={free_port()}", f"--dashboard-agent-grpc-port={free_port()}",
+            f"--runtime-env-agent-port={free_port()}", f"--ray-client-server-port={free_port()}",
         ],
         env=env, stdout=head_log, stderr=subprocess.STDOUT,
     )  # fmt: skip
@@ -74,7 +78,7 @@ def test_ray_job_submit_from_the_repository_root(synthetic_prepared, tmp_path):
         ]  # fmt: skip
         # Right after `ray start` the job agent may not have registered yet: Ray answers "No available agent to
         # submit job, please try again later" without accepting the job, so trying again is safe.
-        for _ in range(30):
+        for _ in range(12):
             result = subprocess.run(command, cwd=REPO, env=submit_env, capture_output=True, text=True, timeout=1800)
             output = result.stdout + result.stderr
             if "No available agent to submit job" not in output:
