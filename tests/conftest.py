@@ -38,7 +38,7 @@ def start_local_ray() -> None:
     if ray.is_initialized():
         return
     # Ray gives its raylet a fixed 30 s to register; on a machine loaded by parallel test runs that can be too short.
-    for attempt in range(3):
+    for attempt in range(5):
         try:
             ray.init(
                 # "local": a new instance even when another `ray start` cluster on this machine is the default address.
@@ -53,7 +53,7 @@ def start_local_ray() -> None:
             break
         except Exception as error:
             ray.shutdown()
-            if attempt == 2 or "timed out during startup" not in str(error):
+            if attempt == 4 or "timed out during startup" not in str(error):
                 raise
     _started_here = True
 

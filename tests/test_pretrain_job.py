@@ -44,7 +44,8 @@ def wait_for_dashboard(url: str, head: subprocess.Popen, timeout: float) -> None
 
 
 @pytest.mark.timeout(2400)
-def test_ray_job_submit_from_the_repository_root(synthetic_prepared, tmp_path):
+def test_ray_job_submit_from_the_repository_root(tmp_path):
+    """The job generates and prepares its own synthetic data (the defaults' path), then pretrains and exports."""
     assert (REPO / ".gitignore").is_file() and (REPO / ".rayignore").is_file()
     dashboard = f"http://127.0.0.1:{free_port()}"
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
@@ -73,7 +74,8 @@ def test_ray_job_submit_from_the_repository_root(synthetic_prepared, tmp_path):
         command = [
             RAY, "job", "submit", "--address", dashboard, "--working-dir", ".", "--",
             "python", "-m", "medmplm.pretrain",
-            f"data.prepared_dir={synthetic_prepared}", f"run.storage_path={tmp_path / 'runs'}", "run.name=job",
+            f"data.data_root={tmp_path / 'data'}", "data.synthetic_patients=120",
+            f"run.storage_path={tmp_path / 'runs'}", "run.name=job",
             "train.epochs=1", "train.global_batch_size=16", "train.micro_batch_size=8",
         ]  # fmt: skip
         # Right after `ray start` the job agent may not have registered yet: Ray answers "No available agent to
@@ -87,6 +89,7 @@ def test_ray_job_submit_from_the_repository_root(synthetic_prepared, tmp_path):
         (tmp_path / "job.log").write_text(output)
         assert result.returncode == 0, output[-4000:]
         assert "Pretraining finished: run job" in output
+        assert "generating a synthetic MIMIC-III (120 patients, seed 0)" in output
         assert "succeeded" in output
         MedMPLMForPretraining.from_pretrained(tmp_path / "runs" / "job" / "export")
     finally:
