@@ -71,8 +71,9 @@ def test_ray_job_submit_from_the_repository_root(tmp_path):
     try:
         wait_for_dashboard(dashboard, head, timeout=300)
         submit_env = {**env, "RAY_AUTH_MODE": "token"}
+        submission_id = f"medmplm-test-{os.getpid()}-{int(time.time())}"
         command = [
-            RAY, "job", "submit", "--address", dashboard, "--working-dir", ".", "--",
+            RAY, "job", "submit", "--address", dashboard, "--submission-id", submission_id, "--working-dir", ".", "--",
             "python", "-m", "medmplm.pretrain",
             f"data.data_root={tmp_path / 'data'}", "data.synthetic_patients=120",
             f"run.storage_path={tmp_path / 'runs'}", "run.name=job",
@@ -86,11 +87,24 @@ def test_ray_job_submit_from_the_repository_root(tmp_path):
             if "No available agent to submit job" not in output:
                 break
             time.sleep(10)
-        (tmp_path / "job.log").write_text(output)
-        assert result.returncode == 0, output[-4000:]
+        if result.returncode != 0 and "Connection aborted" in output:
+            # A loaded machine can drop the CLI's connection to the dashboard after the job was accepted: follow the
+            # job by its id instead (`ray job logs --follow` returns when the job ends) and read its final status.
+            follow = [RAY, "job", "logs", "--address", dashboard, "--follow", submission_id]
+            logs = subprocess.run(follow, cwd=REPO, env=submit_env, capture_output=True, text=True, timeout=1800)
+            status = subprocess.run(
+                [RAY, "job", "status", "--address", dashboard, submission_id],
+                cwd=REPO, env=submit_env, capture_output=True, text=True, timeout=120,
+            )  # fmt: skip
+            output += logs.stdout + logs.stderr
+            (tmp_path / "job.log").write_text(output)
+            assert "SUCCEEDED" in status.stdout + status.stderr, (status.stdout + status.stderr + output)[-4000:]
+        else:
+            (tmp_path / "job.log").write_text(output)
+            assert result.returncode == 0, output[-4000:]
+            assert "succeeded" in output
         assert "Pretraining finished: run job" in output
         assert "generating a synthetic MIMIC-III (120 patients, seed 0)" in output
-        assert "succeeded" in output
         MedMPLMForPretraining.from_pretrained(tmp_path / "runs" / "job" / "export")
     finally:
         # Only the instance started above: SIGTERM makes `ray start --block` stop the processes it started.
