@@ -13,6 +13,7 @@ from transformers import BertModel
 
 from medmplm.data.features import VisitFeaturizer
 from medmplm.data.masking import IGNORE_INDEX, CodeMasker
+from medmplm.data.vocab import NUM_SPECIAL_TOKENS, PAD_ID
 from medmplm.data.vocab import VocabMismatchError
 from medmplm.models import (
     CrossModalAttention,
@@ -169,6 +170,21 @@ def test_cross_attention_gives_padding_zero_weight() -> None:
     again = module(text_changed, text_mask, code, code_mask)
     assert torch.allclose(again.code_fused[0], out.code_fused[0])
     assert module(text, text_mask, code, code_mask).text_to_code_attentions is None
+
+
+def test_code_embeddings_tell_codes_apart_at_initialisation(model: MedMPLMForPretraining) -> None:
+    """The shared code type vector must not drown the ontology embeddings: after the LayerNorm, two codes of a freshly
+    built model differ by far more than a few percent (at nn.Embedding's N(0, 1) scale their cosine was ~0.99)."""
+    embeddings = model.medmplm.code_encoder.embeddings
+    embeddings.eval()
+    for code_type in ("diagnosis", "medication"):
+        num_ids = embeddings.table(code_type).shape[0]
+        with torch.no_grad():
+            vectors = embeddings(torch.arange(NUM_SPECIAL_TOKENS, num_ids)[None], code_type)[0]
+        cosine = torch.nn.functional.cosine_similarity(vectors[:, None], vectors[None], dim=-1)
+        off_diagonal = cosine[~torch.eye(len(vectors), dtype=torch.bool)]
+        assert off_diagonal.mean() < 0.7, (code_type, float(off_diagonal.mean()))
+    assert not embeddings.special_tokens["diagnosis"].weight[PAD_ID].any()
 
 
 # --- text encoder --------------------------------------------------------------------------

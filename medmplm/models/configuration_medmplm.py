@@ -60,6 +60,7 @@ class MedMPLMConfig:
     random_token_prob: float = 0.1
     loss_weights: dict[str, float] = field(default_factory=_default_loss_weights)
 
+    # Standard deviation of the initial embedding vectors (text and code side), as BERT's.
     initializer_range: float = 0.02
 
     def __post_init__(self) -> None:

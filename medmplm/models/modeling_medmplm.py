@@ -147,6 +147,13 @@ class CodeEmbeddings(nn.Module):
             {t: nn.Embedding(NUM_SPECIAL_TOKENS, hidden, padding_idx=PAD_ID) for t in CODE_TYPES}
         )
         self.code_type = nn.Embedding(len(CODE_TYPES), hidden)
+        # BERT's scale, not nn.Embedding's N(0, 1): the ontology embeddings start with norms of ~0.1, and a code type
+        # vector of norm ~sqrt(H) added to every code would leave codes nearly indistinguishable after the LayerNorm.
+        for embedding in (*self.special_tokens.values(), self.code_type):
+            nn.init.normal_(embedding.weight, std=config.initializer_range)
+        with torch.no_grad():
+            for embedding in self.special_tokens.values():
+                embedding.weight[PAD_ID].zero_()
         self.layer_norm = nn.LayerNorm(hidden)
         self.dropout = nn.Dropout(config.code_dropout)
 
