@@ -225,8 +225,8 @@ def _summary(where: dict[str, str]) -> str:
             "Next:",
             f"  tensorboard --logdir {where['run_dir']}/tensorboard",
             f"  python -m medmplm.finetune --task readmission --init {where['export_dir']}",
-            f"  python -m medmplm.pretrain --config {where['run_dir']}/{CONFIG_FILE_NAME} train.epochs=400"
-            "   # same run name: continues from the latest checkpoint",
+            f"  python -m medmplm.pretrain --config {where['run_dir']}/{CONFIG_FILE_NAME} train.epochs=200"
+            "   # the paper's budget, with early stopping; same run name: continues from the latest checkpoint",
         ]
     )
 
