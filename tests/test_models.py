@@ -13,8 +13,7 @@ from transformers import BertModel
 
 from medmplm.data.features import VisitFeaturizer
 from medmplm.data.masking import IGNORE_INDEX, CodeMasker
-from medmplm.data.vocab import NUM_SPECIAL_TOKENS, PAD_ID
-from medmplm.data.vocab import VocabMismatchError
+from medmplm.data.vocab import NUM_SPECIAL_TOKENS, PAD_ID, VocabMismatchError
 from medmplm.models import (
     CrossModalAttention,
     MedMPLMConfig,

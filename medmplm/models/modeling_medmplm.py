@@ -151,9 +151,8 @@ class CodeEmbeddings(nn.Module):
         # vector of norm ~sqrt(H) added to every code would leave codes nearly indistinguishable after the LayerNorm.
         for embedding in (*self.special_tokens.values(), self.code_type):
             nn.init.normal_(embedding.weight, std=config.initializer_range)
-        with torch.no_grad():
-            for embedding in self.special_tokens.values():
-                embedding.weight[PAD_ID].zero_()
+            if embedding.padding_idx is not None:
+                nn.init.zeros_(embedding.weight[embedding.padding_idx])
         self.layer_norm = nn.LayerNorm(hidden)
         self.dropout = nn.Dropout(config.code_dropout)
 
