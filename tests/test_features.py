@@ -70,7 +70,7 @@ def test_featurizer_shapes_and_code_encoding(prepared: Path, featurizer: VisitFe
     assert np.array_equal(out["hadm_id"], batch["hadm_id"])
     assert (out["diag_ids"][:, 0] == CLS_ID).all() and (out["med_mask"][:, 0] == 1).all()
     for row in range(n):
-        codes = list(batch["diagnoses"][row])
+        codes = list(dict.fromkeys(batch["diagnoses"][row]))
         kept = codes[:MAX_CODES]
         assert list(out["diag_ids"][row, 1 : 1 + len(kept)]) == featurizer.diagnosis_vocab.encode(kept)
         assert out["diag_mask"][row].sum() == 1 + len(kept)
@@ -102,6 +102,21 @@ def test_long_notes_and_unknown_codes_are_counted(featurizer: VisitFeaturizer) -
     assert list(out["diag_unknown"]) == [1, 0]
     assert list(out["med_unknown"]) == [0, 1]
     assert out["diag_ids"][0, 2] == UNK_ID
+
+
+def test_code_repeated_in_a_visit_is_encoded_once(featurizer: VisitFeaturizer) -> None:
+    # A second copy of a code would stay visible when masking hides the first.
+    vocab = featurizer.diagnosis_vocab
+    first, second = vocab.codes[:2]
+    batch = {
+        "note_text": np.array([None], dtype=object),
+        "diagnoses": np.array([np.array([first, second, first, first], dtype=object)], dtype=object),
+        "medications": np.array([np.array(["ZZZZ", "ZZZZ"], dtype=object)], dtype=object),
+    }
+    out = featurizer(batch)
+    assert list(out["diag_ids"][0]) == [CLS_ID, *vocab.encode([first, second]), PAD_ID, PAD_ID]
+    assert list(out["med_ids"][0]) == [CLS_ID, UNK_ID, PAD_ID, PAD_ID, PAD_ID]
+    assert out["diag_truncated"][0] == 0 and out["med_unknown"][0] == 1
 
 
 def test_featurizer_is_deterministic_and_picklable(prepared: Path, featurizer: VisitFeaturizer) -> None:

@@ -9,17 +9,20 @@ key                 shape           meaning
 ``input_ids``       [B, L_text]     WordPiece ids of the cleaned note, [CLS] ... [SEP], padded
 ``attention_mask``  [B, L_text]     1 on real tokens
 ``has_note``        [B]             1 when the visit has a non-empty note
-``diag_ids``        [B, 1 + C]      [CLS] + diagnosis code ids, padded with [PAD]
+``diag_ids``        [B, 1 + C]      [CLS] + distinct diagnosis code ids, padded with [PAD]
 ``diag_mask``       [B, 1 + C]      1 on [CLS] and codes
 ``med_ids``         [B, 1 + C]      [CLS] + medication code ids
 ``med_mask``        [B, 1 + C]
 ``text_truncated``  [B]             1 when the note was cut at L_text tokens
-``diag_truncated``  [B]             diagnosis codes dropped beyond C
+``diag_truncated``  [B]             distinct diagnosis codes dropped beyond C
 ``med_truncated``   [B]
 ``diag_unknown``    [B]             diagnosis codes not in the vocabulary (encoded [UNK])
 ``med_unknown``     [B]
 ``hadm_id``         [B]             passed through when the batch has it
 ==================  ==============  ====================================================
+
+A code listed twice in one visit (MIMIC lists a diagnosis once per sequence number) is kept once, where it first
+appears: a second copy would stay visible when masked pretraining hides the first, and leak the masked code.
 
 A visit without a note still gets a valid text input (``[CLS] [SEP]``) so the text encoder never
 sees an all-padding row; ``has_note = 0`` tells the model to mask the text modality out.
@@ -74,7 +77,7 @@ class VisitFeaturizer:
         diagnosis_vocab: ids for diagnosis codes.
         medication_vocab: ids for medication codes.
         text_max_length: tokens per note, special tokens included; longer notes are truncated.
-        max_codes: codes per type kept (first ones, in record order); the sequence adds [CLS].
+        max_codes: distinct codes per type kept (first ones, in record order); the sequence adds [CLS].
         pad_token_id: the text tokenizer's padding id (read from ``tokenizer`` when it has one).
     """
 
@@ -133,7 +136,7 @@ class VisitFeaturizer:
                 raise ValueError(
                     f"column {name!r}, {where}: expected a list of code strings, got {type(codes).__name__}"
                 )
-            encoded = vocab.encode(list(codes))
+            encoded = vocab.encode(list(dict.fromkeys(codes)))
             kept = encoded[: self.max_codes]
             ids[row, 1 : 1 + len(kept)] = kept
             mask[row, 1 : 1 + len(kept)] = 1
