@@ -111,19 +111,19 @@ class _FirstCodeEncoder(nn.Module):
         return VisitEncoding(text=has_note[:, None].float() * 10, codes=diag_ids[:, 1:2].float())
 
 
-def test_history_mean_and_target_modalities():
+def test_history_mean_over_visits_showing_each_modality_and_target_modalities():
     model = FineTuningModel(
         _FirstCodeEncoder(), HeadConfig(num_labels=2, has_history=True, target_modalities=frozenset({"codes"}))
     )
     model.classifier = nn.Identity()  # expose the pooled features
     length = 3
-    visit_mask = torch.tensor([[0, 1, 1, 1], [0, 0, 1, 1]])
-    diag_ids = torch.zeros(2, 4, length, dtype=torch.long)
-    diag_ids[..., 1] = torch.tensor([[0, 4, 6, 9], [0, 0, 8, 5]])
+    visit_mask = torch.tensor([[0, 1, 1, 1], [0, 0, 1, 1], [0, 1, 1, 1]])
+    diag_ids = torch.zeros(3, 4, length, dtype=torch.long)
+    diag_ids[..., 1] = torch.tensor([[0, 4, 6, 9], [0, 0, 8, 5], [0, 0, 2, 7]])
     diag_mask = (diag_ids > 0).long()
     diag_mask[..., 0] = 1
-    has_note = torch.tensor([[0, 1, 0, 0], [0, 0, 1, 0]])
-    zeros = torch.zeros(2, 4, length, dtype=torch.long)
+    has_note = torch.tensor([[0, 1, 0, 0], [0, 0, 1, 0], [0, 0, 0, 1]])
+    zeros = torch.zeros(3, 4, length, dtype=torch.long)
     features = model(
         input_ids=zeros,
         attention_mask=zeros,
@@ -135,7 +135,28 @@ def test_history_mean_and_target_modalities():
         visit_mask=visit_mask,
     ).logits
     # Columns: mean history text, mean history codes, target codes (the task hides the target's text).
-    assert features.tolist() == [[5.0, 5.0, 9.0], [10.0, 8.0, 5.0]]
+    # Row 0: the text history is the one noted visit (10), not 10 averaged with the note-less one.
+    assert features[:2].tolist() == [[10.0, 5.0, 9.0], [10.0, 8.0, 5.0]]
+    # Row 2: no earlier visit has a note (one shows no code either): the learned "no history" text vector, and the
+    # code history is the mean over the one visit with codes.
+    assert features[2, 0] == model.no_history["text"][0] and features[2, 0] != 0
+    assert features[2, 1:].tolist() == [2.0, 7.0]
+
+
+def test_note_less_earlier_visit_does_not_change_the_text_history(setup):
+    backbone, batches, prepared = setup
+    task, num_labels, batch = batches["medrec"]
+    model = _model("clinicalbert", backbone, task, num_labels).eval()
+    # Examples with a free slot before their history: a note-less visit (with codes) goes there.
+    free = (batch["visit_mask"][:, 0] == 0).nonzero().flatten()
+    assert free.numel() > 0
+    changed = {k: v.clone() for k, v in batch.items()}
+    changed["visit_mask"][free, 0] = 1
+    changed["has_note"][free, 0] = 0
+    changed["diag_ids"][free, 0, 1] = 4
+    changed["diag_mask"][free, 0, 1] = 1
+    with torch.no_grad():
+        assert torch.equal(model(**changed).logits, model(**batch).logits)
 
 
 def test_encoder_that_sees_nothing_of_the_task_is_an_error(setup):
@@ -165,6 +186,7 @@ def test_save_and_load_give_identical_outputs(setup, tmp_path, model_name):
     assert not [p.name for p in (tmp_path / "saved").iterdir() if p.name.startswith(".")]
     loaded = FineTuningModel.from_pretrained(tmp_path / "saved")
     assert loaded.model_name == model_name and not loaded.training
+    assert torch.equal(loaded.no_history["text"], model.no_history["text"])
     with torch.no_grad():
         assert torch.equal(loaded(**batch).logits, model(**batch).logits)
 

@@ -6,9 +6,11 @@ way for every encoder:
 
 1. encode the real visits of each example (padding slots are never encoded);
 2. zero a modality's vector on visits that do not show it (no note; no code), so a missing modality is exactly 0;
-3. pool: the mean over the earlier visits of each vector (MedM-PLM eq. 11; an encoder may replace this with its own
-   ``summarize_history``, e.g. the GRU baseline), concatenated with the target visit's vectors of the modalities the
-   task shows for it;
+3. pool: for each modality, the mean over the earlier visits that show it (MedM-PLM eq. 11: a visit without a note
+   adds nothing to the text history, rather than a zero that drags the mean down); when no earlier visit shows it, a
+   learned "no history" vector of that modality stands in (the head can tell "no notes before" from a note whose
+   encoding happens to be small). An encoder may replace this pooling with its own ``summarize_history`` (e.g. the
+   GRU baseline). Concatenated with the target visit's vectors of the modalities the task shows for it;
 4. an MLP gives one logit per label; the loss is binary cross-entropy on the sigmoid (eqs. 12-16).
 
 A model built by :func:`build_finetuning_model` knows the ``--model`` name and the backbones it came from, so it can
@@ -88,6 +90,10 @@ class FineTuningModel(nn.Module):
         head: the task head's shape.
         model_name: the ``--model`` name the encoder was built as (needed to save).
         backbones: role (``code``, ``text``) -> the MedM-PLM backbone the encoder was built from (needed to save).
+
+    Attributes:
+        no_history: per modality, the learned vector pooled for an example whose earlier visits never show that
+            modality (only with history pooling by mean; saved with the other weights).
     """
 
     def __init__(
@@ -126,6 +132,11 @@ class FineTuningModel(nn.Module):
             nn.Dropout(head.dropout),
             nn.Linear(head.hidden_size, head.num_labels),
         )
+        self.no_history = nn.ParameterDict()
+        if head.has_history and self._summarize is None:
+            for modality in MODALITIES:
+                if modality in encoder.modalities:
+                    self.no_history[modality] = nn.Parameter(torch.empty(self._size(modality)).normal_(std=0.02))
 
     def _size(self, modality: str) -> int:
         return int(self.encoder.text_size if modality == "text" else self.encoder.code_size)
@@ -164,6 +175,7 @@ class FineTuningModel(nn.Module):
             "codes": flat(diag_mask)[:, 1:].any(dim=1) | flat(med_mask)[:, 1:].any(dim=1),
         }
         per_visit: dict[str, torch.Tensor] = {}
+        shown_per_visit: dict[str, torch.Tensor] = {}
         for modality in MODALITIES:
             vectors = encoding.text if modality == "text" else encoding.codes
             if modality not in self.encoder.modalities:
@@ -174,24 +186,28 @@ class FineTuningModel(nn.Module):
             grid = vectors.new_zeros(batch_size * num_visits, vectors.shape[-1])
             grid[real] = vectors
             per_visit[modality] = grid.reshape(batch_size, num_visits, -1)
+            shown = shows[modality].new_zeros(batch_size * num_visits)
+            shown[real] = shows[modality]
+            shown_per_visit[modality] = shown.reshape(batch_size, num_visits)
 
         features = []
         if self.head_config.has_history:
-            history_mask = visit_mask[:, :-1].to(next(iter(per_visit.values())).dtype)
             if self._summarize is not None:
                 features.append(
                     self._summarize(
                         per_visit["codes"][:, :-1] if "codes" in per_visit else None,
                         per_visit["text"][:, :-1] if "text" in per_visit else None,
-                        history_mask,
+                        visit_mask[:, :-1].to(next(iter(per_visit.values())).dtype),
                     )
                 )
             else:
-                count = history_mask.sum(dim=1, keepdim=True).clamp(min=1.0)
                 for modality in MODALITIES:
                     if modality in per_visit:
-                        history = per_visit[modality][:, :-1] * history_mask.unsqueeze(-1)
-                        features.append(history.sum(dim=1) / count)
+                        history = per_visit[modality][:, :-1]
+                        # Vectors of visits that do not show the modality are 0 already: the sum is over those that do.
+                        count = shown_per_visit[modality][:, :-1].sum(dim=1, keepdim=True)
+                        mean = history.sum(dim=1) / count.clamp(min=1).to(history.dtype)
+                        features.append(torch.where(count > 0, mean, self.no_history[modality].to(mean.dtype)))
         features.extend(per_visit[m][:, -1] for m in self._target_modalities)
         logits = self.classifier(torch.cat(features, dim=-1))
         if self.head_config.num_labels == 1:
