@@ -120,7 +120,7 @@ READMIT_VISITS = _visits(
 
 
 def test_readmission_examples():
-    task = Readmission()
+    task = Readmission(require_note=True)
     result = task.build_examples(READMIT_VISITS, [])
     rows = result.examples.to_pylist()
     assert result.exclusion_counts() == {"label_undefined": 1, "no_note": 2}
@@ -135,8 +135,8 @@ def test_readmission_examples():
     }
     assert len(rows) == 13 and sum(r["label"] for r in rows) == 4
 
-    with_notes_optional = Readmission(require_note=False).build_examples(READMIT_VISITS, [])
-    assert len(with_notes_optional) == 15
+    # By default a visit without a note is kept (the model masks the missing text out).
+    assert len(Readmission().build_examples(READMIT_VISITS, [])) == 15
     nonelective = Readmission(label_column="readmission_30d_nonelective").build_examples(READMIT_VISITS, [])
     assert [r["label"] for r in nonelective.examples.to_pylist() if r["hadm_id"] == 1] == [0]
     with pytest.raises(ValueError, match="label_column"):
@@ -149,7 +149,7 @@ def test_readmission_negative_subsampling_is_seeded_and_training_only():
     train = task.training_examples(examples, seed=0)
     labels = train.examples.column("label").to_pylist()
     assert labels.count(1) == 4 and labels.count(0) == 4
-    assert train.exclusion_counts()["negative_subsampled"] == 5
+    assert train.exclusion_counts()["negative_subsampled"] == 7
     assert train.examples.equals(task.training_examples(examples, seed=0).examples)
     other_seeds = {
         tuple(task.training_examples(examples, seed=s).examples.column("hadm_id").to_pylist()) for s in range(6)
@@ -169,7 +169,7 @@ ICD_VISITS = _visits(
 
 
 def test_icd_label_space_and_no_leakage():
-    task = IcdCoding(top_k=2)
+    task = IcdCoding(top_k=2, require_note=True)
     # 4019 and 4280 are in 2 visits each (a code repeated in a visit counts once); 486 and 5849 in one.
     assert task.label_space(ICD_VISITS) == ["4019", "4280"]
     assert IcdCoding(top_k=None).label_space(ICD_VISITS) == ["4019", "4280", "486", "5849"]
@@ -183,6 +183,8 @@ def test_icd_label_space_and_no_leakage():
     assert rows[1]["medications"] == [["J01C"]] and rows[1]["note_text"] == ["note 2"]
     assert result.exclusion_counts() == {"no_diagnosis_in_label_space": 1, "no_note": 1}
     assert result.dropped_label_codes == 2  # 486 in visit 2, 5849 in visit 3
+    without_note = IcdCoding(top_k=2).build_examples(ICD_VISITS, ["4019", "4280"]).examples.to_pylist()
+    assert [(r["hadm_id"], r["note_text"]) for r in without_note][-1] == (4, [None])
 
 
 def test_build_task_errors():

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from medmplm.tasks.base import ExampleSet, PreparedDataError, Task, read_visits
+from medmplm.tasks.base import ExampleSet, NoExamplesError, PreparedDataError, Task, read_visits
 from medmplm.tasks.icd import IcdCoding
 from medmplm.tasks.medrec import MedicationRecommendation
 from medmplm.tasks.readmission import Readmission
@@ -35,6 +35,7 @@ __all__ = [
     "ExampleSet",
     "IcdCoding",
     "MedicationRecommendation",
+    "NoExamplesError",
     "PreparedDataError",
     "Readmission",
     "Task",

@@ -67,6 +67,34 @@ class PreparedDataError(ValueError):
     """A prepared directory is missing a split or a column the tasks need."""
 
 
+class NoExamplesError(ValueError):
+    """A split of a prepared directory left a task with no example: a one-line message with the exclusion counts and
+    a hint.
+
+    Attributes:
+        prepared_dir: the prepared directory.
+        split: ``train``, ``val`` or ``test``.
+        task: the task name.
+        exclusion_counts: excluded visits by reason (:meth:`ExampleSet.exclusion_counts`).
+    """
+
+    def __init__(self, prepared_dir: str | os.PathLike, split: str, task: str, exclusion_counts: dict[str, int]) -> None:
+        self.prepared_dir = str(prepared_dir)
+        self.split = split
+        self.task = task
+        self.exclusion_counts = dict(exclusion_counts)
+        counts = ", ".join(f"{reason} {count}" for reason, count in sorted(exclusion_counts.items())) or "none"
+        if exclusion_counts and max(exclusion_counts, key=exclusion_counts.get) == "no_note":
+            hint = "most visits have no note: finetune.task_options.require_note=false keeps them"
+        elif split == "train":
+            hint = "a larger finetune.train_ratio, or other finetune.task_options, may leave some"
+        else:
+            hint = "check the task's options (finetune.task_options) against this prepared directory"
+        super().__init__(
+            f"{self.prepared_dir}: the {split} split has no {task} examples (excluded visits: {counts}); {hint}"
+        )
+
+
 @dataclass
 class ExampleSet:
     """A task's examples for one split, and the visits it could not use.
@@ -88,6 +116,20 @@ class ExampleSet:
 
     def __len__(self) -> int:
         return self.examples.num_rows
+
+    def restricted_to(self, selection: ExampleSet) -> ExampleSet:
+        """These examples less those a training selection over a superset of them left out (e.g. the negatives
+        :func:`subsample_negatives` dropped from the whole split); those join ``excluded`` with the selection's reason.
+        """
+        target_ids = self.examples.column("hadm_id")
+        kept = pc.is_in(target_ids, value_set=selection.examples.column("hadm_id"))
+        left_out = pc.filter(target_ids, pc.invert(kept))
+        reasons = selection.excluded.filter(pc.is_in(selection.excluded.column("hadm_id"), value_set=left_out))
+        if reasons.num_rows != len(left_out):
+            raise ValueError("the selection is not over a superset of these examples: it does not say why some are out")
+        return ExampleSet(
+            self.examples.filter(kept), pa.concat_tables([self.excluded, reasons]), self.dropped_label_codes
+        )
 
 
 class Task(Protocol):
@@ -114,7 +156,11 @@ class Task(Protocol):
         ...
 
     def training_examples(self, examples: ExampleSet, seed: int) -> ExampleSet:
-        """The examples actually trained on (e.g. after subsampling negatives); evaluation never uses this."""
+        """The examples actually trained on (e.g. after subsampling negatives); evaluation never uses this.
+
+        Called once on the whole training split: a smaller train ratio keeps the selected examples of its patients
+        (:meth:`ExampleSet.restricted_to`), so the example sets of nested patient subsets are nested.
+        """
         ...
 
     def metrics(self, y_true: np.ndarray, y_score: np.ndarray, label_space: Sequence[str]) -> dict[str, float]:

@@ -31,12 +31,13 @@ class IcdCoding:
     Args:
         top_k: number of most frequent training diagnosis codes to predict; ``None`` for all of them.
         threshold: probability at or above which a code is assigned (F1, accuracy).
-        require_note: exclude visits without a discharge summary (reason ``no_note``).
+        require_note: exclude visits without a discharge summary (reason ``no_note``), as the paper did (the
+            comparison grid sets it); off by default, as for ``readmission``: the model masks the missing text out.
     """
 
     top_k: int | None = 50
     threshold: float = DEFAULT_ICD_THRESHOLD
-    require_note: bool = True
+    require_note: bool = False
 
     name = "icd"
     multilabel = True

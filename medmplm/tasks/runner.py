@@ -32,7 +32,7 @@ from medmplm.data.splits import subset_train_visits
 from medmplm.models import MedMPLMConfig, MedMPLMModel
 from medmplm.results import SCRATCH, ResultRecord, write_result
 from medmplm.tasks import build_task, read_visits
-from medmplm.tasks.base import ExampleSet, Task
+from medmplm.tasks.base import ExampleSet, NoExamplesError, Task
 from medmplm.tasks.config import CONFIG_FILE_NAME, FinetuneConfig
 from medmplm.tasks.encoders import build_logistic_regression, model_spec
 from medmplm.tasks.featurize import ExampleFeaturizer
@@ -78,14 +78,24 @@ def example_featurizer(task: Task, label_space: list[str], code: MedMPLMModel, t
 def build_example_sets(
     task: Task, prepared_dir: str, train_ratio: float, seed: int
 ) -> tuple[list[str], dict[str, ExampleSet]]:
-    """The label space and each split's examples (training: ``train_ratio`` of the patients, then the task's
-    training-only selection such as negative subsampling)."""
+    """The label space and each split's examples (training: the task's training-only selection, such as negative
+    subsampling, drawn over the whole training split, then restricted to ``train_ratio`` of the patients).
+
+    Raises:
+        NoExamplesError: when a split is left with no example.
+    """
     train_visits = read_visits(prepared_dir, "train")
     label_space = task.label_space(train_visits)
     if task.multilabel and not label_space:
         raise ValueError(f"{prepared_dir}: the training split has no {task.name} label codes")
-    subset = subset_train_visits(train_visits, train_ratio, seed)
-    sets = {"train": task.training_examples(task.build_examples(subset, label_space), seed)}
+    # Selecting once over the whole split keeps the example sets of the nested patient subsets nested: selecting
+    # within each subset would draw other negatives at every ratio.
+    selection = task.training_examples(task.build_examples(train_visits, label_space), seed)
+    if train_ratio == 1.0:
+        sets = {"train": selection}
+    else:
+        subset = task.build_examples(subset_train_visits(train_visits, train_ratio, seed), label_space)
+        sets = {"train": subset.restricted_to(selection)}
     for split in EVAL_SPLITS:
         sets[split] = task.build_examples(read_visits(prepared_dir, split), label_space)
     for split, examples in sets.items():
@@ -98,9 +108,7 @@ def build_example_sets(
             examples.dropped_label_codes,
         )
         if len(examples) == 0:
-            raise ValueError(
-                f"{prepared_dir}: the {split} split has no {task.name} examples ({examples.exclusion_counts()})"
-            )
+            raise NoExamplesError(prepared_dir, split, task.name, examples.exclusion_counts())
     return label_space, sets
 
 
