@@ -10,8 +10,9 @@ Example (a few thousand synthetic patients; see the README for the data and pret
         --results runs/grid/results --ratios 0.1,1.0 --seeds 0 --task-option medrec.max_history=4 train.epochs=10
 
 Model variants: ``medmplm`` (pretrained from ``--init``), ``medmplm-scratch`` (same architecture, random init),
-``medmplm-nocross``, ``gbert``, ``clinicalbert`` (MedM-PLM's parts, pretrained), ``lr``; any other name of
-``medmplm.tasks.encoders.MODELS`` may be given too (pretrained when it uses pretrained weights).
+``medmplm-nocross``, ``medmplm-code``, ``medmplm-text`` (MedM-PLM's parts, pretrained), ``logreg``; any other name of
+``medmplm.tasks.encoders.MODELS`` may be given too (pretrained when it uses pretrained weights), and any pretrained one
+with ``-scratch`` appended to train it from a random init.
 """
 
 from __future__ import annotations
@@ -27,9 +28,9 @@ import pandas as pd
 from medmplm.config import load_config, parse_overrides
 from medmplm.results import gather_results, summary_table
 from medmplm.tasks.config import FinetuneConfig, expand_short_flags
-from medmplm.tasks.encoders import model_spec
+from medmplm.tasks.encoders import MODELS, model_spec
 
-DEFAULT_VARIANTS = ("medmplm", "medmplm-scratch", "medmplm-nocross", "gbert", "clinicalbert", "lr")
+DEFAULT_VARIANTS = ("medmplm", "medmplm-scratch", "medmplm-nocross", "medmplm-code", "medmplm-text", "logreg")
 KEY_METRICS = {
     "medrec": ("jaccard", "prauc", "f1", "auc_micro"),
     "readmission": ("auroc", "auprc", "rp80", "f1"),
@@ -40,7 +41,8 @@ SCRATCH_SUFFIX = "-scratch"
 
 def variant_model(variant: str) -> tuple[str, bool]:
     """``(model name, pretrained)`` of a grid variant."""
-    if variant.endswith(SCRATCH_SUFFIX):
+    # A model's own name comes first: ``medbert-scratch`` is a model, not ``medbert`` from scratch.
+    if variant not in MODELS and variant.endswith(SCRATCH_SUFFIX):
         return variant[: -len(SCRATCH_SUFFIX)], False
     return variant, model_spec(variant).uses_pretrained_weights
 

@@ -23,13 +23,13 @@ def prepared(tmp_path_factory):
     return write_finetune_prepared_dir(tmp_path_factory.mktemp("prepared"), patients=(60, 20, 20))
 
 
-def test_lr_run_writes_a_result_record(prepared, tmp_path, capsys):
+def test_logreg_run_writes_a_result_record(prepared, tmp_path, capsys):
     results = tmp_path / "results"
     argv = [
         "--task",
         "icd",
         "--model",
-        "lr",
+        "logreg",
         "--seed",
         "3",
         "--train-ratio",
@@ -47,7 +47,7 @@ def test_lr_run_writes_a_result_record(prepared, tmp_path, capsys):
     row = df.iloc[0]
     assert (row.task, row.model, row.init, row.pretrained, row.train_ratio, row.seed) == (
         "icd",
-        "lr",
+        "logreg",
         "scratch",
         False,
         0.5,
@@ -159,8 +159,8 @@ def test_gru_baseline_through_the_training_loop(ray_local, prepared, tmp_path):
 @pytest.mark.slow
 @pytest.mark.parametrize("task", ["medrec", "readmission", "icd"])
 def test_prepared_synthetic_data_every_task(ray_local, synthetic_prepared, tmp_path, task):
-    """The whole stack: synthetic MIMIC-III -> prepare -> fine-tune (lr in process, gbert through the loop)."""
-    for model in ("lr", "gbert"):
+    """The whole stack: synthetic MIMIC-III -> prepare -> fine-tune (logreg in process, medmplm-code through the loop)."""
+    for model in ("logreg", "medmplm-code"):
         config = _config(
             synthetic_prepared,
             tmp_path,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -146,7 +148,7 @@ def test_history_mean_over_visits_showing_each_modality_and_target_modalities():
 def test_note_less_earlier_visit_does_not_change_the_text_history(setup):
     backbone, batches, prepared = setup
     task, num_labels, batch = batches["medrec"]
-    model = _model("clinicalbert", backbone, task, num_labels).eval()
+    model = _model("medmplm-text", backbone, task, num_labels).eval()
     # Examples with a free slot before their history: a note-less visit (with codes) goes there.
     free = (batch["visit_mask"][:, 0] == 0).nonzero().flatten()
     assert free.numel() > 0
@@ -163,17 +165,20 @@ def test_encoder_that_sees_nothing_of_the_task_is_an_error(setup):
     backbone, batches, prepared = setup
     with pytest.raises(ValueError, match="shows none of them"):
         FineTuningModel(
-            build_encoder("clinicalbert", backbone),
+            build_encoder("medmplm-text", backbone),
             HeadConfig(num_labels=3, has_history=False, target_modalities=frozenset({"codes"})),
         )
 
 
-def test_unknown_model_is_a_clear_error():
-    with pytest.raises(ValueError, match="unknown model 'bert'"):
-        model_spec("bert")
+@pytest.mark.parametrize("name", ["bert", "gbert", "clinicalbert", "medbert", "lr", "gbert+clinicalbert"])
+def test_unknown_model_is_a_clear_error_listing_the_accepted_names(name):
+    # gbert, clinicalbert and medbert name independently pretrained baselines, not MedM-PLM's parts.
+    with pytest.raises(ValueError, match=rf"unknown model '{re.escape(name)}'; expected one of") as raised:
+        model_spec(name)
+    assert all(repr(accepted) in str(raised.value) for accepted in MODELS)
 
 
-@pytest.mark.parametrize("model_name", ["medmplm", "gbert+clinicalbert", "cnn"])
+@pytest.mark.parametrize("model_name", ["medmplm", "medmplm-code+medmplm-text", "cnn"])
 def test_save_and_load_give_identical_outputs(setup, tmp_path, model_name):
     backbone, batches, prepared = setup
     task, num_labels, batch = batches["medrec"]
@@ -196,7 +201,7 @@ def test_separate_text_backbone_is_saved_apart(setup, tmp_path):
     task, num_labels, batch = batches["readmission"]
     torch.manual_seed(1)
     other = MedMPLMModel.from_prepared(prepared, MedMPLMConfig.from_preset("tiny", text_max_length=32))
-    model = build_finetuning_model("gbert+clinicalbert", head_config_for(task, num_labels), backbone, other).eval()
+    model = build_finetuning_model("medmplm-code+medmplm-text", head_config_for(task, num_labels), backbone, other).eval()
     model.save_pretrained(tmp_path / "saved")
     assert (tmp_path / "saved" / "text_backbone").is_dir()
     loaded = FineTuningModel.from_pretrained(tmp_path / "saved")

@@ -30,7 +30,7 @@ def test_write_and_gather(tmp_path):
     records = [
         _record("medmplm", "/ckpt", 0, 0.70),
         _record("medmplm", "/ckpt", 1, 0.74),
-        _record("lr", SCRATCH, 0, 0.6),
+        _record("logreg", SCRATCH, 0, 0.6),
     ]
     for record in records:
         write_result(tmp_path, record)
@@ -39,17 +39,17 @@ def test_write_and_gather(tmp_path):
     assert len(df) == 3 * 2 * 2
     row = df[(df.run_id == records[1].run_id) & (df.split == "test") & (df.metric == "auroc")].iloc[0]
     assert row.value == pytest.approx(0.74) and row.pretrained and row.num_examples == 41 and row.seed == 1
-    assert not df[df.model == "lr"].pretrained.any()
+    assert not df[df.model == "logreg"].pretrained.any()
 
     table = summary_table(df, split="test", metrics=["auroc"])
     assert table.loc[("readmission", "medmplm", True, 0.1), "auroc"] == "0.720 ± 0.028 (2)"
-    assert table.loc[("readmission", "lr", False, 0.1), "auroc"] == "0.600 (1)"
+    assert table.loc[("readmission", "logreg", False, 0.1), "auroc"] == "0.600 (1)"
 
 
 def test_run_ids_are_unique_and_never_overwritten(tmp_path):
-    record = _record("gbert+clinicalbert", SCRATCH, 0, 0.5)
-    assert "gbert_clinicalbert" in record.run_id
-    assert new_run_id("icd", "lr") != new_run_id("icd", "lr")
+    record = _record("medmplm-code+medmplm-text", SCRATCH, 0, 0.5)
+    assert "medmplm-code_medmplm-text" in record.run_id
+    assert new_run_id("icd", "logreg") != new_run_id("icd", "logreg")
     write_result(tmp_path, record)
     with pytest.raises(FileExistsError, match=record.run_id):
         write_result(tmp_path, record)
@@ -64,7 +64,7 @@ def test_gather_errors_name_the_file(tmp_path):
 
 
 def test_metrics_without_example_count_is_an_error():
-    record = _record("lr", SCRATCH, 0, 0.5)
+    record = _record("logreg", SCRATCH, 0, 0.5)
     record.num_examples = {"val": 3}
     with pytest.raises(ValueError, match="split 'test'"):
         record.to_table()

@@ -44,7 +44,7 @@ class FinetuneSection:
 
     Attributes:
         task: ``medrec``, ``readmission`` or ``icd``.
-        model: a model of ``medmplm.tasks.encoders.MODELS`` (``medmplm``, ``gbert``, ``lr``, ...).
+        model: a model of ``medmplm.tasks.encoders.MODELS`` (``medmplm``, ``medmplm-code``, ``logreg``, ...).
         init_text: a pretrained directory for the text side of the concatenation baselines, when it comes from another
             pretraining run than ``model.init_from``.
         train_ratio: fraction of training patients kept (nested across ratios for a seed, see
@@ -58,8 +58,8 @@ class FinetuneSection:
         score_mode: ``min`` or ``max`` for ``score_metric``.
         results_dir: where the run's result record (one Parquet file) is written; many runs can share it.
         eval_batch_size: examples per batch when predicting the validation and test splits.
-        lr_c: inverse regularisation strength of the ``lr`` model.
-        lr_max_iter: solver iterations of the ``lr`` model.
+        logreg_c: inverse regularisation strength of the ``logreg`` model.
+        logreg_max_iter: solver iterations of the ``logreg`` model.
     """
 
     task: Literal["medrec", "readmission", "icd"] = "readmission"
@@ -73,8 +73,8 @@ class FinetuneSection:
     score_mode: Literal["min", "max"] = "min"
     results_dir: str = "runs/results"
     eval_batch_size: int = 64
-    lr_c: float = 1.0
-    lr_max_iter: int = 1000
+    logreg_c: float = 1.0
+    logreg_max_iter: int = 1000
 
 
 def _finetune_train() -> TrainSection:

@@ -4,24 +4,31 @@ Every model is built from *backbones*: MedM-PLM models (``medmplm.models.MedMPLM
 directory or freshly built from the prepared directory (scratch). The backbone also fixes the tokenizer and code
 vocabularies, hence the featurisation, so every model of one comparison reads identical arrays.
 
-==========================  =============  ===================================================================
-name                        reads          representation of a visit
-==========================  =============  ===================================================================
-``medmplm``                 text + codes   ``R_text`` at [CLS]; ``R_code`` at the diagnosis and medication [CLS]
-``medmplm-nocross``         text + codes   the same encoders without the cross-modal module
-``gbert``                   codes          MedM-PLM's code encoder alone (ontology GAT + Transformer)
-``clinicalbert``            text           MedM-PLM's text encoder alone ([CLS] state)
-``medbert``                 codes          code Transformer with serialization/type embeddings, no ontology
-``rnn``                     codes          multi-hot visit embeddings, GRU over earlier visits
-``cnn``                     text           1-D CNN over note tokens
-``lr``                      codes          scikit-learn logistic regression over multi-hot codes (no torch)
-``gbert+clinicalbert``      text + codes   the two unimodal encoders, each from its own backbone, concatenated
-``medbert+clinicalbert``    text + codes   the same with the Med-BERT-style code encoder
-==========================  =============  ===================================================================
+=================================  =============  ============================================================
+name                               reads          representation of a visit
+=================================  =============  ============================================================
+``medmplm``                        text + codes   ``R_text`` at [CLS]; ``R_code`` at the diagnosis and
+                                                  medication [CLS]
+``medmplm-nocross``                text + codes   the same encoders without the cross-modal module
+``medmplm-code``                   codes          MedM-PLM's code encoder alone (ontology GAT + Transformer)
+``medmplm-text``                   text           MedM-PLM's text encoder alone ([CLS] state)
+``medbert-scratch``                codes          code Transformer with serialization/type embeddings, no
+                                                  ontology; never pretrained
+``rnn``                            codes          multi-hot visit embeddings, GRU over earlier visits
+``cnn``                            text           1-D CNN over note tokens
+``logreg``                         codes          scikit-learn logistic regression over multi-hot codes (no torch)
+``medmplm-code+medmplm-text``      text + codes   the two unimodal encoders, each from its own backbone,
+                                                  concatenated
+``medbert-scratch+medmplm-text``   text + codes   the same with the Med-BERT-style code encoder
+=================================  =============  ============================================================
+
+With ``--init``, ``medmplm-code`` and ``medmplm-text`` are MedM-PLM's own pretrained parts: an ablation (the paper's
+"G-BERT(MedM-PLM)"), not the paper's G-BERT and ClinicalBERT baselines, which are pretrained on their own. The names
+``gbert``, ``clinicalbert`` and ``medbert`` are kept for those independently pretrained baselines.
 
 The unimodal parts of the concatenation baselines take their weights from ``code_backbone`` and ``text_backbone``,
 which may be two independently pretrained models (``--init-code``, ``--init-text``); with one backbone for both,
-``gbert+clinicalbert`` is ``medmplm-nocross``.
+``medmplm-code+medmplm-text`` is ``medmplm-nocross``.
 """
 
 from __future__ import annotations
@@ -75,7 +82,7 @@ class MedMPLMEncoder(nn.Module):
 
 
 class CodeOnlyEncoder(nn.Module):
-    """MedM-PLM's code encoder alone (G-BERT style): the [CLS] states of the diagnosis and medication sequences."""
+    """MedM-PLM's code encoder alone (``medmplm-code``): the [CLS] states of the diagnosis and medication sequences."""
 
     modalities = frozenset({"codes"})
     text_size = 0
@@ -99,7 +106,7 @@ class CodeOnlyEncoder(nn.Module):
 
 
 class TextOnlyEncoder(nn.Module):
-    """MedM-PLM's text encoder alone (ClinicalBERT style): the note's [CLS] state."""
+    """MedM-PLM's text encoder alone (``medmplm-text``): the note's [CLS] state."""
 
     modalities = frozenset({"text"})
     code_size = 0
@@ -189,16 +196,16 @@ MODELS: dict[str, ModelSpec] = {
     "medmplm-nocross": ModelSpec(
         TEXT_AND_CODES, True, lambda code, text: ConcatEncoder(CodeOnlyEncoder(code), TextOnlyEncoder(code))
     ),
-    "gbert": ModelSpec(CODES, True, lambda code, text: CodeOnlyEncoder(code)),
-    "clinicalbert": ModelSpec(TEXT, True, lambda code, text: TextOnlyEncoder(text)),
-    "medbert": ModelSpec(CODES, False, lambda code, text: _medbert(code)),
+    "medmplm-code": ModelSpec(CODES, True, lambda code, text: CodeOnlyEncoder(code)),
+    "medmplm-text": ModelSpec(TEXT, True, lambda code, text: TextOnlyEncoder(text)),
+    "medbert-scratch": ModelSpec(CODES, False, lambda code, text: _medbert(code)),
     "rnn": ModelSpec(CODES, False, lambda code, text: _rnn(code)),
     "cnn": ModelSpec(TEXT, False, lambda code, text: _cnn(text)),
-    "lr": ModelSpec(CODES, False, None),
-    "gbert+clinicalbert": ModelSpec(
+    "logreg": ModelSpec(CODES, False, None),
+    "medmplm-code+medmplm-text": ModelSpec(
         TEXT_AND_CODES, True, lambda code, text: ConcatEncoder(CodeOnlyEncoder(code), TextOnlyEncoder(text))
     ),
-    "medbert+clinicalbert": ModelSpec(
+    "medbert-scratch+medmplm-text": ModelSpec(
         TEXT_AND_CODES, True, lambda code, text: ConcatEncoder(_medbert(code), TextOnlyEncoder(text))
     ),
 }
@@ -216,7 +223,7 @@ def model_spec(name: str) -> ModelSpec:
 
 
 def build_encoder(name: str, code_backbone: MedMPLMModel, text_backbone: MedMPLMModel | None = None) -> nn.Module:
-    """The visit encoder of ``--model name`` (not ``lr``: see :func:`build_logistic_regression`)."""
+    """The visit encoder of ``--model name`` (not ``logreg``: see :func:`build_logistic_regression`)."""
     spec = model_spec(name)
     if spec.build is None:
         raise ValueError(f"model {name!r} is not a torch module; build it with build_logistic_regression")
@@ -226,7 +233,7 @@ def build_encoder(name: str, code_backbone: MedMPLMModel, text_backbone: MedMPLM
 def build_logistic_regression(
     backbone: MedMPLMModel, multilabel: bool, c: float = 1.0, max_iter: int = 1000, seed: int = 0
 ) -> MultiHotLogisticRegression:
-    """The ``lr`` model over the backbone's code vocabularies."""
+    """The ``logreg`` model over the backbone's code vocabularies."""
     return MultiHotLogisticRegression(
         len(backbone.diagnosis_vocab), len(backbone.medication_vocab), multilabel, c=c, max_iter=max_iter, seed=seed
     )

@@ -8,7 +8,7 @@ initialised by its caller and never parses argv.
 2. Backbones: the pretrained model(s) of ``model.init_from`` (and ``finetune.init_text``), or a MedM-PLM built from
    the prepared directory (``model.preset``) for a run from scratch. They fix the tokenizer and vocabularies.
 3. Torch models train in the shared loop (``medmplm.train``: Ray Train + DeepSpeed, checkpoints, early stopping,
-   validation metrics); the ``lr`` model is fitted in process.
+   validation metrics); the ``logreg`` model is fitted in process.
 4. The best checkpoint predicts the validation and test splits (Ray Data), the task's metrics are computed, and the
    record goes to ``finetune.results_dir/<run>.parquet``; the visits each split could not use go to
    ``finetune.results_dir/excluded/<run>.parquet``.
@@ -117,7 +117,7 @@ def _numpy_columns(table: pa.Table) -> dict[str, np.ndarray]:
 
 
 def featurize_in_process(featurizer: ExampleFeaturizer, examples: pa.Table, batch_size: int) -> dict[str, np.ndarray]:
-    """Featurise a whole example table in this process (used by the ``lr`` model), batch by batch."""
+    """Featurise a whole example table in this process (used by the ``logreg`` model), batch by batch."""
     parts = [
         featurizer(_numpy_columns(examples.slice(start, batch_size)))
         for start in range(0, examples.num_rows, batch_size)
@@ -130,7 +130,7 @@ def _run_logistic_regression(
 ) -> tuple[dict[str, tuple[np.ndarray, np.ndarray]], dict[str, Any]]:
     section = config.finetune
     model = build_logistic_regression(
-        code, task.multilabel, c=section.lr_c, max_iter=section.lr_max_iter, seed=config.train.seed
+        code, task.multilabel, c=section.logreg_c, max_iter=section.logreg_max_iter, seed=config.train.seed
     )
     arrays = {
         split: featurize_in_process(featurizer, sets[split].examples, config.data.featurize_batch_size)

@@ -87,7 +87,7 @@ class MultiHotLogisticRegression:
             constant = int((labels.min(axis=0) == labels.max(axis=0)).sum())
             if constant:
                 logger.info(
-                    "lr: %d of %d labels have one class in training and are predicted constant",
+                    "logreg: %d of %d labels have one class in training and are predicted constant",
                     constant,
                     labels.shape[1],
                 )
