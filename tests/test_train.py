@@ -279,6 +279,15 @@ def test_weighted_sums_ignore_empty_objectives_and_reset():
     assert sums.reduce_totals(torch.device("cpu")) == {}
 
 
+def test_weighted_sums_accumulate_without_reading_device_values():
+    # A meta tensor has no value: float() or .item() on it raises, as a host sync on a GPU tensor would stall.
+    sums = WeightedSums(torch.device("meta"))
+    loss = torch.ones((), device="meta")
+    for _ in range(3):
+        sums.add("loss", loss * 8, 8)
+        sums.add("tokens", torch.ones(4, device="meta").sum(), 1.0)
+
+
 # --- the pretraining task and the frozen-prefix cache ---------------------------------------------------------------
 
 

@@ -6,10 +6,16 @@ every epoch end; early stopping watches the task's score. Checkpoints (every ``c
 steps and at every epoch end) go through ``ray.train.report``; a restarted or resumed run continues from the latest one
 at the exact micro-batch it stopped after.
 
-Resuming mid-epoch skips the micro-batches the checkpoint already covered. That reproduces the uninterrupted run when
-the shard delivers rows in the same order, which holds for one worker; with several workers Ray Data's streaming split
-may deal rows to workers in another order, so a resumed epoch covers the same number of batches but not necessarily the
-same visits per worker.
+Row order is reproducible: the driver runs Ray Data with ``preserve_order``, so the streaming split deals the same rows
+to the same worker in every run, and each worker shuffles its shard every epoch through a local shuffle buffer seeded
+by (run seed, epoch, rank). The same config and seed therefore give the same batches, and a run resumed mid-epoch
+replays that epoch's order and skips the micro-batches the checkpoint already covered.
+
+Validation scores every example exactly once whatever the number of workers: each worker reads the whole validation
+set and evaluates every ``world_size``-th batch, starting at its rank.
+
+Progress (step metrics, validations, early stopping) goes from rank 0 to the driver as events
+(:mod:`medmplm.train.progress`); metric sums stay on the device until a logging step.
 """
 
 from __future__ import annotations
@@ -36,7 +42,8 @@ from medmplm.train.checkpoint import (
     save_optimizer_shard,
 )
 from medmplm.train.engine import engine_dtype, initialize_engine, resolve_backend, select_accelerator
-from medmplm.train.metrics import MetricSink, WeightedSums, configure_worker_logging, logger
+from medmplm.train.metrics import MetricSink, WeightedSums, configure_worker_logging
+from medmplm.train.progress import send
 from medmplm.train.task import TrainingTask, concatenate_collected, has_evaluation
 
 
@@ -57,7 +64,8 @@ class LoopSpec:
         run_dir: ``<storage_path>/<run_name>`` (local path or URI).
         config_yaml: the resolved configuration, written beside every checkpoint.
         config_file_name: its file name.
-        progress_bar: show a progress bar on rank 0.
+        progress_inbox: handle of the driver's :class:`~medmplm.train.progress.ProgressInbox` (rank 0 sends to it);
+            ``None`` sends nothing.
         cpu_threads: intra-op threads per worker on CPU (its reserved CPUs); ``None`` leaves torch's default.
     """
 
@@ -73,7 +81,7 @@ class LoopSpec:
     run_dir: str
     config_yaml: str
     config_file_name: str
-    progress_bar: bool = False
+    progress_inbox: Any = None
     cpu_threads: int | None = None
 
     @property
@@ -100,8 +108,8 @@ def _seed(*parts: int) -> int:
 # Score of checkpoints taken between validations (see _Worker._unvalidated_metrics).
 UNVALIDATED_SCORE = 1e30
 
-# Seed-stream tags, so training, validation and dropout draws never coincide.
-_TRAIN, _VALIDATION, _DROPOUT = 1, 2, 3
+# Seed-stream tags, so training, validation, dropout and shuffling draws never coincide.
+_TRAIN, _VALIDATION, _DROPOUT, _SHUFFLE = 1, 2, 3, 4
 
 
 class _Worker:
@@ -157,8 +165,6 @@ class _Worker:
         self.engine, self.scheduler, self.dtype = engine, scheduler, engine_dtype(engine)
 
         sink = self._open_sink() if self.rank == 0 else None
-        if restored_from is not None:
-            logger.info("resumed from step %d (epoch %d, step %d of it)", state.global_step, state.epoch, state.step_in_epoch)
         if sink is not None:
             sink.log({"run/resumed_from_step": state.global_step}, state.global_step)
         try:
@@ -193,20 +199,19 @@ class _Worker:
     def _train(self, state: TrainerState, sink: MetricSink | None) -> None:
         spec, train, plan = self.spec, self.spec.train, self.spec.plan
         total_steps = spec.total_steps
+        inbox = spec.progress_inbox if self.rank == 0 else None
         if state.stopped_early or state.global_step >= total_steps:
-            logger.info("run already complete at step %d; nothing to train", state.global_step)
+            send(inbox, "note", text=f"run already complete at step {state.global_step}; nothing to train")
             return
-        progress = self._progress(total_steps, state.global_step) if sink is not None and spec.progress_bar else None
+        send(inbox, "start", step=state.global_step, total_steps=total_steps)
         micro_per_epoch = spec.steps_per_epoch * plan.accumulation_steps
-        stats = WeightedSums()
-        self._window_start = time.perf_counter()
+        stats = WeightedSums(self.device)
+        self._window_start, self._window_first_step = time.perf_counter(), state.global_step
 
         for epoch in range(state.epoch, train.epochs):
             skip = state.step_in_epoch * plan.accumulation_steps
             stop = False
-            for index, batch in enumerate(
-                self.train_shard.iter_torch_batches(batch_size=plan.micro_batch_size, drop_last=True)
-            ):
+            for index, batch in enumerate(self._train_batches(epoch)):
                 # Batches before a mid-epoch resume point, or past the run's end, are read and dropped so that every
                 # worker consumes its shard to the end (the streaming split's epochs stay in step).
                 if index < skip or index >= micro_per_epoch or stop:
@@ -224,11 +229,9 @@ class _Worker:
                 state.global_step += 1
                 state.step_in_epoch += 1
                 state.samples_seen += plan.global_batch_size
-                if progress is not None:
-                    progress.update(1)
                 if state.global_step % train.log_every_steps == 0 or state.global_step == total_steps:
                     self._log_train(stats, sink, state.global_step, epoch, time.perf_counter() - self._window_start)
-                    self._window_start = time.perf_counter()
+                    self._window_start, self._window_first_step = time.perf_counter(), state.global_step
                 if state.global_step >= total_steps:
                     stop = True
                 elif (
@@ -238,35 +241,47 @@ class _Worker:
                 ):
                     self._checkpoint(state, self._unvalidated_metrics(), sink)
                     # Throughput counts training only, not the pause for the checkpoint.
-                    self._window_start = time.perf_counter()
+                    self._window_start, self._window_first_step = time.perf_counter(), state.global_step
 
             if state.step_in_epoch >= spec.steps_per_epoch:
                 state.epoch += 1
                 state.step_in_epoch = 0
             validation = self._validate(state, sink)
             self._early_stopping(state, validation)
+            send(
+                inbox,
+                "validation",
+                epoch=state.epoch,
+                step=state.global_step,
+                metric=spec.task.score_metric,
+                value=validation[spec.task.score_metric],
+                examples=int(validation["val_visits"]),
+                best=state.best_score,
+                best_epoch=state.best_epoch,
+            )
             self._checkpoint(state, {**validation, "validated": 1}, sink)
             if state.stopped_early:
-                logger.info(
-                    "early stopping after epoch %d: no %s improvement for %d epochs (best %.4f at epoch %s)",
-                    state.epoch,
-                    spec.task.score_metric,
-                    state.epochs_without_improvement,
-                    state.best_score,
-                    state.best_epoch,
+                send(
+                    inbox,
+                    "early_stop",
+                    epoch=state.epoch,
+                    metric=spec.task.score_metric,
+                    patience=state.epochs_without_improvement,
                 )
             if state.stopped_early or state.global_step >= total_steps:
                 break
-            self._window_start = time.perf_counter()
-        if progress is not None:
-            progress.close()
+            self._window_start, self._window_first_step = time.perf_counter(), state.global_step
 
-    def _progress(self, total: int, done: int) -> Any:
-        from ray.experimental.tqdm_ray import tqdm
-
-        bar = tqdm(total=total, desc=f"{self.spec.task.name} steps")
-        bar.update(done)
-        return bar
+    def _train_batches(self, epoch: int) -> Any:
+        """This worker's micro-batches of one epoch, in the order the run seed and the epoch fix."""
+        train, plan = self.spec.train, self.spec.plan
+        shuffle = {}
+        if train.shuffle:
+            shuffle = {
+                "local_shuffle_buffer_size": train.shuffle_buffer_size,
+                "local_shuffle_seed": _seed(train.seed, _SHUFFLE, epoch, self.rank),
+            }
+        return self.train_shard.iter_torch_batches(batch_size=plan.micro_batch_size, drop_last=True, **shuffle)
 
     def _inputs(self, batch: dict[str, torch.Tensor], generator: torch.Generator, training: bool) -> dict[str, Any]:
         inputs = self.spec.task.model_inputs(batch, generator, training)
@@ -277,7 +292,7 @@ class _Worker:
 
     def _accumulate(self, stats: WeightedSums, output: Any, inputs: dict[str, torch.Tensor]) -> None:
         batch_size = next(iter(inputs.values())).shape[0]
-        stats.add("loss", output.loss.detach().float() * batch_size, batch_size)
+        stats.add("loss", output.loss.detach() * batch_size, batch_size)
         for name, (total, weight) in self.spec.task.batch_statistics(output, inputs).items():
             stats.add(name, total, weight)
         stats.add("samples", batch_size, 1.0)
@@ -285,7 +300,7 @@ class _Worker:
             stats.add("tokens", inputs["attention_mask"].sum(), 1.0)
 
     def _log_train(self, stats: WeightedSums, sink: MetricSink | None, step: int, epoch: int, elapsed: float) -> None:
-        totals = stats.reduce_totals(self.device)
+        totals = stats.reduce_totals()
         metrics = {f"train/{name}": total / weight for name, (total, weight) in totals.items() if weight > 0}
         metrics.pop("train/samples", None)
         metrics.pop("train/tokens", None)
@@ -297,13 +312,16 @@ class _Worker:
         metrics["train/epoch"] = float(epoch)
         if sink is not None:
             sink.log(metrics, step)
-            logger.info(
-                "step %d epoch %d loss %.4f lr %.2e %.1f samples/s",
-                step,
-                epoch,
-                metrics.get("train/loss", math.nan),
-                metrics["train/lr"],
-                metrics["perf/samples_per_s"],
+            send(
+                self.spec.progress_inbox,
+                "step",
+                step=step,
+                total_steps=self.spec.total_steps,
+                epoch=epoch,
+                loss=metrics.get("train/loss", math.nan),
+                lr=metrics["train/lr"],
+                samples_per_s=metrics["perf/samples_per_s"],
+                steps_per_s=(step - self._window_first_step) / elapsed if elapsed > 0 else math.nan,
             )
 
     # --------------------------------------------------------------------------------------------- validation
@@ -312,21 +330,24 @@ class _Worker:
         import torch.distributed as dist
 
         task = self.spec.task
-        stats = WeightedSums()
+        stats = WeightedSums(self.device)
         collected: list[dict[str, np.ndarray]] = []
         self.engine.eval()
         with torch.no_grad():
             for index, batch in enumerate(
                 self.val_shard.iter_torch_batches(batch_size=self.spec.plan.micro_batch_size, drop_last=False)
             ):
-                generator = torch.Generator().manual_seed(_seed(self.spec.train.seed, self.rank, _VALIDATION, index))
+                if index % self.world_size != self.rank:
+                    continue
+                # Seeded by the batch alone, so validation masks the same codes whatever the number of workers.
+                generator = torch.Generator().manual_seed(_seed(self.spec.train.seed, _VALIDATION, index))
                 inputs = self._inputs(batch, generator, training=False)
                 output = self.engine(**inputs)
                 self._accumulate(stats, output, inputs)
                 if has_evaluation(task):
                     collected.append(task.collect(output, inputs))
         self.engine.train()
-        totals = stats.reduce_totals(self.device)
+        totals = stats.reduce_totals()
         metrics = {f"val_{name}": total / weight for name, (total, weight) in totals.items() if weight > 0}
         metrics.pop("val_samples", None)
         metrics.pop("val_tokens", None)
@@ -342,13 +363,6 @@ class _Worker:
             metrics.update(extra[0])
         if sink is not None:
             sink.log({name.replace("val_", "val/", 1): value for name, value in metrics.items()}, state.global_step)
-            logger.info(
-                "validation after step %d: %s %.4f on %d visits",
-                state.global_step,
-                task.score_metric,
-                metrics.get(task.score_metric, math.nan),
-                int(metrics["val_visits"]),
-            )
         return metrics
 
     def _early_stopping(self, state: TrainerState, validation: dict[str, float]) -> None:

@@ -21,28 +21,46 @@ logger = logging.getLogger("medmplm.train")
 
 
 class WeightedSums:
-    """Running ``name -> (sum, weight)`` pairs, reduced over workers on demand.
+    """Running ``name -> (sum, weight)`` pairs kept on the training device, reduced over workers on demand.
 
-    Every worker must add the same names in the same order before :meth:`reduce`, which is a collective.
+    Sums stay device tensors between reductions: converting a CUDA tensor to a Python number waits for the GPU stream,
+    so doing it per micro-batch would stall every step. The only host sync is in :meth:`reduce_totals`, at logging time.
+    :meth:`reduce_totals` is a collective: every worker calls it, whatever names it added (a worker that saw no batch
+    contributes zeros).
     """
 
-    def __init__(self) -> None:
-        self._sums: dict[str, list[float]] = {}
+    def __init__(self, device: torch.device | str = "cpu") -> None:
+        self._device = torch.device(device)
+        self._sums: dict[str, torch.Tensor] = {}
 
     def add(self, name: str, total: float | torch.Tensor, weight: float | torch.Tensor) -> None:
         """Add ``total`` (a weighted sum) and its ``weight``; a NaN total with zero weight is ignored."""
-        total, weight = float(total), float(weight)
-        if weight == 0.0:
-            total = 0.0
-        entry = self._sums.setdefault(name, [0.0, 0.0])
-        entry[0] += total
-        entry[1] += weight
+        total, weight = self._on_device(total), self._on_device(weight)
+        pair = torch.stack([torch.where(weight == 0, torch.zeros_like(total), total), weight])
+        if name in self._sums:
+            self._sums[name] += pair
+        else:
+            self._sums[name] = pair
 
-    def reduce_totals(self, device: torch.device) -> dict[str, tuple[float, float]]:
+    def _on_device(self, value: float | torch.Tensor) -> torch.Tensor:
+        if isinstance(value, torch.Tensor):
+            return value.detach().to(self._device, torch.float64).reshape(())
+        # torch.full launches a fill kernel; torch.tensor(value, device=...) would be a blocking host-to-device copy.
+        return torch.full((), float(value), dtype=torch.float64, device=self._device)
+
+    def reduce_totals(self, device: torch.device | None = None) -> dict[str, tuple[float, float]]:
         """``name -> (sum, weight)`` over all workers, then reset."""
+        device = self._device if device is None else torch.device(device)
         names = sorted(self._sums)
-        values = torch.tensor([self._sums[n] for n in names] or [[0.0, 0.0]], dtype=torch.float64, device=device)
-        if dist.is_available() and dist.is_initialized():
+        distributed = dist.is_available() and dist.is_initialized()
+        if distributed:
+            # Workers may have seen different names (one validated no batch): agree on their union first.
+            gathered: list[list[str] | None] = [None] * dist.get_world_size()
+            dist.all_gather_object(gathered, names)
+            names = sorted({name for worker in gathered for name in worker or []})
+        zero = torch.zeros(2, dtype=torch.float64, device=device)
+        values = torch.stack([self._sums[n].to(device) if n in self._sums else zero for n in names] or [zero])
+        if distributed:
             dist.all_reduce(values)
         self._sums = {}
         return {n: (v[0], v[1]) for n, v in zip(names, values.tolist(), strict=False)}

@@ -10,6 +10,7 @@ checkpoint (Ray Train V2 finds the run snapshot in storage); a new run gets a ne
 
 from __future__ import annotations
 
+import copy
 import json
 import tempfile
 from collections.abc import Callable
@@ -24,6 +25,7 @@ from medmplm.train.checkpoint import MODEL_DIR, TRAINER_STATE_FILE
 from medmplm.train.engine import resolve_backend
 from medmplm.train.loop import LoopSpec, train_loop_per_worker
 from medmplm.train.metrics import logger
+from medmplm.train.progress import ProgressPrinter, ProgressRelay
 from medmplm.train.task import TrainingTask
 
 INITIAL_MODEL_DIR = "initial_model"
@@ -107,19 +109,25 @@ def fit(
     config_yaml: str,
     config_file_name: str,
     progress_bar: bool = False,
+    progress_interval_s: float = 30.0,
 ) -> TrainingOutcome:
     """Train ``task`` on ``datasets`` (``train`` and ``val`` Ray Datasets, featurised) with Ray Train + DeepSpeed.
+
+    The training split is dealt to the workers by Ray Data's streaming split with ``preserve_order`` (the same rows to
+    the same worker in every run); every worker reads the whole validation split and scores its share of batches.
 
     Args:
         model: ``ray.put(ModelBundle)`` of the initial model.
         run_name: the run's name (see :func:`medmplm.train.storage.new_run_name`); an existing run of that name under
             ``run.storage_path`` is resumed.
         config_yaml: the resolved configuration, saved beside every checkpoint as ``config_file_name``.
+        progress_bar: show a progress bar (on a terminal); otherwise one line per ``progress_interval_s`` seconds.
 
     Raises:
         ray.train.TrainingFailedError: when workers keep failing beyond ``run.max_failures``.
     """
     import ray.train
+    from ray.data import DataContext
     from ray.train.torch import TorchConfig, TorchTrainer
 
     for name in ("train", "val"):
@@ -128,8 +136,8 @@ def fit(
     plan = batch_plan(train.global_batch_size, train.micro_batch_size, scaling.num_workers)
     num_train = datasets["train"].count()
     num_val = datasets["val"].count()
-    if num_val < scaling.num_workers:
-        raise DatasetTooSmallError(f"the validation split has {num_val} visits, fewer than the {scaling.num_workers} workers")
+    if num_val == 0:
+        raise DatasetTooSmallError("the validation split is empty: there is nothing to validate or early-stop on")
     spe = steps_per_epoch(num_train, plan)
     storage_path = storage.resolve_storage_path(run.storage_path)
     run_dir = storage.join(storage_path, run_name)
@@ -146,13 +154,11 @@ def fit(
         run_dir=run_dir,
         config_yaml=config_yaml,
         config_file_name=config_file_name,
-        progress_bar=progress_bar,
         cpu_threads=None if scaling.use_gpu else max(1, int(scaling.cpus_per_worker)),
     )
     logger.info(
-        "run %s: %d train / %d val visits, %d workers, global batch %d = %d micro x %d accumulation x %d workers, "
+        "training: %d train / %d val examples, %d worker(s), global batch %d (%d micro x %d accumulation x %d), "
         "%d steps per epoch, up to %d steps",
-        run_name,
         num_train,
         num_val,
         plan.world_size,
@@ -166,6 +172,11 @@ def fit(
     resources = {"CPU": scaling.cpus_per_worker}
     if scaling.use_gpu:
         resources["GPU"] = scaling.gpus_per_worker
+    # Deterministic ingest: with preserve_order the streaming split deals blocks in order instead of by locality.
+    ingest = copy.deepcopy(DataContext.get_current().execution_options)
+    ingest.preserve_order = True
+    relay = ProgressRelay(ProgressPrinter(task.name, bar=progress_bar, interval_s=progress_interval_s))
+    spec.progress_inbox = relay.inbox
     trainer = TorchTrainer(
         train_loop_per_worker,
         train_loop_config={"spec": spec},
@@ -186,8 +197,10 @@ def fit(
             logging_config=ray.train.LoggingConfig(log_level="WARNING"),
         ),
         datasets=datasets,
+        dataset_config=ray.train.DataConfig(datasets_to_split=["train"], execution_options=ingest),
     )
-    result = trainer.fit()
+    with relay:
+        result = trainer.fit()
     best_checkpoint, best_metrics = _best(result, task)
     return TrainingOutcome(
         run_name=run_name,
