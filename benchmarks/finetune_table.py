@@ -1,8 +1,13 @@
 """Rebuild the paper's comparison (Table III style): every (task, model variant, train ratio, seed) fine-tuned and
 evaluated through ``medmplm.tasks.runner.run_finetune``, then one table of test metrics (mean ± std over seeds).
 
-Runs share one local Ray instance and one results directory; a rerun skips the runs already recorded there, so an
-interrupted grid continues where it stopped. Prints figures, asserts nothing.
+Runs share one local Ray instance and one results directory; a rerun skips the (setting, seed) pairs already recorded
+there (``medmplm.results``: a setting is everything that defines a run but its seed), so an interrupted grid continues
+where it stopped, and a grid with another learning rate, epoch count or task option runs anew beside the first. Prints
+figures, asserts nothing.
+
+As the paper did, readmission and ICD coding keep only visits with a note (``require_note=true``), so that every
+model, text or code, is compared on the same visits; ``--task-option readmission.require_note=false`` keeps them all.
 
 Example (a few thousand synthetic patients; see the README for the data and pretraining commands)::
 
@@ -26,7 +31,7 @@ import time
 import pandas as pd
 
 from medmplm.config import load_config, parse_overrides
-from medmplm.results import gather_results, summary_table
+from medmplm.results import gather_results, recorded_settings, summary_table
 from medmplm.tasks.config import FinetuneConfig, expand_short_flags
 from medmplm.tasks.encoders import MODELS, model_spec
 
@@ -37,6 +42,8 @@ KEY_METRICS = {
     "icd": ("f1_micro", "f1_macro", "auc_micro", "auc_macro", "p_at_5"),
 }
 SCRATCH_SUFFIX = "-scratch"
+# Task options of the comparison unless --task-option says otherwise: every model sees the visits with both modalities.
+GRID_TASK_OPTIONS = {"readmission": {"require_note": True}, "icd": {"require_note": True}}
 
 
 def variant_model(variant: str) -> tuple[str, bool]:
@@ -45,14 +52,6 @@ def variant_model(variant: str) -> tuple[str, bool]:
     if variant not in MODELS and variant.endswith(SCRATCH_SUFFIX):
         return variant[: -len(SCRATCH_SUFFIX)], False
     return variant, model_spec(variant).uses_pretrained_weights
-
-
-def _done(results_dir: str) -> set[tuple]:
-    try:
-        df = gather_results(results_dir)
-    except FileNotFoundError:
-        return set()
-    return set(zip(df.task, df.model, df.pretrained, df.train_ratio.round(6), df.seed))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -78,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     args, tokens = parser.parse_known_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     common = expand_short_flags(parse_overrides(tokens))
-    task_options: dict[str, dict] = {}
+    task_options = {task: dict(options) for task, options in GRID_TASK_OPTIONS.items()}
     for dotted, value in parse_overrides(args.task_option).items():
         task, _, key = dotted.partition(".")
         task_options.setdefault(task, {})[key] = value
@@ -90,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import ray
 
-    from medmplm.tasks.runner import run_finetune
+    from medmplm.tasks.runner import run_finetune, run_setting
     from medmplm.train.storage import new_run_name
 
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -102,8 +101,6 @@ def main(argv: list[str] | None = None) -> int:
                 model, pretrained = variant_model(variant)
                 for ratio in ratios:
                     for seed in seeds:
-                        if (task, model, pretrained, round(ratio, 6), seed) in _done(args.results):
-                            continue
                         overrides = {
                             **common,
                             "data.prepared_dir": args.prepared,
@@ -117,6 +114,8 @@ def main(argv: list[str] | None = None) -> int:
                             **{f"finetune.task_options.{k}": v for k, v in task_options.get(task, {}).items()},
                         }
                         config = load_config(FinetuneConfig, args.config, overrides)
+                        if (run_setting(config, args.prepared)[0], seed) in recorded_settings(args.results):
+                            continue
                         run_name = new_run_name(f"{task}-{variant.replace('+', '_')}-r{ratio:g}-s{seed}")
                         config.run.name = run_name
                         start = time.perf_counter()

@@ -4,10 +4,17 @@ Each run writes ``<results_dir>/<run_id>.parquet`` with one row per (evaluation 
 (task, model, init, train ratio, seed, learning rate, ...) is repeated on every row, so many runs (a Tune sweep, the
 benchmark grid) can write into one directory concurrently without a shared file to lock, and
 :func:`gather_results` concatenates them into one long table that pandas can pivot.
+
+A run's *setting* is everything that defines what it computes except its seed: the resolved configuration less the
+keys that only say where a run goes or how its work is spread (``medmplm.tasks.runner.run_setting`` lists them and
+why). ``setting_json`` is that configuration as canonical JSON and ``setting`` a short hash of it, so runs of one
+setting differ only in their seed: :func:`summary_table` averages over seeds within a setting, never across settings,
+and the benchmark grid skips a (setting, seed) already recorded.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -15,6 +22,7 @@ import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import pyarrow as pa
@@ -30,6 +38,12 @@ RESULT_SCHEMA = pa.schema(
         pa.field("pretrained", pa.bool_(), nullable=False),
         pa.field("train_ratio", pa.float64(), nullable=False),
         pa.field("seed", pa.int64(), nullable=False),
+        # Short hash of setting_json: runs with the same setting differ only in their seed.
+        pa.field("setting", pa.string(), nullable=False),
+        pa.field("setting_json", pa.string(), nullable=False),
+        # The prepared directory was made from generated synthetic MIMIC, not patient records (its manifest says so).
+        pa.field("synthetic_data", pa.bool_(), nullable=False),
+        # Peak learning rate of the torch models; 0 for the scikit-learn logistic regression, which has none.
         pa.field("lr", pa.float64(), nullable=False),
         pa.field("epochs", pa.int64(), nullable=False),
         pa.field("num_train", pa.int64(), nullable=False),
@@ -43,6 +57,14 @@ RESULT_SCHEMA = pa.schema(
 )
 
 SCRATCH = "scratch"
+SETTING_HASH_LENGTH = 12
+
+
+def setting_of(values: Mapping[str, Any]) -> tuple[str, str]:
+    """``(setting, setting_json)`` of a run's defining values: canonical JSON (sorted keys, compact separators) and
+    the first :data:`SETTING_HASH_LENGTH` hex digits of its SHA-256."""
+    canonical = json.dumps(values, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:SETTING_HASH_LENGTH], canonical
 
 
 def new_run_id(task: str, model: str) -> str:
@@ -55,6 +77,9 @@ class ResultRecord:
     """What one fine-tuning run produced.
 
     Attributes:
+        setting: :func:`setting_of` hash of ``setting_json``.
+        setting_json: canonical JSON of everything that defined the run but its seed.
+        synthetic_data: the run read generated synthetic data.
         metrics: split name ("val", "test") -> metric name -> value (see ``medmplm.metrics``).
         num_examples: split name -> number of evaluated examples.
         details: any further JSON-serialisable settings worth keeping beside the numbers.
@@ -66,6 +91,9 @@ class ResultRecord:
     init: str
     train_ratio: float
     seed: int
+    setting: str
+    setting_json: str
+    synthetic_data: bool
     lr: float
     epochs: int
     num_train: int
@@ -93,6 +121,9 @@ class ResultRecord:
                     "pretrained": self.pretrained,
                     "train_ratio": float(self.train_ratio),
                     "seed": int(self.seed),
+                    "setting": self.setting,
+                    "setting_json": self.setting_json,
+                    "synthetic_data": bool(self.synthetic_data),
                     "lr": float(self.lr),
                     "epochs": int(self.epochs),
                     "num_train": int(self.num_train),
@@ -144,19 +175,29 @@ def gather_results(results_dir: str | os.PathLike) -> pd.DataFrame:
     return pa.concat_tables(tables).to_pandas()
 
 
+def recorded_settings(results_dir: str | os.PathLike) -> set[tuple[str, int]]:
+    """The ``(setting, seed)`` pairs with a result under ``results_dir`` (none when it holds no result yet)."""
+    try:
+        results = gather_results(results_dir)
+    except FileNotFoundError:
+        return set()
+    return set(zip(results["setting"], results["seed"].astype(int)))
+
+
 def summary_table(
     results: pd.DataFrame, split: str = "test", metrics: Sequence[str] | None = None, digits: int = 3
 ) -> pd.DataFrame:
-    """Pivot gathered results: one row per (task, model, pretrained, train ratio), one column per metric.
+    """Pivot gathered results: one row per (task, model, init, train ratio, setting), one column per metric.
 
-    Cells read ``mean ± std (n)`` over seeds (``mean (1)`` for a single seed).
+    Cells read ``mean ± std (n)`` over the seeds of one setting (``mean (1)`` for a single seed); runs that differ in
+    anything but their seed (learning rate, epochs, task options, ...) are separate rows.
     """
     rows = results[results["split"] == split]
     if metrics is not None:
         rows = rows[rows["metric"].isin(list(metrics))]
     if rows.empty:
         raise ValueError(f"no results for split {split!r}" + (f" and metrics {list(metrics)}" if metrics else ""))
-    keys = ["task", "model", "pretrained", "train_ratio"]
+    keys = ["task", "model", "init", "train_ratio", "setting"]
     stats = rows.groupby(keys + ["metric"])["value"].agg(["mean", "std", "count"]).reset_index()
 
     def cell(row: Mapping) -> str:

@@ -159,7 +159,7 @@ def test_gru_baseline_through_the_training_loop(ray_local, prepared, tmp_path):
 @pytest.mark.slow
 @pytest.mark.parametrize("task", ["medrec", "readmission", "icd"])
 def test_prepared_synthetic_data_every_task(ray_local, synthetic_prepared, tmp_path, task):
-    """The whole stack: synthetic MIMIC-III -> prepare -> fine-tune (logreg in process, medmplm-code through the loop)."""
+    """The whole stack: synthetic MIMIC-III -> prepare -> fine-tune (logreg in process, medmplm-code in the loop)."""
     for model in ("logreg", "medmplm-code"):
         config = _config(
             synthetic_prepared,

@@ -201,7 +201,8 @@ def test_separate_text_backbone_is_saved_apart(setup, tmp_path):
     task, num_labels, batch = batches["readmission"]
     torch.manual_seed(1)
     other = MedMPLMModel.from_prepared(prepared, MedMPLMConfig.from_preset("tiny", text_max_length=32))
-    model = build_finetuning_model("medmplm-code+medmplm-text", head_config_for(task, num_labels), backbone, other).eval()
+    head = head_config_for(task, num_labels)
+    model = build_finetuning_model("medmplm-code+medmplm-text", head, backbone, other).eval()
     model.save_pretrained(tmp_path / "saved")
     assert (tmp_path / "saved" / "text_backbone").is_dir()
     loaded = FineTuningModel.from_pretrained(tmp_path / "saved")

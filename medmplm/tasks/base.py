@@ -78,7 +78,9 @@ class NoExamplesError(ValueError):
         exclusion_counts: excluded visits by reason (:meth:`ExampleSet.exclusion_counts`).
     """
 
-    def __init__(self, prepared_dir: str | os.PathLike, split: str, task: str, exclusion_counts: dict[str, int]) -> None:
+    def __init__(
+        self, prepared_dir: str | os.PathLike, split: str, task: str, exclusion_counts: dict[str, int]
+    ) -> None:
         self.prepared_dir = str(prepared_dir)
         self.split = split
         self.task = task
@@ -177,14 +179,7 @@ def read_visits(prepared_dir: str | os.PathLike, split: str) -> pa.Table:
     prepared_dir = Path(prepared_dir)
     if split not in schema.SPLITS:
         raise PreparedDataError(f"unknown split {split!r}; expected one of {schema.SPLITS}")
-    manifest_path = prepared_dir / schema.MANIFEST_FILE
-    if not manifest_path.is_file():
-        raise PreparedDataError(f"{prepared_dir}: not a prepared directory (no {schema.MANIFEST_FILE})")
-    version = json.loads(manifest_path.read_text()).get("schema_version")
-    if version != schema.SCHEMA_VERSION:
-        raise PreparedDataError(
-            f"{manifest_path}: schema_version {version!r}, but this code reads version {schema.SCHEMA_VERSION}"
-        )
+    read_manifest(prepared_dir)
     split_dir = prepared_dir / schema.VISITS_DIR / split
     files = sorted(split_dir.glob("*.parquet"))
     if not files:
@@ -195,6 +190,35 @@ def read_visits(prepared_dir: str | os.PathLike, split: str) -> pa.Table:
         raise PreparedDataError(f"{split_dir}: visit files lack column(s) {missing}")
     table = dataset.to_table(columns=list(VISIT_COLUMNS))
     return sort_visits(table)
+
+
+def read_manifest(prepared_dir: str | os.PathLike) -> dict:
+    """The ``manifest.json`` of a prepared directory whose visits this code can read.
+
+    Raises:
+        PreparedDataError: naming the directory when it has no manifest, or the manifest on a schema-version mismatch.
+    """
+    manifest_path = Path(prepared_dir) / schema.MANIFEST_FILE
+    if not manifest_path.is_file():
+        raise PreparedDataError(f"{prepared_dir}: not a prepared directory (no {schema.MANIFEST_FILE})")
+    manifest = json.loads(manifest_path.read_text())
+    version = manifest.get("schema_version")
+    if version != schema.SCHEMA_VERSION:
+        raise PreparedDataError(
+            f"{manifest_path}: schema_version {version!r}, but this code reads version {schema.SCHEMA_VERSION}"
+        )
+    return manifest
+
+
+def is_synthetic_data(prepared_dir: str | os.PathLike) -> bool:
+    """Whether the prepared directory was made from generated synthetic MIMIC (its manifest's ``synthetic``; a
+    manifest without the key predates it and counts as not synthetic)."""
+    return bool(read_manifest(prepared_dir).get("synthetic", False))
+
+
+def task_options(task: Task) -> dict:
+    """Every option of ``task`` with its value, defaults included (the keyword arguments that rebuild it)."""
+    return {name: value for name, value in vars(task).items() if not name.startswith("_")}
 
 
 def sort_visits(visits: pa.Table) -> pa.Table:

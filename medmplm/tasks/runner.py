@@ -17,6 +17,7 @@ initialised by its caller and never parses argv.
 from __future__ import annotations
 
 import logging
+import os
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -26,13 +27,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
-from medmplm.config import to_yaml
+from medmplm.config import to_dict, to_yaml
 from medmplm.data.features import VisitFeaturizer
 from medmplm.data.splits import subset_train_visits
 from medmplm.models import MedMPLMConfig, MedMPLMModel
-from medmplm.results import SCRATCH, ResultRecord, write_result
+from medmplm.results import SCRATCH, ResultRecord, setting_of, write_result
 from medmplm.tasks import build_task, read_visits
-from medmplm.tasks.base import ExampleSet, NoExamplesError, Task
+from medmplm.tasks.base import ExampleSet, NoExamplesError, Task, is_synthetic_data, task_options
 from medmplm.tasks.config import CONFIG_FILE_NAME, FinetuneConfig
 from medmplm.tasks.encoders import build_logistic_regression, model_spec
 from medmplm.tasks.featurize import ExampleFeaturizer
@@ -43,6 +44,70 @@ logger = logging.getLogger(__name__)
 
 EVAL_SPLITS = ("val", "test")
 EXCLUDED_DIR = "excluded"
+
+# Resolved config keys (a dotted key, or a whole section) that are not part of a run's setting (medmplm.results):
+# they say where a run goes or how its work is spread, not what it computes. Every other key is part of it, keys added
+# later included, so that a new option keeps runs apart rather than averaging different ones together.
+NOT_IN_SETTING: dict[str, str] = {
+    "train.seed": "runs of one setting differ only in their seed; summaries average over it",
+    "run": "name, storage path, retries, export directory: where the run goes",
+    "logging": "metric sinks, progress bar, verbosity",
+    "scaling": "workers, CPUs, GPUs: how the work is spread (the batch is train.global_batch_size whatever the split)",
+    "train.micro_batch_size": "with train.global_batch_size fixed, it trades memory for gradient accumulation steps",
+    "deepspeed.zero_stage": "which training state is partitioned over the workers; the update is the same",
+    "deepspeed.backend": "how the workers communicate",
+    "train.checkpoint_every_steps": "mid-epoch checkpoints serve resumption; the best one is chosen at epoch ends",
+    "train.keep_checkpoints": "the best checkpoint is always kept",
+    "train.log_every_steps": "how often metrics are written",
+    "data.data_root": "these choose generated data, which data.prepared_dir (the directory read) identifies",
+    "data.synthetic_patients": "as data.data_root",
+    "data.synthetic_seed": "as data.data_root",
+    "data.materialize": "fine-tuning always materialises its featurised examples",
+    "data.featurize_batch_size": "visits are featurised one at a time into fixed shapes; batching changes no array",
+    "finetune.results_dir": "where the record goes",
+    "finetune.eval_batch_size": "predictions in eval mode do not depend on the batch they are made in",
+}
+# Keys only one kind of model reads: the scikit-learn logistic regression has no training loop or head, the torch
+# models no logistic-regression solver.
+TORCH_ONLY_KEYS = (
+    "train",
+    "deepspeed",
+    "finetune.head_hidden_size",
+    "finetune.head_dropout",
+    "finetune.score_metric",
+    "finetune.score_mode",
+)
+LOGREG_ONLY_KEYS = ("finetune.logreg_c", "finetune.logreg_max_iter")
+PATH_KEYS = (
+    "data.prepared_dir",
+    "model.init_from",
+    "finetune.init_text",
+    "model.text_checkpoint",
+    "model.tokenizer_dir",
+)
+
+
+def run_setting(config: FinetuneConfig, prepared_dir: str) -> tuple[str, str]:
+    """``(setting, setting_json)`` of a fine-tuning run (``medmplm.results.setting_of``).
+
+    The values are the resolved config as ``section.key``, with ``data.prepared_dir`` the directory read and
+    ``finetune.task_options`` every option of the task (defaults included, so an option given at its default value
+    is the same setting), less :data:`NOT_IN_SETTING` and the keys the model does not read. Local paths are
+    normalised (``runs/x/`` is ``runs/x``).
+    """
+    values = {
+        f"{section}.{key}": value for section, fields in to_dict(config).items() for key, value in fields.items()
+    }
+    values["data.prepared_dir"] = prepared_dir
+    values["finetune.task_options"] = task_options(build_task(config.finetune.task, **config.finetune.task_options))
+    for key in PATH_KEYS:
+        if values[key] is not None and "://" not in values[key]:
+            values[key] = os.path.normpath(values[key])
+    torch_model = model_spec(config.finetune.model).build is not None
+    left_out = (*NOT_IN_SETTING, *(LOGREG_ONLY_KEYS if torch_model else TORCH_ONLY_KEYS))
+    return setting_of(
+        {key: value for key, value in values.items() if not any(key == p or key.startswith(f"{p}.") for p in left_out)}
+    )
 
 
 def build_backbones(config: FinetuneConfig, prepared_dir: str) -> tuple[MedMPLMModel, MedMPLMModel]:
@@ -273,6 +338,7 @@ def run_finetune(config: FinetuneConfig, prepared_dir: str, run_name: str, progr
         for split, (labels, scores) in predictions.items()
     }
     pretrained = spec.uses_pretrained_weights and config.model.init_from is not None
+    setting, setting_json = run_setting(config, prepared_dir)
     record = ResultRecord(
         run_id=run_name,
         task=task.name,
@@ -280,6 +346,9 @@ def run_finetune(config: FinetuneConfig, prepared_dir: str, run_name: str, progr
         init=config.model.init_from if pretrained else SCRATCH,
         train_ratio=section.train_ratio,
         seed=config.train.seed,
+        setting=setting,
+        setting_json=setting_json,
+        synthetic_data=is_synthetic_data(prepared_dir),
         lr=config.train.lr if spec.build is not None else 0.0,
         epochs=info.pop("epochs"),
         num_train=len(sets["train"]),
@@ -289,7 +358,7 @@ def run_finetune(config: FinetuneConfig, prepared_dir: str, run_name: str, progr
             **info,
             "global_batch_size": config.train.global_batch_size,
             "max_epochs": config.train.epochs,
-            "task_options": {k: v for k, v in vars(task).items() if not k.startswith("_")},
+            "task_options": task_options(task),
             "num_labels": len(label_space),
             "preset": config.model.preset if config.model.init_from is None else None,
             "vocabularies_from": config.model.init_from or "prepared",
