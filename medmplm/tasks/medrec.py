@@ -3,6 +3,8 @@
 For the t-th visit of a patient with at least two visits, predict the set of ATC-3 codes prescribed in it from the
 patient's earlier visits (notes, diagnoses, medications of visits 1..t-1) and the diagnoses of visit t. The target
 visit's medications and its note (a discharge summary lists the discharge medications) are never part of the input.
+Earlier visits without a note are kept: the model pools the text history over the visits that have one
+(``medmplm.tasks.modeling``).
 """
 
 from __future__ import annotations
