@@ -120,7 +120,7 @@ def main() -> None:
     parser.add_argument("--trainable-layers", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--notes", type=int, default=MIMIC_III_DISCHARGE_SUMMARIES)
-    parser.add_argument("--epochs", type=int, default=200, help="configs/cluster_pretrain.yaml: up to 200")
+    parser.add_argument("--epochs", type=int, default=200, help="medmplm/configs/cluster_pretrain.yaml: up to 200")
     parser.add_argument("--mfu", type=float, default=0.3, help="assumed GPU model-FLOP utilisation")
     args = parser.parse_args()
 

@@ -4,7 +4,8 @@ A run's configuration is a tree of dataclasses (:class:`PretrainConfig` for pret
 each overriding the one before:
 
 1. the dataclass defaults (the embedded default: ``python -m medmplm.pretrain`` with no arguments);
-2. a YAML file (``--config configs/paper.yaml``), nested like the dataclasses;
+2. a YAML file (``--config paper`` for a preset shipped in ``medmplm/configs/``, or ``--config FILE``), nested like
+   the dataclasses;
 3. overrides, ``key=value`` or ``--key value`` with dotted keys (``train.lr=1e-4``, ``--scaling.num_workers 4``),
    values parsed as YAML scalars (``true``, ``1e-4``, ``null``, ``[0.9, 0.98]``).
 
@@ -33,6 +34,8 @@ from typing import Any, Literal, TypeVar
 import yaml
 
 CONFIG_FILE_NAME = "pretrain_config.yaml"
+# Presets ship inside the package so that `--config tiny` works from any directory, not only the repository root.
+PRESETS_DIR = Path(__file__).resolve().parent / "configs"
 
 T = TypeVar("T")
 
@@ -120,7 +123,7 @@ class ModelSection:
 class TrainSection:
     """Optimisation, validation, early stopping and checkpoint cadence.
 
-    Paper settings (MedM-PLM, ``configs/paper.yaml``): Adam, lr 5e-4, batch 32, up to 200 epochs with early stopping.
+    Paper settings (MedM-PLM, preset ``paper``): Adam, lr 5e-4, batch 32, up to 200 epochs with early stopping.
     The default of 10 epochs keeps the laptop quick start to a few minutes.
 
     Attributes:
@@ -136,7 +139,12 @@ class TrainSection:
         betas: Adam betas.
         adam_eps: Adam epsilon.
         grad_clip: gradient norm clipping (0: off).
-        seed: seeds model-independent randomness (masking, dropout) per rank and step.
+        seed: seeds model-independent randomness (masking, dropout, row order) per rank and step.
+        shuffle: shuffle each worker's training rows every epoch, seeded by (seed, epoch, rank).
+        shuffle_buffer_size: rows per worker in Ray Data's local shuffle buffer. A buffer as large as a worker's
+            shard gives a full permutation each epoch; a smaller one mixes rows within a sliding window of the
+            shard, which is sorted by patient. Memory: this many featurised rows per worker (with
+            ``data.text_cache`` a row holds text length x hidden size floats: lower it for the paper preset).
         early_stopping_patience: stop after this many epochs without a better validation loss (``None``: never).
         early_stopping_min_delta: an improvement smaller than this does not count.
         checkpoint_every_steps: checkpoint every N optimizer steps, besides each epoch end (``None``: epoch ends only).
@@ -156,6 +164,8 @@ class TrainSection:
     adam_eps: float = 1e-8
     grad_clip: float = 1.0
     seed: int = 0
+    shuffle: bool = True
+    shuffle_buffer_size: int = 8192
     early_stopping_patience: int | None = 5
     early_stopping_min_delta: float = 0.0
     checkpoint_every_steps: int | None = 100
@@ -283,6 +293,7 @@ class PretrainConfig:
         )
         _require(train.keep_checkpoints >= 1, "train.keep_checkpoints", "must be >= 1")
         _require(train.log_every_steps >= 1, "train.log_every_steps", "must be >= 1")
+        _require(train.shuffle_buffer_size >= 1, "train.shuffle_buffer_size", "must be >= 1")
         _require(self.deepspeed.zero_stage in (0, 1, 2, 3), "deepspeed.zero_stage", "must be 0, 1, 2 or 3")
         _require(
             not (self.deepspeed.backend == "nccl" and not scaling.use_gpu),
@@ -424,19 +435,44 @@ def load_config(
     path: str | os.PathLike | None = None,
     overrides: Mapping[str, Any] | Sequence[str] = (),
 ) -> T:
-    """Defaults, then the YAML file at ``path`` (if any), then ``overrides`` (a mapping or CLI tokens).
+    """Defaults, then the YAML file ``path`` (a file, or a preset name, see :func:`find_config_file`), then
+    ``overrides`` (a mapping or CLI tokens).
 
     Validates with the dataclass's ``validate()`` when it has one.
     """
     data: dict[str, Any] = to_dict(cls())
     if path is not None:
-        data = _merge(data, read_yaml(path), "")
+        data = _merge(data, read_yaml(find_config_file(path)), "")
     if not isinstance(overrides, Mapping):
         overrides = parse_overrides(list(overrides))
     data = apply_overrides(data, overrides)
     config = from_dict(cls, data)
     validate = getattr(config, "validate", None)
     return validate() if callable(validate) else config
+
+
+def preset_names() -> list[str]:
+    """Names of the presets shipped in ``medmplm/configs/`` (``tiny``, ``paper``, ...)."""
+    return sorted(p.stem for p in PRESETS_DIR.glob("*.yaml"))
+
+
+def find_config_file(name: str | os.PathLike) -> Path:
+    """The config file ``--config`` means: an existing file, else the shipped preset of that name (``tiny``,
+    ``paper.yaml``, ...).
+
+    Raises:
+        ConfigError: naming the argument and the presets when it is neither.
+    """
+    path = Path(name).expanduser()
+    if path.is_file():
+        return path
+    if path.name == str(name):
+        preset = PRESETS_DIR / (path.name if path.suffix in (".yaml", ".yml") else f"{path.name}.yaml")
+        if preset.is_file():
+            return preset
+    raise ConfigError(
+        f"config file {str(name)!r} does not exist; pass a YAML file or a preset name ({', '.join(preset_names())})"
+    )
 
 
 def read_yaml(path: str | os.PathLike) -> dict[str, Any]:

@@ -30,12 +30,14 @@ from ray.autoscaler._private.util import prepare_config, validate_config
 from torch.utils.flop_counter import FlopCounterMode
 from transformers import BertConfig
 
+from medmplm.config import find_config_file
+
 REPO = Path(__file__).resolve().parents[1]
 CLUSTER_DIR = REPO / "cluster"
 KUBERAY_DIR = CLUSTER_DIR / "kuberay"
 DOCKERFILE = REPO / "docker" / "Dockerfile"
 DOCKERIGNORE = REPO / ".dockerignore"
-PRETRAIN_CONFIG = REPO / "configs" / "cluster_pretrain.yaml"
+PRETRAIN_CONFIG = REPO / "medmplm" / "configs" / "cluster_pretrain.yaml"
 
 CLUSTER_YAMLS = sorted(CLUSTER_DIR.glob("*.yaml"))
 IMAGE_TAG = re.compile(r":(?P<project>[\d.]+)-ray(?P<ray>\d+\.\d+\.\d+)-py(?P<py>\d+)-(?P<cuda>cu\d+)$")
@@ -293,10 +295,10 @@ def nodes_launched_for(prepared: dict[str, Any], demand: list[dict[str, float]])
 
 
 def pretrain_worker_bundles() -> list[dict[str, float]]:
-    """Ray Train's per-worker resource bundles for configs/cluster_pretrain.yaml."""
+    """Ray Train's per-worker resource bundles for the cluster_pretrain preset."""
     with open(PRETRAIN_CONFIG) as f:
         scaling = yaml.safe_load(f)["scaling"]
-    assert scaling["use_gpu"], "configs/cluster_pretrain.yaml should train on GPUs"
+    assert scaling["use_gpu"], "medmplm/configs/cluster_pretrain.yaml should train on GPUs"
     bundle = {"CPU": scaling["cpus_per_worker"], "GPU": scaling["gpus_per_worker"]}
     return [bundle] * scaling["num_workers"]
 
@@ -451,9 +453,10 @@ def test_kuberay_manifests_have_required_fields():
     assert job["shutdownAfterJobFinishes"] is True
     entrypoint = shlex.split(job["entrypoint"])
     assert entrypoint[:3] == ["python", "-m", "medmplm.pretrain"]
-    # The config is read from the image: docker/Dockerfile copies configs/ into its WORKDIR.
-    (workdir,) = [rest for keyword, rest in dockerfile_instructions() if keyword == "WORKDIR"]
-    assert entrypoint[entrypoint.index("--config") + 1] == f"{workdir}/configs/cluster_pretrain.yaml"
+    # The config is a preset of the package installed in the image (package data), found by name.
+    assert find_config_file(entrypoint[entrypoint.index("--config") + 1]) == PRETRAIN_CONFIG
+    package_data = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]
+    assert f"{PRETRAIN_CONFIG.parent.name}/*.yaml" in package_data["medmplm"]
     job_gpus = [
         int(container["resources"]["limits"]["nvidia.com/gpu"])
         for group in job["rayClusterSpec"]["workerGroupSpecs"]
@@ -543,7 +546,7 @@ def test_dockerignore_is_an_allowlist_that_keeps_data_out():
     ]
     assert patterns[0] == "*", ".dockerignore must start by excluding everything"
     allowed = {p[1:] for p in patterns if p.startswith("!")}
-    assert allowed <= {"pyproject.toml", "README.md", "medmplm", "configs"}
+    assert allowed <= {"pyproject.toml", "README.md", "medmplm"}
     for data_pattern in ("**/*.csv", "**/*.csv.gz", "**/*.parquet", "**/*.safetensors", "**/.env"):
         assert data_pattern in patterns, f".dockerignore does not exclude {data_pattern}"
     assert patterns.index("**/*.csv") > max(patterns.index("!" + a) for a in allowed), (

@@ -8,17 +8,19 @@ import pytest
 import yaml
 
 from medmplm.config import (
+    PRESETS_DIR,
     ConfigError,
     PretrainConfig,
     batch_plan,
     load_config,
     parse_overrides,
+    preset_names,
     read_yaml,
     save_config,
     to_dict,
 )
 
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+CONFIGS = Path(__file__).resolve().parents[1] / "medmplm" / "configs"
 
 
 def test_defaults_are_the_laptop_quick_start():
@@ -142,6 +144,30 @@ def test_saved_config_round_trips_and_leaves_no_temp_file(tmp_path):
 def test_shipped_presets_load(name):
     config = load_config(PretrainConfig, CONFIGS / name)
     assert config.train.global_batch_size % (config.train.micro_batch_size * config.scaling.num_workers) == 0
+
+
+def test_presets_are_found_by_name_from_any_directory(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert PRESETS_DIR == CONFIGS
+    assert preset_names() == ["cluster_pretrain", "paper", "tiny"]
+    for name in ("paper", "paper.yaml"):
+        assert load_config(PretrainConfig, name) == load_config(PretrainConfig, CONFIGS / "paper.yaml")
+    assert load_config(PretrainConfig, "paper").model.preset == "paper"
+
+
+def test_an_existing_file_wins_over_a_preset_of_the_same_name(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "paper.yaml").write_text("train:\n  epochs: 3\n")
+    config = load_config(PretrainConfig, "paper.yaml")
+    assert config.train.epochs == 3 and config.model.preset == "tiny"
+
+
+def test_unknown_config_names_the_argument_and_the_presets(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigError, match=r"config file 'nosuch' does not exist; .*cluster_pretrain, paper, tiny"):
+        load_config(PretrainConfig, "nosuch")
+    with pytest.raises(ConfigError, match="config file 'configs/tiny.yaml' does not exist"):
+        load_config(PretrainConfig, "configs/tiny.yaml")
 
 
 def test_cluster_preset_is_the_paper_model_on_gpus_with_shared_storage():
