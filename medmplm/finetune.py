@@ -1,15 +1,19 @@
 """``python -m medmplm.finetune``: fine-tune and evaluate one model on one task, append a result record.
 
 Runs through the same training loop, config system and checkpointing as pretraining (Ray Train + DeepSpeed); the
-``lr`` baseline is fitted in process. Each run writes ``<finetune.results_dir>/<run>.parquet`` (task, model, init,
+``logreg`` baseline is fitted in process. Each run writes ``<finetune.results_dir>/<run>.parquet`` (task, model, init,
 train ratio, seed, lr, every metric on val and test); ``medmplm.results.gather_results`` reads many runs as one table.
 ``RAY_ADDRESS`` (set by ``ray job submit``) joins a cluster.
+
+With ``--init``, the data is the prepared directory the model was pretrained on (recorded in the export) unless
+``data.prepared_dir`` names another with the same vocabularies; see :mod:`medmplm.tasks.data_source`. Wrong paths
+are reported in one line before Ray starts.
 
 Examples::
 
     python -m medmplm.finetune --task readmission --init runs/<pretrain-run>/export
-    python -m medmplm.finetune --task medrec --model gbert --init DIR --train-ratio 0.1 --seed 2
-    python -m medmplm.finetune --task icd --model lr finetune.task_options.top_k=20
+    python -m medmplm.finetune --task medrec --model medmplm-code --init DIR --train-ratio 0.1 --seed 2
+    python -m medmplm.finetune --task icd --model logreg data.prepared_dir=DIR finetune.task_options.top_k=20
     python -m medmplm.finetune --task readmission --model medmplm model.preset=tiny   # from scratch (no --init)
 """
 
@@ -24,6 +28,22 @@ from medmplm.config import ConfigError, load_config, parse_overrides, to_yaml
 from medmplm.tasks.config import SHORT_FLAGS, FinetuneConfig, expand_short_flags
 
 logger = logging.getLogger("medmplm.finetune")
+
+
+def resolve_inputs(config: FinetuneConfig) -> None:
+    """Set ``data.prepared_dir`` to the data the run reads and check it against ``model.init_from``, before Ray
+    starts; say first when the data is synthetic.
+
+    Raises:
+        DataSourceError: a path is missing or of the wrong kind, or the model's vocabularies are not the data's.
+    """
+    from medmplm.tasks.data_source import check_vocabularies, is_synthetic, resolve_prepared_dir, synthetic_notice
+
+    config.data.prepared_dir = resolve_prepared_dir(config)
+    if config.model.init_from is not None and config.data.prepared_dir is not None:
+        check_vocabularies(config.model.init_from, config.data.prepared_dir)
+    if is_synthetic(config.data.prepared_dir):
+        print(synthetic_notice(config.data.prepared_dir), flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -47,10 +67,18 @@ def main(argv: list[str] | None = None) -> int:
     if args.print_config:
         print(to_yaml(config), end="")
         return 0
+    from medmplm.tasks.data_source import DataSourceError
+
+    try:
+        resolve_inputs(config)
+    except DataSourceError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
 
     import ray
 
     from medmplm.pretrain import ensure_prepared
+    from medmplm.tasks.base import NoExamplesError
     from medmplm.tasks.encoders import model_spec
     from medmplm.tasks.runner import run_finetune
     from medmplm.train import storage
@@ -60,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
         config.run.name = storage.new_run_name(f"{section.task}-{section.model.replace('+', '_')}")
     progress_bar = config.logging.progress_bar if config.logging.progress_bar is not None else sys.stdout.isatty()
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    # The lr baseline on an existing prepared directory runs entirely in this process.
+    # The logreg baseline on an existing prepared directory runs entirely in this process.
     needs_ray = model_spec(section.model).build is not None or config.data.prepared_dir is None
     if needs_ray:
         # address="local": never attach to a stale cluster some other process recorded in /tmp/ray.
@@ -69,6 +97,9 @@ def main(argv: list[str] | None = None) -> int:
         prepared_dir = ensure_prepared(config.data)
         config.data.prepared_dir = prepared_dir
         record = run_finetune(config, prepared_dir, config.run.name, progress_bar)
+    except NoExamplesError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     finally:
         if needs_ray:
             ray.shutdown()

@@ -2,13 +2,14 @@
 
 With no arguments: generate a small synthetic MIMIC-III under ``runs/data/`` (reused when already there), prepare it,
 start a local Ray, pretrain the ``tiny`` preset on 2 CPU workers, export the best checkpoint, and print where
-everything went. With ``--config FILE`` and ``key=value`` / ``--key value`` overrides: any configuration
-(``configs/*.yaml``; keys in :mod:`medmplm.config`). ``RAY_ADDRESS`` (set by ``ray job submit``) joins a cluster.
+everything went. With ``--config FILE`` (or a preset name: ``tiny``, ``paper``, ``cluster_pretrain``, shipped in
+``medmplm/configs/``) and ``key=value`` / ``--key value`` overrides: any configuration (keys in :mod:`medmplm.config`).
+``RAY_ADDRESS`` (set by ``ray job submit``) joins a cluster. A wrong data path is reported before Ray starts.
 
 Examples::
 
     python -m medmplm.pretrain
-    python -m medmplm.pretrain --config configs/paper.yaml data.prepared_dir=/data/mimic3-prepared
+    python -m medmplm.pretrain --config paper data.prepared_dir=/data/mimic3-prepared
     python -m medmplm.pretrain run.name=my-run train.epochs=50    # rerun the same line to resume my-run
 """
 
@@ -21,9 +22,9 @@ import sys
 import tempfile
 from pathlib import Path
 
+# Light imports only: `--help` and a wrong path must answer without loading torch or starting Ray.
 from medmplm.config import CONFIG_FILE_NAME, ConfigError, DataConfig, PretrainConfig, load_config, to_yaml
 from medmplm.data import schema
-from medmplm.train import storage
 
 logger = logging.getLogger("medmplm.pretrain")
 
@@ -35,6 +36,8 @@ def ensure_prepared(data: DataConfig) -> str:
     Raises:
         FileNotFoundError: when ``data.prepared_dir`` is not a prepared directory.
     """
+    from medmplm.train import storage
+
     if data.prepared_dir is not None:
         manifest = storage.join(data.prepared_dir, schema.MANIFEST_FILE)
         if not storage.exists(manifest):
@@ -60,6 +63,22 @@ def ensure_prepared(data: DataConfig) -> str:
     logger.info("preparing %s -> %s", raw, prepared)
     prepare(raw, prepared, PrepareOptions(ndc_map_dir=str(raw)))
     return str(prepared)
+
+
+def check_inputs(config: PretrainConfig) -> None:
+    """Check the data and model paths before Ray starts, and say first when the run reads synthetic data.
+
+    Raises:
+        DataSourceError: a path is missing or of the wrong kind (e.g. raw MIMIC tables for a prepared directory).
+    """
+    from medmplm.tasks.data_source import check_model_dir, check_prepared_dir, is_synthetic, synthetic_notice
+
+    if config.data.prepared_dir is not None:
+        check_prepared_dir(config.data.prepared_dir)
+    if config.model.init_from is not None:
+        check_model_dir(config.model.init_from, "model.init_from")
+    if is_synthetic(config.data.prepared_dir):
+        print(synthetic_notice(config.data.prepared_dir), flush=True)
 
 
 def build_initial_model(config: PretrainConfig, prepared_dir: str, directory: Path) -> None:
@@ -151,9 +170,12 @@ def run(config: PretrainConfig, progress_bar: bool) -> dict[str, str]:
     from medmplm.data.features import VisitFeaturizer
     from medmplm.data.masking import CodeMasker
     from medmplm.models import MedMPLMForPretraining
+    from medmplm.train import storage
+    from medmplm.train.data import keep_row_order
     from medmplm.train.pretraining import PretrainingTask
     from medmplm.train.trainer import export_checkpoint, fit, initial_model_bundle
 
+    keep_row_order()
     warn_if_outputs_are_ephemeral(config)
     prepared_dir = ensure_prepared(config.data)
     config.data.prepared_dir = prepared_dir
@@ -224,7 +246,8 @@ def _summary(where: dict[str, str]) -> str:
             f"  exported model: {where['export_dir']}",
             "Next:",
             f"  tensorboard --logdir {where['run_dir']}/tensorboard",
-            f"  python -m medmplm.finetune --task readmission --init {where['export_dir']}",
+            f"  python -m medmplm.finetune --task readmission --init {where['export_dir']} "
+            f"data.prepared_dir={where['prepared_dir']}",
             f"  python -m medmplm.pretrain --config {where['run_dir']}/{CONFIG_FILE_NAME} train.epochs=200"
             "   # the paper's budget, with early stopping; same run name: continues from the latest checkpoint",
         ]
@@ -239,7 +262,7 @@ def main(argv: list[str] | None = None) -> int:
         epilog="Overrides: key=value or --key value with dotted keys, e.g. train.lr=1e-4 --scaling.num_workers 4 "
         "deepspeed.zero_stage=3 run.name=myrun run.storage_path=s3://bucket/runs (see medmplm/config.py).",
     )
-    parser.add_argument("--config", help="YAML config file (configs/tiny.yaml, configs/paper.yaml, ...)")
+    parser.add_argument("--config", help="YAML config file, or a preset name: tiny, paper, cluster_pretrain")
     parser.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
     args, overrides = parser.parse_known_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
@@ -250,6 +273,15 @@ def main(argv: list[str] | None = None) -> int:
     if args.print_config:
         print(to_yaml(config), end="")
         return 0
+    from medmplm.tasks.data_source import DataSourceError
+
+    try:
+        check_inputs(config)
+    except DataSourceError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    from medmplm.train import storage
+
     if config.run.name is None:
         config.run.name = storage.new_run_name("pretrain")
     progress_bar = config.logging.progress_bar if config.logging.progress_bar is not None else sys.stdout.isatty()

@@ -14,6 +14,10 @@ from typing import Any
 
 from medmplm.data.schema import MANIFEST_FILE
 
+# Written by the synthetic MIMIC-III generator (medmplm.synthetic, its MANIFEST_FILE) into every release it makes;
+# named here rather than imported because no module imports the generator.
+SYNTHETIC_MARKER_FILE = "synthetic_manifest.json"
+
 
 @dataclass
 class Manifest:
@@ -31,6 +35,7 @@ class Manifest:
         vocab: which split the vocabularies count, and their sizes.
         definitions: how labels, splits, ordering and duplicates are defined.
         versions: library versions that produced the output.
+        synthetic: the input was a release of the synthetic MIMIC-III generator, not patient records.
     """
 
     schema_version: int
@@ -44,6 +49,7 @@ class Manifest:
     vocab: dict[str, Any]
     definitions: dict[str, str]
     versions: dict[str, str] = field(default_factory=dict)
+    synthetic: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -51,6 +57,11 @@ class Manifest:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Manifest:
         return cls(**data)
+
+
+def is_synthetic_release(mimic_dir: str | os.PathLike) -> bool:
+    """Whether ``mimic_dir`` was written by the synthetic MIMIC-III generator (it holds the generator's marker)."""
+    return (Path(mimic_dir) / SYNTHETIC_MARKER_FILE).is_file()
 
 
 def write_manifest(directory: str | os.PathLike, manifest: Manifest) -> Path:

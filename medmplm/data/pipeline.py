@@ -40,7 +40,7 @@ from medmplm.data.buckets import (
     bucketize_table,
     read_bucket,
 )
-from medmplm.data.manifest import Manifest, write_manifest
+from medmplm.data.manifest import Manifest, is_synthetic_release, write_manifest
 from medmplm.data.ndc_atc import NDC_MAP_FILES, find_ndc_map, load_ndc_to_atc3
 from medmplm.data.quarantine import RowLedger, quarantine_schema
 from medmplm.data.schema import (
@@ -681,6 +681,7 @@ def _finalize(
         vocab={"source_splits": list(vocab_splits), "sizes": vocab_sizes},
         definitions=DEFINITIONS,
         versions=_versions(),
+        synthetic=is_synthetic_release(mimic_dir),
     )
     write_manifest(tmp, manifest)
     return manifest

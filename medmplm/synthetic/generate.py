@@ -31,6 +31,8 @@ from medmplm.synthetic.tables import TABLE_COLUMNS, CsvStyle, MimicRenderer
 logger = logging.getLogger(__name__)
 
 GENERATOR_VERSION = 1
+# Also the marker of synthetic data: prepare records `synthetic: true` when its input holds this file
+# (medmplm.data.manifest.SYNTHETIC_MARKER_FILE), so results on generated data say so.
 MANIFEST_FILE = "synthetic_manifest.json"
 NDC2RXNORM_FILE = "ndc2rxnorm_mapping.txt"
 NDC2ATC_FILE = "ndc2atc_level4.csv"
