@@ -47,19 +47,24 @@ def main(argv: list[str] | None = None) -> int:
     """Parse ``argv`` and generate; prints the row counts as JSON."""
     argv = sys.argv[1:] if argv is None else argv
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    if argv and argv[0] == "ner":
-        args = _ner_parser().parse_args(argv[1:])
-        counts = generate_ner_corpus(args.out, documents=args.documents, seed=args.seed, overwrite=args.overwrite)
-    else:
-        args = _mimic_parser().parse_args(argv)
-        counts = generate_mimic3(
-            args.out,
-            patients=args.patients,
-            seed=args.seed,
-            gzip=args.gzip,
-            column_case=args.column_case,
-            overwrite=args.overwrite,
-        )
+    try:
+        if argv and argv[0] == "ner":
+            args = _ner_parser().parse_args(argv[1:])
+            counts = generate_ner_corpus(args.out, documents=args.documents, seed=args.seed, overwrite=args.overwrite)
+        else:
+            args = _mimic_parser().parse_args(argv)
+            counts = generate_mimic3(
+                args.out,
+                patients=args.patients,
+                seed=args.seed,
+                gzip=args.gzip,
+                column_case=args.column_case,
+                overwrite=args.overwrite,
+            )
+    except (FileExistsError, NotADirectoryError) as error:
+        # The output directory is the user's to fix; its message names it and --overwrite.
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     print(json.dumps(counts, indent=2))
     return 0
 
