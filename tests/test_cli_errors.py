@@ -55,14 +55,6 @@ def test_help_loads_neither_torch_nor_ray(module, tmp_path):
     assert heavy_imports(result) == []
 
 
-def test_help_of_the_module_command(tmp_path):
-    for module in ("medmplm.pretrain", "medmplm.finetune"):
-        result = subprocess.run(
-            [sys.executable, "-m", module, "--help"], cwd=tmp_path, capture_output=True, text=True, timeout=300
-        )
-        assert result.returncode == 0 and "--print-config" in result.stdout, result.stderr
-
-
 def test_pretrain_on_a_missing_prepared_dir(tmp_path):
     result = run_main("medmplm.pretrain", ["data.prepared_dir=nosuch"], tmp_path)
     line = one_error_line(result)
