@@ -433,3 +433,22 @@ def test_bfloat16_model_gives_finite_losses(model: MedMPLMForPretraining, prepar
         out = half(**batch)
     assert out.loss.dtype == torch.bfloat16 and torch.isfinite(out.loss)
     assert torch.isfinite(out.model_output.visit_embedding).all()
+
+
+
+def test_models_built_on_one_prepared_directory_share_one_trained_tokenizer(tmp_path: Path, monkeypatch) -> None:
+    # Training twice on the same notes numbers tokens differently (hash-map tie-breaking in `tokenizers`); two fresh
+    # runs must nevertheless start from the same token ids.
+    from medmplm.models import tokenization
+
+    prepared = write_tiny_prepared_dir(tmp_path / "prepared")
+    config = MedMPLMConfig.from_preset("tiny")
+    first = MedMPLMForPretraining.from_prepared(prepared, config).tokenizer.get_vocab()
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("the tokenizer was trained again instead of reused")
+
+    monkeypatch.setattr(tokenization, "train_wordpiece_tokenizer", no_training)
+    second = MedMPLMForPretraining.from_prepared(prepared, config).tokenizer.get_vocab()
+    assert second == first
+    assert [p.name for p in (prepared / "tokenizers").iterdir()] == [f"wordpiece-{config.text_vocab_size}-{config.text_max_length}"]

@@ -40,7 +40,7 @@ from medmplm.models.text_encoder import (
     build_bert_backbone,
     load_backbone_checkpoint,
 )
-from medmplm.models.tokenization import iter_split_notes, load_tokenizer, train_wordpiece_tokenizer
+from medmplm.models.tokenization import load_tokenizer, prepared_wordpiece_tokenizer
 from medmplm.ontology import read_ontology, write_ontology
 
 CONFIG_FILE = "config.json"
@@ -350,7 +350,8 @@ class MedMPLMPreTrainedModel(nn.Module):
         Code vocabularies and ontologies come from ``vocab/`` and ``ontology/``. The text side is,
         in order of preference: the checkpoint ``text_checkpoint`` (with its own tokenizer, or the
         one in ``tokenizer_dir``); a fresh BERT with the tokenizer in ``tokenizer_dir``; or a fresh
-        BERT with a WordPiece tokenizer trained on the training split's notes. With a checkpoint,
+        BERT with a WordPiece tokenizer trained on the training split's notes (once per prepared directory, see
+        :func:`~medmplm.models.tokenization.prepared_wordpiece_tokenizer`). With a checkpoint,
         the ``text_*`` size fields of ``config`` are replaced by the checkpoint's.
         """
         prepared = Path(prepared_dir)
@@ -375,9 +376,7 @@ class MedMPLMPreTrainedModel(nn.Module):
             if tokenizer_dir is not None:
                 tokenizer = load_tokenizer(tokenizer_dir)
             else:
-                tokenizer = train_wordpiece_tokenizer(
-                    iter_split_notes(prepared, "train"), config.text_vocab_size, config.text_max_length
-                )
+                tokenizer = prepared_wordpiece_tokenizer(prepared, config.text_vocab_size, config.text_max_length)
             backbone = build_bert_backbone(config, len(tokenizer), tokenizer.pad_token_id)
         return cls(config, vocabs, ontologies, backbone, tokenizer)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
@@ -15,6 +16,9 @@ from medmplm.data.features import clean_note_text
 from medmplm.data.schema import VISITS_DIR
 
 logger = logging.getLogger(__name__)
+
+TOKENIZERS_DIR = "tokenizers"
+TOKENIZER_MARKER = "tokenizer.json"
 
 BERT_SPECIAL_TOKENS = {
     "pad_token": "[PAD]",
@@ -77,6 +81,40 @@ def train_wordpiece_tokenizer(texts: Iterable[str], vocab_size: int, model_max_l
     )
     logger.info("trained a WordPiece tokenizer of %d tokens on %d notes", tokenizer.get_vocab_size(), counted)
     return PreTrainedTokenizerFast(tokenizer_object=tokenizer, model_max_length=model_max_length, **BERT_SPECIAL_TOKENS)
+
+
+def prepared_wordpiece_tokenizer(
+    prepared_dir: str | os.PathLike, vocab_size: int, model_max_length: int
+) -> PreTrainedTokenizerBase:
+    """The WordPiece tokenizer of a prepared directory's training notes, trained once and kept beside the data.
+
+    The ``tokenizers`` trainer breaks ties between equally frequent merges in hash-map order, which changes from process
+    to process: two trainings on the same notes give different tokens, or the same tokens under other ids, and so two
+    fresh runs of one config would start from different models. The first model built on a prepared directory stores
+    its tokenizer in ``<prepared_dir>/tokenizers/wordpiece-<vocab_size>-<max_length>/`` (written under a temporary
+    name, then renamed); every later model built on that directory loads it. Where the directory is not writable the
+    tokenizer is trained afresh, with a warning that runs will not share token ids.
+    """
+    cache = Path(prepared_dir) / TOKENIZERS_DIR / f"wordpiece-{vocab_size}-{model_max_length}"
+    if (cache / TOKENIZER_MARKER).is_file():
+        return load_tokenizer(cache)
+    tokenizer = train_wordpiece_tokenizer(iter_split_notes(prepared_dir, "train"), vocab_size, model_max_length)
+    staging = cache.with_name(f".{cache.name}.tmp-{os.getpid()}")
+    try:
+        tokenizer.save_pretrained(staging)
+        staging.rename(cache)
+    except OSError as error:
+        shutil.rmtree(staging, ignore_errors=True)
+        if (cache / TOKENIZER_MARKER).is_file():
+            # Another process stored one first: use it, so that both runs share its ids.
+            return load_tokenizer(cache)
+        logger.warning(
+            "could not store the trained tokenizer in %s (%s): fresh runs on this data will train their own and "
+            "may number tokens differently; pass model.tokenizer_dir to share one",
+            cache,
+            error.strerror or error,
+        )
+    return tokenizer
 
 
 def load_tokenizer(path: str | os.PathLike) -> PreTrainedTokenizerBase:

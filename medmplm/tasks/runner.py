@@ -259,6 +259,7 @@ def _run_torch(
     from medmplm.train import storage
     from medmplm.train.bundle import ModelBundle
     from medmplm.train.checkpoint import MODEL_DIR
+    from medmplm.train.data import keep_row_order
     from medmplm.train.trainer import fit, initial_model_bundle
 
     section = config.finetune
@@ -281,6 +282,7 @@ def _run_torch(
     if reused:
         logger.info("run %s exists: resuming with its initial model", run_name)
     model_ref = ray.put(bundle)
+    keep_row_order()
     datasets = {
         split: ray.data.from_arrow(sets[split].examples)
         .map_batches(featurizer, batch_format="numpy", batch_size=config.data.featurize_batch_size)

@@ -25,6 +25,15 @@ COUNT_COLUMNS = ("text_truncated", "diag_truncated", "med_truncated", "diag_unkn
 TEXT_HIDDEN_STATES = "text_hidden_states"
 
 
+def keep_row_order() -> None:
+    """Make this process's Ray Data keep row order (``preserve_order``), so that featurising and materialising a split
+    gives the same row order in every run. Call it before building the datasets of a training run: the loop's seeded
+    shuffle and the workers' shards are only reproducible on a reproducible input order."""
+    from ray.data import DataContext
+
+    DataContext.get_current().execution_options.preserve_order = True
+
+
 def read_visits(prepared_dir: str, split: str) -> Any:
     """A Ray Dataset of one split's visit records (only the columns the featuriser reads).
 
