@@ -232,13 +232,18 @@ class LoggingSection:
         tensorboard: write TensorBoard event files to ``<storage_path>/<name>/tensorboard``.
         mlflow_tracking_uri: log to MLflow as well (needs ``pip install medmplm[mlflow]``).
         mlflow_experiment: MLflow experiment name.
-        progress_bar: a progress bar on rank 0; ``null`` (default): when the driver's stdout is a terminal.
+        progress_bar: a progress bar on the driver; ``null`` (default): when the driver's stdout is a terminal.
+        console_interval_s: without a progress bar, at most one progress line per this many seconds (validations
+            always print one line).
+        verbose: show Ray's, Ray Data's and DeepSpeed's own output, workers' included (``--verbose``).
     """
 
     tensorboard: bool = True
     mlflow_tracking_uri: str | None = None
     mlflow_experiment: str = "medmplm-pretrain"
     progress_bar: bool | None = None
+    console_interval_s: float = 30.0
+    verbose: bool = False
 
 
 @dataclass

@@ -21,10 +21,10 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
 
 from medmplm.config import ConfigError, load_config, parse_overrides, to_yaml
+from medmplm.console import configure_output, start_ray
 from medmplm.tasks.config import SHORT_FLAGS, FinetuneConfig, expand_short_flags
 
 logger = logging.getLogger("medmplm.finetune")
@@ -57,13 +57,15 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--config", help="YAML config file with any of the sections")
     parser.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+    parser.add_argument("--verbose", action="store_true", help="show Ray's and DeepSpeed's output (logging.verbose)")
     args, tokens = parser.parse_known_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     try:
         overrides = expand_short_flags(parse_overrides(tokens))
         config = load_config(FinetuneConfig, args.config, overrides)
     except ConfigError as error:
         parser.error(str(error))
+    config.logging.verbose = config.logging.verbose or args.verbose
+    configure_output(config.logging.verbose)
     if args.print_config:
         print(to_yaml(config), end="")
         return 0
@@ -75,8 +77,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
 
-    import ray
-
+    from medmplm.metrics import format_metric
     from medmplm.pretrain import ensure_prepared
     from medmplm.tasks.base import NoExamplesError
     from medmplm.tasks.encoders import model_spec
@@ -87,30 +88,49 @@ def main(argv: list[str] | None = None) -> int:
     if config.run.name is None:
         config.run.name = storage.new_run_name(f"{section.task}-{section.model.replace('+', '_')}")
     progress_bar = config.logging.progress_bar if config.logging.progress_bar is not None else sys.stdout.isatty()
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     # The logreg baseline on an existing prepared directory runs entirely in this process.
     needs_ray = model_spec(section.model).build is not None or config.data.prepared_dir is None
     if needs_ray:
         # address="local": never attach to a stale cluster some other process recorded in /tmp/ray.
-        ray.init(**({} if os.environ.get("RAY_ADDRESS") else {"address": "local", "include_dashboard": False}))
+        start_ray(config.logging.verbose, address="local", include_dashboard=False)
     try:
         prepared_dir = ensure_prepared(config.data)
         config.data.prepared_dir = prepared_dir
+        logger.info(
+            "%s with %s (%s), train ratio %g, seed %d; data %s; run %s",
+            section.task,
+            section.model,
+            f"pretrained: {config.model.init_from}"
+            if config.model.init_from
+            else f"from scratch, {config.model.preset}",
+            section.train_ratio,
+            config.train.seed,
+            prepared_dir,
+            config.run.name,
+        )
         record = run_finetune(config, prepared_dir, config.run.name, progress_bar)
     except NoExamplesError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     finally:
         if needs_ray:
+            import ray
+
             ray.shutdown()
     print(
         f"Fine-tuning finished: run {record.run_id} ({record.task}, {record.model}, init {record.init}, "
         f"train ratio {record.train_ratio}, seed {record.seed})"
     )
     for split in ("val", "test"):
-        values = " ".join(f"{name}={value:.4f}" for name, value in sorted(record.metrics[split].items()))
+        values = " ".join(format_metric(name, value) for name, value in sorted(record.metrics[split].items()))
         print(f"  {split} ({record.num_examples[split]} examples): {values}")
     print(f"  result record: {section.results_dir}/{record.run_id}.parquet")
+    print("Next:")
+    print(
+        '  python -c "from medmplm.results import gather_results, summary_table; '
+        f"print(summary_table(gather_results('{section.results_dir}')).to_string())\""
+        "   # every run in the results directory, mean ± std over seeds"
+    )
     return 0
 
 

@@ -56,6 +56,9 @@ from sklearn.metrics import (
     roc_auc_score,
 )
 
+# Entries of the metric dicts that count something rather than measure it (printed as integers).
+COUNT_METRICS = frozenset({"auc_macro_codes"})
+
 DEFAULT_MEDREC_THRESHOLD = 0.3
 DEFAULT_BINARY_THRESHOLD = 0.5
 DEFAULT_ICD_THRESHOLD = 0.5
@@ -231,3 +234,10 @@ def icd_metrics(y_true: np.ndarray, y_score: np.ndarray, threshold: float = DEFA
     for k in (5, 8):
         metrics[f"p_at_{k}"] = precision_at_k(y_true, y_score, k) if k <= y_true.shape[1] else float("nan")
     return metrics
+
+
+def format_metric(name: str, value: float) -> str:
+    """``name=value`` for people: counts as integers, measures with 4 decimals."""
+    if name in COUNT_METRICS and np.isfinite(value):
+        return f"{name}={int(value)}"
+    return f"{name}={value:.4f}"

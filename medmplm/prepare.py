@@ -7,10 +7,10 @@ Starts a local Ray (or joins the cluster named by ``RAY_ADDRESS``), runs
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import sys
 
+from medmplm.console import configure_output, start_ray
 from medmplm.data.pipeline import MEDICATION_VOCABS, VOCAB_SPLITS, PrepareOptions, check_output_dir, prepare
 from medmplm.data.tables import PrepareInputError
 
@@ -65,6 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="count vocabularies on the train split only (default) or on all splits",
     )
     parser.add_argument("--overwrite", action="store_true", help="replace an existing prepared output directory")
+    parser.add_argument("--verbose", action="store_true", help="show Ray's output and per-stage timings")
     parser.add_argument("--num-cpus", type=int, default=None, help="CPUs for a local Ray (default: all)")
     parser.add_argument(
         "--object-store-memory",
@@ -77,7 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    configure_output(args.verbose)
     try:
         options = PrepareOptions(
             ndc_map_dir=args.ndc_map,
@@ -96,20 +97,15 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
     import ray
-    from ray.data import DataContext
 
-    # Each Ray Data stage here has a handful of long tasks; per-operator progress output is noise.
-    DataContext.get_current().enable_progress_bars = False
-    if os.environ.get("RAY_ADDRESS"):
-        ray.init()
-    else:
-        # address="local": never attach to some other `ray start` cluster on this machine by accident.
-        ray.init(
-            address="local",
-            num_cpus=args.num_cpus,
-            object_store_memory=args.object_store_memory,
-            include_dashboard=False,
-        )
+    # address="local": never attach to some other `ray start` cluster on this machine by accident.
+    start_ray(
+        args.verbose,
+        address="local",
+        num_cpus=args.num_cpus,
+        object_store_memory=args.object_store_memory,
+        include_dashboard=False,
+    )
     try:
         manifest = prepare(args.mimic, args.out, options)
     except PrepareInputError as err:

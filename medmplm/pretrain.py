@@ -17,13 +17,13 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
 import tempfile
 from pathlib import Path
 
 # Light imports only: `--help` and a wrong path must answer without loading torch or starting Ray.
 from medmplm.config import CONFIG_FILE_NAME, ConfigError, DataConfig, PretrainConfig, load_config, to_yaml
+from medmplm.console import configure_output, start_ray
 from medmplm.data import schema
 
 logger = logging.getLogger("medmplm.pretrain")
@@ -264,12 +264,14 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--config", help="YAML config file, or a preset name: tiny, paper, cluster_pretrain")
     parser.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+    parser.add_argument("--verbose", action="store_true", help="show Ray's and DeepSpeed's output (logging.verbose)")
     args, overrides = parser.parse_known_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     try:
         config = load_config(PretrainConfig, args.config, overrides)
     except ConfigError as error:
         parser.error(str(error))
+    config.logging.verbose = config.logging.verbose or args.verbose
+    configure_output(config.logging.verbose)
     if args.print_config:
         print(to_yaml(config), end="")
         return 0
@@ -288,14 +290,9 @@ def main(argv: list[str] | None = None) -> int:
 
     import ray
 
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     # Joins the cluster in RAY_ADDRESS (ray job submit sets it), or starts a local Ray. The dashboard stays on:
     # Ray Train V2 watches its controller through the state API the dashboard serves.
-    ray.init()
-    from ray.data import DataContext
-
-    # A few long stages per dataset: per-operator progress output would only bury the run's own log.
-    DataContext.get_current().enable_progress_bars = False
+    start_ray(config.logging.verbose)
     try:
         where = run(config, progress_bar)
     except ConfigError as error:

@@ -20,7 +20,7 @@ from medmplm.results import (
 )
 from medmplm.config import load_config
 from medmplm.data.schema import MANIFEST_FILE
-from medmplm.tasks.base import is_synthetic_data
+from medmplm.tasks.data_source import is_synthetic
 from medmplm.tasks.config import FinetuneConfig
 from medmplm.tasks.runner import run_setting
 from medmplm.tasks.testing_utils import write_finetune_prepared_dir
@@ -165,7 +165,7 @@ def test_logistic_regression_setting_ignores_the_training_loop():
 
 def test_synthetic_data_is_read_from_the_manifest(tmp_path):
     prepared = write_finetune_prepared_dir(tmp_path, patients=(2, 1, 1))
-    assert not is_synthetic_data(prepared)
+    assert not is_synthetic(str(prepared))
     manifest = json.loads((prepared / MANIFEST_FILE).read_text())
     (prepared / MANIFEST_FILE).write_text(json.dumps({**manifest, "synthetic": True}))
-    assert is_synthetic_data(prepared)
+    assert is_synthetic(str(prepared))

@@ -94,9 +94,7 @@ def test_two_workers_get_the_same_rows_every_run_and_validate_every_row_once(ray
         assert sorted(seen) == list(range(TRAIN_ROWS)), "the workers' shards must cover the training rows once"
 
     for run in runs:
-        validated = [
-            row for rank in (0, 1) for batch in recorded_batches(run, rank, training=False) for row in batch
-        ]
+        validated = [row for rank in (0, 1) for batch in recorded_batches(run, rank, training=False) for row in batch]
         # One validation per epoch, each scoring the 13 validation rows exactly once between the two workers.
         expected = sorted(list(range(TRAIN_ROWS, TRAIN_ROWS + VAL_ROWS)) * EPOCHS)
         assert sorted(validated) == expected

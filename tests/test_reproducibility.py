@@ -43,7 +43,9 @@ def pretrain(prepared: Path, storage: Path, name: str, workers: int, *extra: str
         ],
     )
     run(config, progress_bar=False)
-    events = sorted((storage / name / "tensorboard").glob("events.out.tfevents.*"), key=lambda p: int(p.name.split(".")[3]))
+    events = sorted(
+        (storage / name / "tensorboard").glob("events.out.tfevents.*"), key=lambda p: int(p.name.split(".")[3])
+    )
     accumulator = EventAccumulator(str(events[-1]), size_guidance={"scalars": 0})
     accumulator.Reload()
     return {

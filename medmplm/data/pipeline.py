@@ -178,7 +178,7 @@ class StageTimer:
             self.seconds[name] = time.perf_counter() - start
             if self.on_stage:
                 self.on_stage("end", name)
-            logger.info("stage %s: %.1f s", name, self.seconds[name])
+            logger.debug("stage %s: %.1f s", name, self.seconds[name])
 
 
 # --- splits ---------------------------------------------------------------------------------------
@@ -523,7 +523,7 @@ def prepare(
         )
         num_buckets = buckets_per_shard * options.num_shards_per_split
         boundaries = bucket_boundaries(admission_subjects, num_buckets)
-        logger.info(
+        logger.debug(
             "%d admissions -> %d buckets, %d shards per split",
             len(admission_subjects),
             num_buckets,

@@ -210,12 +210,6 @@ def read_manifest(prepared_dir: str | os.PathLike) -> dict:
     return manifest
 
 
-def is_synthetic_data(prepared_dir: str | os.PathLike) -> bool:
-    """Whether the prepared directory was made from generated synthetic MIMIC (its manifest's ``synthetic``; a
-    manifest without the key predates it and counts as not synthetic)."""
-    return bool(read_manifest(prepared_dir).get("synthetic", False))
-
-
 def task_options(task: Task) -> dict:
     """Every option of ``task`` with its value, defaults included (the keyword arguments that rebuild it)."""
     return {name: value for name, value in vars(task).items() if not name.startswith("_")}

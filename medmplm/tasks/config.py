@@ -22,9 +22,6 @@ from medmplm.config import (
     ScalingSection,
     TrainSection,
 )
-from medmplm.tasks import TASKS
-from medmplm.tasks.encoders import MODELS
-
 CONFIG_FILE_NAME = "finetune_config.yaml"
 
 # Short flag -> dotted config key.
@@ -118,6 +115,10 @@ class FinetuneConfig:
             run=self.run,
             logging=self.logging,
         ).validate()
+        # Imported here, not at module level: `--help` parses flags from this module and must not load torch.
+        from medmplm.tasks import TASKS
+        from medmplm.tasks.encoders import MODELS
+
         section = self.finetune
         if section.model not in MODELS:
             raise ConfigError(f"finetune.model: expected one of {sorted(MODELS)}, got {section.model!r}")

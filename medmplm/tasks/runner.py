@@ -33,8 +33,9 @@ from medmplm.data.splits import subset_train_visits
 from medmplm.models import MedMPLMConfig, MedMPLMModel
 from medmplm.results import SCRATCH, ResultRecord, setting_of, write_result
 from medmplm.tasks import build_task, read_visits
-from medmplm.tasks.base import ExampleSet, NoExamplesError, Task, is_synthetic_data, task_options
+from medmplm.tasks.base import ExampleSet, NoExamplesError, Task, task_options
 from medmplm.tasks.config import CONFIG_FILE_NAME, FinetuneConfig
+from medmplm.tasks.data_source import is_synthetic
 from medmplm.tasks.encoders import build_logistic_regression, model_spec
 from medmplm.tasks.featurize import ExampleFeaturizer
 from medmplm.tasks.modeling import FineTuningModel, HeadConfig, build_finetuning_model
@@ -350,7 +351,7 @@ def run_finetune(config: FinetuneConfig, prepared_dir: str, run_name: str, progr
         seed=config.train.seed,
         setting=setting,
         setting_json=setting_json,
-        synthetic_data=is_synthetic_data(prepared_dir),
+        synthetic_data=is_synthetic(prepared_dir),
         lr=config.train.lr if spec.build is not None else 0.0,
         epochs=info.pop("epochs"),
         num_train=len(sets["train"]),

@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
-logger = logging.getLogger("medmplm.train")
+logger = logging.getLogger(__name__)
 
 
 class ProgressInbox:
@@ -108,7 +108,9 @@ class ProgressPrinter:
         self._total = event.get("total_steps", self._total)
         if self._tqdm is not None:
             self._tqdm.update(event["step"] - self._tqdm.n)
-            self._tqdm.set_postfix_str(f"loss {event['loss']:.4f}, {event['samples_per_s']:.0f} samples/s", refresh=True)
+            self._tqdm.set_postfix_str(
+                f"loss {event['loss']:.4f}, {event['samples_per_s']:.0f} samples/s", refresh=True
+            )
             self._step = event["step"]
             return
         now = time.monotonic()

@@ -57,9 +57,7 @@ def rows(count: int, seed: int = 0) -> list[dict[str, Any]]:
     generator = torch.Generator().manual_seed(seed)
     features = torch.randn(count, NUM_FEATURES, generator=generator)
     target = features @ torch.arange(1.0, NUM_FEATURES + 1) + 0.1 * torch.randn(count, generator=generator)
-    return [
-        {"row_id": i, "features": features[i].tolist(), "target": float(target[i])} for i in range(count)
-    ]
+    return [{"row_id": i, "features": features[i].tolist(), "target": float(target[i])} for i in range(count)]
 
 
 @dataclass

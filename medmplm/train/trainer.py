@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import json
+import logging
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -24,9 +25,10 @@ from medmplm.train.bundle import ModelBundle
 from medmplm.train.checkpoint import MODEL_DIR, TRAINER_STATE_FILE
 from medmplm.train.engine import resolve_backend
 from medmplm.train.loop import LoopSpec, train_loop_per_worker
-from medmplm.train.metrics import logger
 from medmplm.train.progress import ProgressPrinter, ProgressRelay
 from medmplm.train.task import TrainingTask
+
+logger = logging.getLogger(__name__)
 
 INITIAL_MODEL_DIR = "initial_model"
 MODEL_MARKER = "config.json"
@@ -109,7 +111,6 @@ def fit(
     config_yaml: str,
     config_file_name: str,
     progress_bar: bool = False,
-    progress_interval_s: float = 30.0,
 ) -> TrainingOutcome:
     """Train ``task`` on ``datasets`` (``train`` and ``val`` Ray Datasets, featurised) with Ray Train + DeepSpeed.
 
@@ -121,7 +122,7 @@ def fit(
         run_name: the run's name (see :func:`medmplm.train.storage.new_run_name`); an existing run of that name under
             ``run.storage_path`` is resumed.
         config_yaml: the resolved configuration, saved beside every checkpoint as ``config_file_name``.
-        progress_bar: show a progress bar (on a terminal); otherwise one line per ``progress_interval_s`` seconds.
+        progress_bar: show a progress bar (on a terminal); otherwise one line per ``logging.console_interval_s``.
 
     Raises:
         ray.train.TrainingFailedError: when workers keep failing beyond ``run.max_failures``.
@@ -175,7 +176,7 @@ def fit(
     # Deterministic ingest: with preserve_order the streaming split deals blocks in order instead of by locality.
     ingest = copy.deepcopy(DataContext.get_current().execution_options)
     ingest.preserve_order = True
-    relay = ProgressRelay(ProgressPrinter(task.name, bar=progress_bar, interval_s=progress_interval_s))
+    relay = ProgressRelay(ProgressPrinter(task.name, bar=progress_bar, interval_s=logging.console_interval_s))
     spec.progress_inbox = relay.inbox
     trainer = TorchTrainer(
         train_loop_per_worker,

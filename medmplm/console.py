@@ -1,0 +1,61 @@
+"""What the entry points print: medmplm's own lines by default, Ray's and DeepSpeed's too with ``--verbose``.
+
+By default a run shows a short header, one progress bar on a terminal (or one line per interval otherwise, see
+:mod:`medmplm.train.progress`) and a final summary. Everything else (Ray's start-up lines, Ray Data execution plans
+and progress bars, worker output such as DeepSpeed's op builds and Ray Train's reports, deprecation warnings) is
+Ray's and DeepSpeed's own business: it stays in Ray's log files (``/tmp/ray/session_latest/logs``) unless
+``--verbose`` brings it to the terminal.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import warnings
+from typing import Any
+
+LOG_FORMAT = "%(asctime)s %(name)s: %(message)s"
+
+# Third-party loggers that speak at INFO on the driver during a normal run.
+_CHATTY_LOGGERS = ("ray", "ray.data", "ray.train", "ray.tune", "DeepSpeed", "deepspeed", "transformers", "torch")
+
+
+def configure_output(verbose: bool) -> None:
+    """Log medmplm at INFO (DEBUG with ``verbose``); other libraries at WARNING, or at INFO with ``verbose``."""
+    logging.basicConfig(level=logging.WARNING, format=LOG_FORMAT, datefmt="%H:%M:%S")
+    logging.getLogger("medmplm").setLevel(logging.DEBUG if verbose else logging.INFO)
+    for name in _CHATTY_LOGGERS:
+        logging.getLogger(name).setLevel(logging.INFO if verbose else logging.WARNING)
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    if not verbose:
+        warnings.filterwarnings("ignore", category=DeprecationWarning)
+        warnings.filterwarnings("ignore", category=FutureWarning)
+        # Ray's own deprecation warnings derive from FutureWarning or DeprecationWarning in some modules only.
+        warnings.filterwarnings("ignore", message=".*deprecated.*")
+
+
+def start_ray(verbose: bool, **local_options: Any) -> None:
+    """``ray.init``: join the cluster in ``RAY_ADDRESS`` (``ray job submit`` sets it), or start a local Ray with
+    ``local_options``. Workers' output reaches this terminal only with ``verbose``."""
+    import ray
+
+    # ERROR, not WARNING: Ray warns on every start that token authentication is on (the README says so once).
+    quiet = {"log_to_driver": verbose, "logging_level": logging.INFO if verbose else logging.ERROR}
+    if os.environ.get("RAY_ADDRESS"):
+        ray.init(**quiet)
+    else:
+        ray.init(**local_options, **quiet)
+    quiet_ray_data(verbose)
+
+
+def quiet_ray_data(verbose: bool) -> None:
+    """Ray Data's progress bars and per-dataset execution lines only with ``verbose``. Ray Data configures its
+    loggers when it is first used, so this runs after ``ray.init``."""
+    from ray.data import DataContext
+
+    context = DataContext.get_current()
+    context.enable_progress_bars = verbose
+    context.enable_operator_progress_bars = verbose
+    level = logging.INFO if verbose else logging.ERROR
+    for name in ("ray.data", "ray.data._internal.execution.streaming_executor"):
+        logging.getLogger(name).setLevel(level)
