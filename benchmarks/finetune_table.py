@@ -23,7 +23,6 @@ with ``-scratch`` appended to train it from a random init.
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import sys
 import time
@@ -31,6 +30,7 @@ import time
 import pandas as pd
 
 from medmplm.config import load_config, parse_overrides
+from medmplm.console import configure_output, start_ray
 from medmplm.results import gather_results, recorded_settings, summary_table
 from medmplm.tasks.config import FinetuneConfig, expand_short_flags
 from medmplm.tasks.encoders import MODELS, model_spec
@@ -74,8 +74,9 @@ def main(argv: list[str] | None = None) -> int:
         metavar="TASK.KEY=VALUE",
         help="an option of one task, e.g. medrec.max_history=4 or readmission.subsample_negatives=true (repeatable)",
     )
+    parser.add_argument("--verbose", action="store_true", help="show Ray's and DeepSpeed's output")
     args, tokens = parser.parse_known_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    configure_output(args.verbose)
     common = expand_short_flags(parse_overrides(tokens))
     task_options = {task: dict(options) for task, options in GRID_TASK_OPTIONS.items()}
     for dotted, value in parse_overrides(args.task_option).items():
@@ -92,8 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     from medmplm.tasks.runner import run_finetune, run_setting
     from medmplm.train.storage import new_run_name
 
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    ray.init(**({} if os.environ.get("RAY_ADDRESS") else {"address": "local", "include_dashboard": False}))
+    start_ray(args.verbose, address="local", include_dashboard=False)
     timings = []
     try:
         for task in tasks:
