@@ -89,7 +89,9 @@ def main(argv: list[str] | None = None) -> int:
         config.run.name = storage.new_run_name(f"{section.task}-{section.model.replace('+', '_')}")
     progress_bar = config.logging.progress_bar if config.logging.progress_bar is not None else sys.stdout.isatty()
     # The logreg baseline on an existing prepared directory runs entirely in this process.
-    needs_ray = model_spec(section.model).build is not None or config.data.prepared_dir is None
+    spec = model_spec(section.model)
+    pretrained = spec.uses_pretrained_weights and config.model.init_from is not None
+    needs_ray = spec.build is not None or config.data.prepared_dir is None
     if needs_ray:
         # address="local": never attach to a stale cluster some other process recorded in /tmp/ray.
         start_ray(config.logging.verbose, address="local", include_dashboard=False)
@@ -100,9 +102,7 @@ def main(argv: list[str] | None = None) -> int:
             "%s with %s (%s), train ratio %g, seed %d; data %s; run %s",
             section.task,
             section.model,
-            f"pretrained: {config.model.init_from}"
-            if config.model.init_from
-            else f"from scratch, {config.model.preset}",
+            f"pretrained: {config.model.init_from}" if pretrained else "no pretrained weights",
             section.train_ratio,
             config.train.seed,
             prepared_dir,
