@@ -28,6 +28,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from medmplm.metrics import COUNT_METRICS
+
 RESULT_SCHEMA = pa.schema(
     [
         pa.field("run_id", pa.string(), nullable=False),
@@ -201,9 +203,10 @@ def summary_table(
     stats = rows.groupby(keys + ["metric"])["value"].agg(["mean", "std", "count"]).reset_index()
 
     def cell(row: Mapping) -> str:
+        places = 1 if row["metric"] in COUNT_METRICS else digits
         if row["count"] < 2 or math.isnan(row["std"]):
-            return f"{row['mean']:.{digits}f} ({row['count']})"
-        return f"{row['mean']:.{digits}f} ± {row['std']:.{digits}f} ({row['count']})"
+            return f"{row['mean']:.{places}f} ({row['count']})"
+        return f"{row['mean']:.{places}f} ± {row['std']:.{places}f} ({row['count']})"
 
     stats["cell"] = stats.apply(cell, axis=1)
     table = stats.pivot(index=keys, columns="metric", values="cell")
