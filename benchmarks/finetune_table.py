@@ -31,7 +31,7 @@ import pandas as pd
 
 from medmplm.config import load_config, parse_overrides
 from medmplm.console import configure_output, start_ray
-from medmplm.results import gather_results, recorded_settings, summary_table
+from medmplm.results import gather_results, pretraining_differences, recorded_settings, summary_table
 from medmplm.tasks.config import FinetuneConfig, expand_short_flags
 from medmplm.tasks.encoders import MODELS, model_spec
 
@@ -135,6 +135,10 @@ def main(argv: list[str] | None = None) -> int:
             continue
         print(f"\n== {task}: test metrics, mean ± std (number of seeds)")
         print(summary_table(rows, split="test", metrics=KEY_METRICS[task]).to_string())
+        differences = pretraining_differences(rows, split="test", metrics=KEY_METRICS[task])
+        if not differences.empty:
+            print(f"-- pretrained minus scratch, paired by seed (same training subset), mean [95% t interval], {task}")
+            print(differences.to_string(index=False, float_format=lambda value: f"{value:.3f}"))
         print(f"-- reference: the label prior (training label frequencies for every example), {task}, test")
         for ratio in ratios:
             prior = label_prior_metrics(task, task_options.get(task, {}), args.prepared, ratio, seeds[0])

@@ -214,3 +214,63 @@ def summary_table(
         table = table[[m for m in metrics if m in table.columns]]
     table.columns.name = None
     return table
+
+
+def pretraining_differences(
+    results: pd.DataFrame, split: str = "test", metrics: Sequence[str] | None = None, confidence: float = 0.95
+) -> pd.DataFrame:
+    """Pretrained minus from-scratch, paired by seed, for every (task, model, train ratio, metric) run both ways.
+
+    A seed fixes the training subset and the initialisation of everything but the pretrained weights, so the
+    per-seed difference isolates pretraining; its mean carries a Student-t confidence interval over the seeds (NaN
+    bounds with one seed).
+
+    Returns:
+        One row per (task, model, train_ratio, metric): ``pretrained``, ``scratch`` (means), ``difference`` (mean
+        paired difference), ``low``, ``high`` (interval bounds) and ``seeds`` (number of pairs).
+
+    Raises:
+        ValueError: when one (task, model, train ratio) holds several pretrained or several scratch settings (e.g. two
+            learning rates): pairing them by seed would mix settings; pass the results of one setting per side.
+    """
+    from scipy import stats
+
+    rows = results[results["split"] == split]
+    if metrics is not None:
+        rows = rows[rows["metric"].isin(list(metrics))]
+    keys = ["task", "model", "train_ratio"]
+    settings = rows.groupby(keys + ["pretrained"])["setting"].nunique()
+    if (settings > 1).any():
+        mixed = settings[settings > 1].index.tolist()
+        raise ValueError(
+            f"several settings for (task, model, train_ratio, pretrained) {mixed}: filter the results first"
+        )
+    out = []
+    for (task, model, ratio, metric), group in rows.groupby(keys + ["metric"]):
+        by_seed = group.pivot_table(index="seed", columns="pretrained", values="value")
+        if True not in by_seed or False not in by_seed:
+            continue
+        differences = (by_seed[True] - by_seed[False]).dropna()
+        if differences.empty:
+            continue
+        count, mean = len(differences), float(differences.mean())
+        half = (
+            float(stats.t.ppf(0.5 + confidence / 2, count - 1) * differences.std() / math.sqrt(count))
+            if count > 1
+            else math.nan
+        )
+        out.append(
+            {
+                "task": task,
+                "model": model,
+                "train_ratio": ratio,
+                "metric": metric,
+                "pretrained": float(by_seed[True].mean()),
+                "scratch": float(by_seed[False].mean()),
+                "difference": mean,
+                "low": mean - half,
+                "high": mean + half,
+                "seeds": count,
+            }
+        )
+    return pd.DataFrame(out)

@@ -13,6 +13,7 @@ from medmplm.results import (
     ResultRecord,
     gather_results,
     new_run_id,
+    pretraining_differences,
     recorded_settings,
     setting_of,
     summary_table,
@@ -169,3 +170,22 @@ def test_synthetic_data_is_read_from_the_manifest(tmp_path):
     manifest = json.loads((prepared / MANIFEST_FILE).read_text())
     (prepared / MANIFEST_FILE).write_text(json.dumps({**manifest, "synthetic": True}))
     assert is_synthetic(str(prepared))
+
+
+def test_pretraining_differences_pair_seeds_and_carry_a_t_interval(tmp_path):
+    scratch = {0: 0.60, 1: 0.50, 2: 0.70}
+    for seed, value in scratch.items():
+        write_result(tmp_path, _record("medmplm", SCRATCH, seed, value))
+        # Pretraining adds 0.05, 0.07, 0.03 on the same seeds: a mean of 0.05 with a sample std of 0.02.
+        write_result(tmp_path, _record("medmplm", "runs/p/export", seed, value + (0.05, 0.07, 0.03)[seed]))
+    write_result(tmp_path, _record("logreg", SCRATCH, 0, 0.7))
+    (row,) = pretraining_differences(gather_results(tmp_path), metrics=["auroc"]).to_dict("records")
+    assert (row["model"], row["seeds"]) == ("medmplm", 3)
+    assert row["difference"] == pytest.approx(0.05)
+    half = 4.302653 * 0.02 / 3**0.5  # t(0.975, 2 degrees of freedom) x std / sqrt(n)
+    assert (row["low"], row["high"]) == pytest.approx((0.05 - half, 0.05 + half), rel=1e-5)
+    assert row["scratch"] == pytest.approx(0.6)
+
+    write_result(tmp_path, _record("medmplm", SCRATCH, 0, 0.9, lr=1e-3))
+    with pytest.raises(ValueError, match="several settings"):
+        pretraining_differences(gather_results(tmp_path))
