@@ -63,10 +63,9 @@ class ProgressPrinter:
     bar: bool
     interval_s: float = 30.0
     stream: TextIO = field(default_factory=lambda: sys.stderr)
-    _tqdm: Any = None
-    _last_line: float = -math.inf
-    _total: int = 0
-    _step: int = 0
+    _tqdm: Any = field(default=None, init=False)
+    _last_line: float = field(default=-math.inf, init=False)
+    _total: int = field(default=0, init=False)
 
     def handle(self, event: dict[str, Any]) -> None:
         kind = event["kind"]
@@ -93,7 +92,7 @@ class ProgressPrinter:
             self._tqdm = None
 
     def _start(self, event: dict[str, Any]) -> None:
-        self._total, self._step = event["total_steps"], event["step"]
+        self._total = event["total_steps"]
         if event["step"] > 0:
             self._write(f"resuming at step {event['step']} of {event['total_steps']}")
         if self.bar:
@@ -101,17 +100,21 @@ class ProgressPrinter:
 
             self.close()
             self._tqdm = tqdm(
-                total=self._total, initial=self._step, desc=self.name, unit="step", file=self.stream, dynamic_ncols=True
+                total=self._total,
+                initial=event["step"],
+                desc=self.name,
+                unit="step",
+                file=self.stream,
+                dynamic_ncols=True,
             )
 
     def _on_step(self, event: dict[str, Any]) -> None:
-        self._total = event.get("total_steps", self._total)
+        self._total = event["total_steps"]
         if self._tqdm is not None:
             self._tqdm.update(event["step"] - self._tqdm.n)
             self._tqdm.set_postfix_str(
                 f"loss {event['loss']:.4f}, {event['samples_per_s']:.0f} samples/s", refresh=True
             )
-            self._step = event["step"]
             return
         now = time.monotonic()
         if now - self._last_line < self.interval_s and event["step"] < self._total:
