@@ -27,8 +27,8 @@ With ``--init``, ``medmplm-code`` and ``medmplm-text`` are MedM-PLM's own pretra
 ``gbert``, ``clinicalbert`` and ``medbert`` are kept for those independently pretrained baselines.
 
 The unimodal parts of the concatenation baselines take their weights from ``code_backbone`` and ``text_backbone``,
-which may be two independently pretrained models (``--init-code``, ``--init-text``); with one backbone for both,
-``medmplm-code+medmplm-text`` is ``medmplm-nocross``.
+which may be two independently pretrained models (``--init`` for the code side, ``finetune.init_text`` for the text
+side); with one backbone for both, ``medmplm-code+medmplm-text`` is ``medmplm-nocross``.
 """
 
 from __future__ import annotations
