@@ -28,16 +28,22 @@ def configure_output(verbose: bool) -> None:
         logging.getLogger(name).setLevel(logging.INFO if verbose else logging.WARNING)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     if not verbose:
-        warnings.filterwarnings("ignore", category=DeprecationWarning)
-        warnings.filterwarnings("ignore", category=FutureWarning)
-        # Ray's own deprecation warnings derive from FutureWarning or DeprecationWarning in some modules only.
-        warnings.filterwarnings("ignore", message=".*deprecated.*")
+        _ignore_deprecations()
+
+
+def _ignore_deprecations() -> None:
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
+    warnings.filterwarnings("ignore", category=FutureWarning)
 
 
 def start_ray(verbose: bool, **local_options: Any) -> None:
     """``ray.init``: join the cluster in ``RAY_ADDRESS`` (``ray job submit`` sets it), or start a local Ray with
     ``local_options``. Workers' output reaches this terminal only with ``verbose``."""
     import ray
+
+    if not verbose:
+        # Importing Ray puts its own filter for RayDeprecationWarning (a DeprecationWarning) ahead of ours: again.
+        _ignore_deprecations()
 
     # ERROR, not WARNING: Ray warns on every start that token authentication is on (the README says so once).
     quiet = {"log_to_driver": verbose, "logging_level": logging.INFO if verbose else logging.ERROR}

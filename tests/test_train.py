@@ -274,9 +274,9 @@ def test_weighted_sums_ignore_empty_objectives_and_reset():
     sums.add("accuracy", 3.0, 4.0)
     sums.add("accuracy", math.nan, 0.0)  # a batch without targets
     sums.add("accuracy", 1.0, 4.0)
-    totals = sums.reduce_totals(torch.device("cpu"))
+    totals = sums.reduce_totals()
     assert totals == {"accuracy": (4.0, 8.0)}
-    assert sums.reduce_totals(torch.device("cpu")) == {}
+    assert sums.reduce_totals() == {}
 
 
 def test_weighted_sums_accumulate_without_reading_device_values():

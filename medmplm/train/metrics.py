@@ -48,9 +48,9 @@ class WeightedSums:
         # torch.full launches a fill kernel; torch.tensor(value, device=...) would be a blocking host-to-device copy.
         return torch.full((), float(value), dtype=torch.float64, device=self._device)
 
-    def reduce_totals(self, device: torch.device | None = None) -> dict[str, tuple[float, float]]:
+    def reduce_totals(self) -> dict[str, tuple[float, float]]:
         """``name -> (sum, weight)`` over all workers, then reset."""
-        device = self._device if device is None else torch.device(device)
+        device = self._device
         names = sorted(self._sums)
         distributed = dist.is_available() and dist.is_initialized()
         if distributed:
