@@ -15,10 +15,10 @@ import pyarrow.compute as pc
 import pyarrow.csv as pv
 import pytest
 
+from medmplm.data.ndc_atc import load_ndc_to_atc3
 from medmplm.ontology import ATC3_PATTERN, ICD9_DIAGNOSIS_PATTERN, ICD9_PROCEDURE_PATTERN
 from medmplm.synthetic import generate_mimic3
 from medmplm.synthetic.__main__ import main
-from medmplm.synthetic.catalogue.codes import ICD9_DIAGNOSES, ICD9_PROCEDURES
 from medmplm.synthetic.catalogue.conditions import (
     ADMISSION_REASONS,
     CHRONIC_CONDITIONS,
@@ -28,7 +28,11 @@ from medmplm.synthetic.catalogue.conditions import (
     MINOR_CONDITIONS,
 )
 from medmplm.synthetic.catalogue.drugs import DRUGS, DRUGS_BY_KEY
+from medmplm.synthetic.catalogue.icd9cm import diagnosis_titles, procedure_titles
 from medmplm.synthetic.catalogue.labs import LAB_ITEMS, LAB_PANELS
+from medmplm.synthetic.formulary import build_formulary
+from medmplm.synthetic.generate import NDC2ATC_FILE, NDC2RXNORM_FILE
+from medmplm.synthetic.realism import REAL_DEMO, STATISTICS, code_statistics, relative_gap
 
 # MIMIC-III v1.4 column lists, in order (MIT-LCP mimic-code, postgres_create_tables.sql).
 MIMIC3_COLUMNS = {
@@ -300,22 +304,20 @@ def test_medications_follow_diagnoses(tables):
     diagnoses = tables["DIAGNOSES_ICD"].to_pandas()
     prescriptions = tables["PRESCRIPTIONS"].to_pandas()
     all_admissions = set(tables["ADMISSIONS"].column("HADM_ID").to_pylist())
+    # A condition's code family (category 428, 250) means the condition, whichever leaf was coded.
     checks = (
-        ({"4280", "42822", "42823", "42832", "42833"}, {"Furosemide"}),
-        (
-            {"25000", "25002", "25040", "25060", "25001", "25012", "25013"},
-            {"MetFORMIN (Glucophage)", "Glipizide", "Glargine"},
-        ),
-        ({"42731"}, {"Warfarin", "Diltiazem", "Amiodarone HCl", "Digoxin"}),
+        ("428", {"Furosemide"}),
+        ("250", {"MetFORMIN (Glucophage)", "Glipizide", "Glargine"}),
+        ("42731", {"Warfarin", "Diltiazem", "Amiodarone HCl", "Digoxin"}),
     )
     for codes, drugs in checks:
-        with_code = set(diagnoses[diagnoses.ICD9_CODE.isin(codes)].HADM_ID)
+        with_code = set(diagnoses[diagnoses.ICD9_CODE.str.startswith(codes, na=False)].HADM_ID)
         given = set(prescriptions[prescriptions.DRUG.isin(drugs)].HADM_ID)
         without_code = all_admissions - with_code
         assert len(with_code) >= 20, codes
         rate_with = len(with_code & given) / len(with_code)
         rate_without = len(without_code & given) / len(without_code)
-        assert rate_with > 0.5 and rate_with > 2.5 * rate_without, (codes, rate_with, rate_without)
+        assert rate_with > 0.35 and rate_with > 2.5 * rate_without, (codes, rate_with, rate_without)
 
 
 def test_notes_multiline_quoted_and_read_back(release, tables):
@@ -378,6 +380,47 @@ def test_mapping_files_in_gamenet_format_with_unmapped_ndcs(release, tables):
     coverage = len(mapped) / len(ndcs)
     assert 0.6 < coverage < 0.99
     assert any(ndc not in ndc2rxnorm for ndc in real)
+
+
+def test_every_emitted_code_exists_in_icd9cm(tables):
+    diagnoses = {code for code in tables["DIAGNOSES_ICD"].column("ICD9_CODE").to_pylist() if code}
+    procedures = set(tables["PROCEDURES_ICD"].column("ICD9_CODE").to_pylist())
+    assert diagnoses <= set(diagnosis_titles()), diagnoses - set(diagnosis_titles())
+    assert procedures <= set(procedure_titles()), procedures - set(procedure_titles())
+    assert tables["D_ICD_DIAGNOSES"].column("ICD9_CODE").to_pylist() == list(diagnosis_titles())
+    assert tables["D_ICD_PROCEDURES"].column("ICD9_CODE").to_pylist() == list(procedure_titles())
+    # The tail reaches well beyond the curated catalogue: 200 patients use hundreds of codes.
+    assert len(diagnoses) > 800 and len(procedures) > 150
+
+
+def test_code_vocabulary_matches_the_real_demo(tmp_path):
+    # The issue's acceptance: 150 patients, first 129 admissions by HADM_ID, every statistic within 25%
+    # of the MIMIC-III demo's. Seed 0; seeds 0-4 all pass (benchmarks/synthetic_realism.py).
+    generate_mimic3(tmp_path / "demo", patients=150, seed=0)
+    measured = code_statistics(tmp_path / "demo", admissions=129)
+    gaps = {name: relative_gap(measured[name], REAL_DEMO[name]) for name, _ in STATISTICS}
+    assert all(abs(gap) <= 0.25 for gap in gaps.values()), gaps
+    # The tail's shape: most distinct diagnosis and procedure codes occur once, most NDCs more often.
+    assert measured["diagnosis_codes_seen_once"] > 0.45 and measured["procedure_codes_seen_once"] > 0.45
+    assert 0.15 < measured["ndcs_seen_once"] < 0.45
+
+
+def test_every_ndc_that_should_map_does_map(release, tables):
+    out, _ = release
+    mapped = dict(zip(*load_ndc_to_atc3(out).to_pydict().values(), strict=True))
+    formulary = build_formulary()
+    products = [product for drug in DRUGS for product in formulary.products[drug.key]]
+    assert sum(len(formulary.products[drug.key]) > 10 for drug in DRUGS) >= 20
+    for product in products:
+        if product.maps:
+            assert mapped.get(product.ndc) == product.drug.atc4[:4], product
+        else:
+            assert product.ndc not in mapped, product
+    # GAMENet's map misses a few per cent of PRESCRIPTIONS rows, not tens.
+    ndcs = [ndc for ndc in tables["PRESCRIPTIONS"].column("NDC").to_pylist() if ndc not in (None, "0")]
+    unmapped = sum(ndc not in mapped for ndc in ndcs) / len(ndcs)
+    assert 0.01 < unmapped < 0.08, unmapped
+    assert (out / NDC2RXNORM_FILE).is_file() and (out / NDC2ATC_FILE).is_file()
 
 
 def test_dictionaries_and_labs(tables):
@@ -449,10 +492,12 @@ def test_cli_writes_release_and_prints_counts(tmp_path, capsys):
 
 
 def test_catalogue_is_consistent():
-    diagnosis_codes = {code for code, _, _ in ICD9_DIAGNOSES}
-    procedure_codes = {code for code, _, _ in ICD9_PROCEDURES}
-    assert len(diagnosis_codes) == len(ICD9_DIAGNOSES) and len(procedure_codes) == len(ICD9_PROCEDURES)
-    assert all(len(short) <= 24 for _, short, _ in ICD9_DIAGNOSES + ICD9_PROCEDURES)
+    diagnosis_codes = set(diagnosis_titles())
+    procedure_codes = set(procedure_titles())
+    # CMS v32, the size of MIMIC-III v1.4's D_ICD_DIAGNOSES and D_ICD_PROCEDURES.
+    assert (len(diagnosis_codes), len(procedure_codes)) == (14_567, 3_882)
+    titles = [*diagnosis_titles().values(), *procedure_titles().values()]
+    assert all(0 < len(short) <= 24 and long for short, long in titles)
     used_diagnoses = {code for code, _ in INCIDENTAL_CODES} | {history.code for history in HISTORIES}
     used_diagnoses |= {minor.code for minor in MINOR_CONDITIONS if minor.code}
     for condition in CHRONIC_CONDITIONS:

@@ -22,6 +22,7 @@ from typing import TextIO
 
 import numpy as np
 
+from medmplm.synthetic.catalogue.drugs import DRUGS
 from medmplm.synthetic.formulary import build_formulary, write_ndc2atc, write_ndc2rxnorm
 from medmplm.synthetic.model import Admission, Patient, PatientRandom, PatientSimulator
 from medmplm.synthetic.notes import NoteRow, NoteWriter
@@ -30,7 +31,7 @@ from medmplm.synthetic.tables import TABLE_COLUMNS, CsvStyle, MimicRenderer
 
 logger = logging.getLogger(__name__)
 
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 # Also the marker of synthetic data: prepare records `synthetic: true` when its input holds this file
 # (medmplm.data.manifest.SYNTHETIC_MARKER_FILE), so results on generated data say so.
 MANIFEST_FILE = "synthetic_manifest.json"
@@ -57,11 +58,12 @@ def generate_mimic3(
     overwrite: bool = False,
     chunk_size: int = 256,
 ) -> dict[str, int]:
-    """Generate a synthetic MIMIC-III v1.4 release in ``out_dir``; returns data rows per table.
+    """Generate a synthetic MIMIC-III v1.4 release in ``out_dir``; returns data rows per table and vocabulary sizes.
 
     ``column_case="upper"`` writes headers and quoting as the full release does, ``"lower"`` as the
     public demo does. ``out_dir`` must not exist or be empty unless ``overwrite``. The same
-    arguments always give byte-identical files.
+    arguments always give byte-identical files. Besides the rows per table, the result holds the
+    vocabulary the data uses: ``distinct_diagnosis_codes``, ``distinct_procedure_codes``, ``distinct_ndcs``.
     """
     if patients < 1:
         raise ValueError(f"patients must be at least 1, got {patients}")
@@ -73,7 +75,7 @@ def generate_mimic3(
     out_dir = Path(out_dir)
     partial = start_partial(out_dir, overwrite)
     try:
-        counts = _write_release(partial, patients, seed, gzip, style, chunk_size)
+        counts, vocabulary = _write_release(partial, patients, seed, gzip, style, chunk_size)
         manifest = {
             "generator": "medmplm.synthetic",
             "generator_version": GENERATOR_VERSION,
@@ -83,14 +85,17 @@ def generate_mimic3(
             "gzip": gzip,
             "column_case": column_case,
             "row_counts": counts,
+            "vocabulary": vocabulary,
         }
         (partial / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     except BaseException:
         shutil.rmtree(partial, ignore_errors=True)
         raise
     publish(partial, out_dir)
-    logger.info("wrote synthetic MIMIC-III (%d patients, seed %d) to %s: %s", patients, seed, out_dir, counts)
-    return {table: counts[table] for table in TABLE_COLUMNS}
+    logger.info(
+        "wrote synthetic MIMIC-III (%d patients, seed %d) to %s: %s, %s", patients, seed, out_dir, counts, vocabulary
+    )
+    return {**{table: counts[table] for table in TABLE_COLUMNS}, **vocabulary}
 
 
 class _TableFile:
@@ -145,8 +150,12 @@ def _subject_ids(patients: int, seed: int) -> np.ndarray:
 
 def _write_release(
     directory: Path, patients: int, seed: int, gzip: bool, style: CsvStyle, chunk_size: int
-) -> dict[str, int]:
+) -> tuple[dict[str, int], dict[str, int]]:
+    """Rows per table (and mapping file), and the distinct codes the data uses."""
     formulary = build_formulary()
+    diagnosis_codes: set[str] = set()
+    procedure_codes: set[str] = set()
+    products: set[tuple[int, int]] = set()
     renderer = MimicRenderer(style, formulary)
     files = {table: _TableFile(directory / table_file_name(table, gzip), gzip) for table in TABLE_COLUMNS}
     try:
@@ -167,6 +176,12 @@ def _write_release(
                 bulk = np.random.Generator(np.random.PCG64(sequence))
                 patient = simulator.simulate(int(subject_ids[index]), rng, bulk)
                 _render_patient(patient, renderer, rng, buffers)
+                for admission in patient.admissions:
+                    diagnosis_codes.update(admission.diagnoses)
+                    procedure_codes.update(admission.procedures)
+                    batch = admission.prescriptions
+                    if batch is not None:
+                        products.update(zip(batch.drug.tolist(), batch.product.tolist()))
             for table, lines in buffers.items():
                 files[table].write(lines)
             logger.debug(
@@ -178,7 +193,17 @@ def _write_release(
     counts = {table: renderer.row_ids.count(table) for table in TABLE_COLUMNS}
     counts["ndc2rxnorm_mapping"] = write_ndc2rxnorm(directory / NDC2RXNORM_FILE, formulary)
     counts["ndc2atc_level4"] = write_ndc2atc(directory / NDC2ATC_FILE, formulary)
-    return counts
+    ndcs = {
+        formulary.products[DRUGS[drug].key][product].ndc
+        for drug, product in products
+        if product >= 0 and not DRUGS[drug].ndc_zero
+    }
+    vocabulary = {
+        "distinct_diagnosis_codes": len(diagnosis_codes),
+        "distinct_procedure_codes": len(procedure_codes),
+        "distinct_ndcs": len(ndcs),
+    }
+    return counts, vocabulary
 
 
 def _render_patient(

@@ -13,12 +13,23 @@ complications), facts only the notes carry (non-adherence, living alone, homeles
 use, leaving against advice) and their interactions (heart failure x non-adherence, living alone x
 age), so a model that reads both codes and text can beat one that reads either.
 
+Codes come from the real ICD-9-CM system (``catalogue.icd9cm``) with MIMIC's long tail
+(``medmplm.synthetic.tail``): a modelled condition's curated code often gives way to a sibling in
+its category (heart failure may be coded 4280, 42832 or the rarer 42830), incidental diagnoses and
+procedures are drawn from the whole book, chapter first and tilted by the latent factors, and some
+of a patient's tail diagnoses last and are coded again later. The tail never draws from a modelled
+condition's category, so a code in category 428 always means heart failure: rare leaves carry their
+condition's signal through their ontology parent, where a one-hot model sees them too seldom to learn
+it. Medications have many NDCs each (``formulary``). Measured against the MIMIC-III demo with
+``benchmarks/synthetic_realism.py``.
+
 Everything is drawn from one ``random.Random`` per patient, so a patient's record does not depend
 on which other patients are generated with it.
 """
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 import random
@@ -28,6 +39,7 @@ from datetime import datetime, timedelta
 
 import numpy as np
 
+from medmplm.ontology import icd9_chapter
 from medmplm.synthetic.catalogue.conditions import (
     ADMISSION_REASONS,
     ADMISSION_REASONS_BY_KEY,
@@ -36,14 +48,27 @@ from medmplm.synthetic.catalogue.conditions import (
     COMPLICATIONS,
     COMPLICATIONS_BY_KEY,
     FACTORS,
+    HISTORIES,
     HISTORIES_BY_KEY,
     INCIDENTAL_CODES,
     MINOR_CONDITIONS,
     AdmissionReason,
 )
 from medmplm.synthetic.catalogue.drugs import DRUGS, DRUGS_BY_KEY
+from medmplm.synthetic.catalogue.icd9cm import diagnosis_category, diagnosis_titles, procedure_titles
 from medmplm.synthetic.catalogue.labs import LAB_ITEMS, LAB_PANELS
-from medmplm.synthetic.formulary import stable_hash
+from medmplm.synthetic.formulary import build_formulary
+from medmplm.synthetic.tail import (
+    DIAGNOSIS_CHAPTER_SHARES,
+    NEWBORN_CHAPTER_SHARES,
+    PROCEDURE_CHAPTER_SHARES,
+    ChapterTail,
+    CodeFamilies,
+    diagnosis_exclusions,
+    diagnosis_family,
+    procedure_chapter,
+    procedure_family,
+)
 
 FIRST_YEAR = 2100
 LAST_YEAR = 2200
@@ -82,9 +107,126 @@ _DEFAULT_REORDER_RATE = 0.46
 _DRUG_INDEX = {drug.key: index for index, drug in enumerate(DRUGS)}
 _REORDER_RATE = np.array([_REORDER_RATE_BY_FREQUENCY.get(drug.frequency, _DEFAULT_REORDER_RATE) for drug in DRUGS])
 _DOSE_COUNT = np.array([len(drug.doses) for drug in DRUGS])
-# Products per drug (formulary.build_formulary derives 1-3 NDCs per drug from the same hash).
-_PRODUCT_COUNT = np.array([0 if drug.ndc_zero else 1 + stable_hash("drug", drug.key) % 3 for drug in DRUGS])
 
+# The code tail (see medmplm.synthetic.tail). Shares of draws that leave a curated code for a sibling
+# in its family, by where the code comes from; codes that flag a fact other parts read (DNR, tobacco,
+# external causes) are never varied.
+FAMILY_VARIATION = {"principal": 0.4, "secondary": 0.45, "chronic": 0.4, "procedure": 0.2}
+# Incidental diagnoses per stay: Poisson with mean base + per unit of frailty, severity and hospital day;
+# this share of them comes from the curated common codes, the rest from the whole hierarchy.
+INCIDENTAL_BASE = 4.5
+INCIDENTAL_CURATED_SHARE = 0.45
+# Share of a patient's tail diagnoses that are lasting problems, and the chance one is coded again at a
+# later admission (coders re-code chronic problems, so a patient's rare codes recur).
+LASTING_TAIL_SHARE = 0.4
+LASTING_TAIL_RECODED = 0.6
+# How strongly a latent factor pulls incidental codes and procedures toward its chapter (log-share per SD).
+CHAPTER_TILT = 0.6
+# Codes from the whole procedure book per stay: Poisson with this mean, plus more for ICU and long stays.
+TAIL_PROCEDURES_BASE = 1.2
+# Zipf exponents (see ChapterTail and CodeFamilies).
+DIAGNOSIS_CATEGORY_EXPONENT = 1.15
+DIAGNOSIS_LEAF_EXPONENT = 1.3
+PROCEDURE_CATEGORY_EXPONENT = 1.8
+PROCEDURE_LEAF_EXPONENT = 1.9
+FAMILY_EXPONENT = 0.8
+# Share of a stay's orders of a drug that use the product (NDC) first dispensed in the stay.
+SAME_PRODUCT_IN_STAY = 0.6
+_FIXED_CODES = frozenset({"V4986", "3051", "V1582", "V600", "V1581", "V5861", "E8790", "E8788", "V3000", "V3001"})
+
+
+@dataclass(frozen=True)
+class CodeTails:
+    """The diagnosis and procedure tails, built once per process from the ICD-9-CM source."""
+
+    diagnosis_families: CodeFamilies
+    procedure_families: CodeFamilies
+    diagnoses: dict[tuple[str, bool], ChapterTail]  # by (sex, newborn)
+    procedures: ChapterTail
+
+
+def catalogue_code_weights() -> tuple[dict[str, float], dict[str, float], frozenset[str]]:
+    """Diagnosis and procedure codes the curated catalogue emits, weighted roughly by how often.
+
+    Also the diagnosis codes of modelled conditions (all but the unexplained incidental ones).
+    """
+    diagnoses: dict[str, float] = {}
+    procedures: dict[str, float] = {}
+
+    def add(target: dict[str, float], pairs: Iterable[tuple[str, float]], scale: float) -> None:
+        for code, weight in pairs:
+            target[code] = target.get(code, 0.0) + scale * weight
+
+    for condition in CHRONIC_CONDITIONS:
+        add(diagnoses, condition.codes, 3.0)
+        add(diagnoses, condition.extra_codes, 3.0)
+    for reason in ADMISSION_REASONS:
+        add(diagnoses, reason.codes, 2.0)
+        add(diagnoses, reason.extra_codes, 2.0)
+        add(procedures, reason.procedures, 1.0 + reason.base_weight)
+    for complication in COMPLICATIONS:
+        add(diagnoses, complication.codes, 1.0)
+        add(procedures, complication.procedures, 1.0)
+    add(diagnoses, ((history.code, history.coded_prob) for history in HISTORIES), 1.0)
+    add(diagnoses, ((minor.code, minor.coded_prob) for minor in MINOR_CONDITIONS if minor.code), 1.0)
+    add(procedures, (("3893", 3.0), ("9604", 2.0), ("9671", 2.0), ("9672", 1.5), ("3995", 1.0)), 1.0)
+    modelled = frozenset(diagnoses) | _FIXED_CODES
+    add(diagnoses, INCIDENTAL_CODES, 1.0)
+    return diagnoses, procedures, modelled
+
+
+@functools.cache
+def code_tails() -> CodeTails:
+    """Build the tails (about a second; cached for the process)."""
+    diagnosis_weights, procedure_weights, modelled = catalogue_code_weights()
+    diagnoses, procedures = diagnosis_titles(), procedure_titles()
+    # The tail never draws from a modelled condition's category or a modelled procedure's subcategory.
+    modelled_categories = frozenset(diagnosis_category(code) for code in modelled)
+    modelled_procedure_families = frozenset(procedure_family(code) for code in procedure_weights)
+    tails = {}
+    for sex, newborn in itertools.product(("M", "F"), (False, True)):
+        tails[sex, newborn] = ChapterTail(
+            diagnoses,
+            icd9_chapter,
+            diagnosis_category,
+            NEWBORN_CHAPTER_SHARES if newborn else DIAGNOSIS_CHAPTER_SHARES,
+            diagnosis_weights,
+            DIAGNOSIS_CATEGORY_EXPONENT,
+            DIAGNOSIS_LEAF_EXPONENT,
+            exclude=diagnosis_exclusions(sex, newborn),
+            exclude_categories=modelled_categories,
+        )
+    return CodeTails(
+        diagnosis_families=CodeFamilies(diagnoses, diagnosis_family, diagnosis_weights, FAMILY_EXPONENT),
+        procedure_families=CodeFamilies(procedures, procedure_family, procedure_weights, FAMILY_EXPONENT),
+        diagnoses=tails,
+        procedures=ChapterTail(
+            procedures,
+            procedure_chapter,
+            procedure_family,
+            PROCEDURE_CHAPTER_SHARES,
+            procedure_weights,
+            PROCEDURE_CATEGORY_EXPONENT,
+            PROCEDURE_LEAF_EXPONENT,
+            exclude_categories=modelled_procedure_families,
+        ),
+    )
+
+
+
+def _product_cumulative() -> np.ndarray:
+    """Normalised cumulative product weights per drug, padded with 1.0 (drugs without NDCs: all 1.0)."""
+    formulary = build_formulary()
+    widths = [len(formulary.product_cumulative[drug.key]) for drug in DRUGS]
+    table = np.ones((len(DRUGS), max(widths)))
+    for row, drug in enumerate(DRUGS):
+        weights = np.array(formulary.product_cumulative[drug.key])
+        if len(weights):
+            table[row, : len(weights)] = weights / weights[-1]
+    return table
+
+
+_PRODUCT_CUMULATIVE = _product_cumulative()
 _INCIDENTAL_CODE_VALUES = [code for code, _ in INCIDENTAL_CODES]
 _INCIDENTAL_CUM_WEIGHTS = list(itertools.accumulate(weight for _, weight in INCIDENTAL_CODES))
 
@@ -242,6 +384,8 @@ class Admission:
     # Probability this discharge is followed by an unplanned admission within 30 days (None when
     # the patient died here or is a newborn). Kept for diagnostics; never written to the tables.
     readmission_probability: float | None = None
+    # Diagnoses drawn from the whole hierarchy's tail rather than a modelled condition (notes name some).
+    tail_diagnoses: tuple[str, ...] = ()
 
     @property
     def died(self) -> bool:
@@ -284,6 +428,8 @@ class Patient:
     code_variant: dict[str, str] = field(default_factory=dict)
     regimen: dict[str, tuple[str, ...]] = field(default_factory=dict)
     doses: dict[str, int] = field(default_factory=dict)
+    # Tail diagnoses that are the patient's lasting problems, re-coded at later admissions.
+    lasting_tail: list[str] = field(default_factory=list)
 
     def age_at(self, when: datetime) -> float:
         """Age in years on ``when`` (the real age, not the shifted one)."""
@@ -507,7 +653,9 @@ class PatientSimulator:
     def _acquire(self, patient: Patient, key: str, rng: random.Random) -> None:
         condition = CHRONIC_BY_KEY[key]
         patient.chronic.append(key)
-        patient.code_variant[key] = weighted_choice(rng, condition.codes)
+        patient.code_variant[key] = code_tails().diagnosis_families.vary(
+            weighted_choice(rng, condition.codes), FAMILY_VARIATION["chronic"], rng
+        )
         patient.regimen[key] = tuple(drug for drug, probability in condition.drugs if rng.random() < probability)
 
     def _add_history(self, patient: Patient, key: str, rng: random.Random) -> None:
@@ -806,6 +954,13 @@ class PatientSimulator:
 
     def _diagnoses(self, patient: Patient, admission: Admission, rng: random.Random) -> list[str]:
         reason = admission.reason
+        tails = code_tails()
+
+        def secondary(code: str) -> str:
+            if code in _FIXED_CODES:
+                return code
+            return tails.diagnosis_families.vary(code, FAMILY_VARIATION["secondary"], rng)
+
         chronic_variant = dict(patient.code_variant)
         codes: list[str] = []
         if reason.key == "heart_failure_exacerbation":
@@ -813,20 +968,23 @@ class PatientSimulator:
             variant = chronic_variant.get("heart_failure", "4280")
             codes.append("42823" if variant in ("42822", "4254") else "42833" if variant == "42832" else "4280")
         else:
-            codes.append(weighted_choice(rng, reason.codes))
+            principal = weighted_choice(rng, reason.codes)
+            if principal not in _FIXED_CODES:
+                principal = tails.diagnosis_families.vary(principal, FAMILY_VARIATION["principal"], rng)
+            codes.append(principal)
         for code, probability in reason.extra_codes:
             if rng.random() < probability:
-                codes.append(code)
+                codes.append(secondary(code))
         for key in admission.complications:
             complication = COMPLICATIONS_BY_KEY[key]
-            codes.append(weighted_choice(rng, complication.codes))
+            codes.append(secondary(weighted_choice(rng, complication.codes)))
         for key in admission.chronic:
             condition = CHRONIC_BY_KEY[key]
             if rng.random() < condition.coded_prob:
                 codes.append(chronic_variant[key])
             for code, probability in condition.extra_codes:
                 if rng.random() < probability:
-                    codes.append(code)
+                    codes.append(secondary(code))
         for minor in MINOR_CONDITIONS:
             if minor.key in patient.minors and minor.code and rng.random() < minor.coded_prob:
                 codes.append(minor.code)
@@ -864,18 +1022,40 @@ class PatientSimulator:
             codes.append(rng.choice(("70703", "70722")))
         incidental = _poisson(
             rng,
-            2.0 + 1.2 * frailty + 0.35 * max(admission.severity, 0.0) + 0.08 * min(max(admission.los_days, 0.0), 20),
+            INCIDENTAL_BASE
+            + 1.2 * frailty
+            + 0.35 * max(admission.severity, 0.0)
+            + 0.08 * min(max(admission.los_days, 0.0), 20),
         )
-        codes.extend(rng.choices(_INCIDENTAL_CODE_VALUES, cum_weights=_INCIDENTAL_CUM_WEIGHTS, k=incidental))
-        unique = list(dict.fromkeys(codes))
-        return unique[:39]
+        curated = sum(rng.random() < INCIDENTAL_CURATED_SHARE for _ in range(incidental))
+        codes.extend(
+            secondary(code)
+            for code in rng.choices(_INCIDENTAL_CODE_VALUES, cum_weights=_INCIDENTAL_CUM_WEIGHTS, k=curated)
+        )
+        tail = [code for code in patient.lasting_tail if rng.random() < LASTING_TAIL_RECODED]
+        fresh = tails.diagnoses[patient.gender, patient.newborn].draw(
+            rng, self._chapter_weights(patient, tails.diagnoses[patient.gender, patient.newborn]), incidental - curated
+        )
+        patient.lasting_tail.extend(code for code in fresh if rng.random() < LASTING_TAIL_SHARE)
+        tail.extend(fresh)
+        unique = list(dict.fromkeys(codes + tail))[:39]
+        admission.tail_diagnoses = tuple(code for code in dict.fromkeys(tail) if code in unique)
+        return unique
+
+    def _chapter_weights(self, patient: Patient, tail: ChapterTail) -> list[float]:
+        return tail.chapter_weights(patient.factors, CHAPTER_TILT)
 
     def _procedures(self, patient: Patient, admission: Admission, rng: random.Random) -> list[str]:
-        procedures = [code for code, probability in admission.reason.procedures if rng.random() < probability]
+        tails = code_tails()
+
+        def vary(code: str) -> str:
+            return tails.procedure_families.vary(code, FAMILY_VARIATION["procedure"], rng)
+
+        procedures = [vary(code) for code, probability in admission.reason.procedures if rng.random() < probability]
         for key in admission.complications:
             for code, probability in COMPLICATIONS_BY_KEY[key].procedures:
                 if rng.random() < probability:
-                    procedures.append(code)
+                    procedures.append(vary(code))
         if admission.icu and not admission.reason.newborn:
             if rng.random() < 0.3:
                 procedures.append("3893")
@@ -883,6 +1063,15 @@ class PatientSimulator:
                 procedures.extend(("9604", "9671" if admission.los_days < 5 else "9672"))
         if "end_stage_renal_disease" in admission.chronic and rng.random() < 0.75:
             procedures.append("3995")
+        if not admission.reason.newborn:
+            extra = _poisson(
+                rng,
+                TAIL_PROCEDURES_BASE
+                + 0.6 * admission.icu
+                + 0.3 * max(admission.severity, 0.0)
+                + 0.05 * min(max(admission.los_days, 0.0), 20),
+            )
+            procedures.extend(tails.procedures.draw(rng, self._chapter_weights(patient, tails.procedures), extra))
         return list(dict.fromkeys(procedures))
 
     def _home_drugs(self, patient: Patient) -> list[str]:
@@ -934,8 +1123,14 @@ class PatientSimulator:
         dose = np.where(
             bulk.random(rows) < 0.8, np.repeat(usual_dose, orders), (bulk.random(rows) * dose_count).astype(np.int64)
         )
-        # Most orders use a drug's first NDC; about 0.4% of rows carry no NDC at all (a MIMIC quirk).
-        product_pick = (bulk.random(rows) ** 3 * _PRODUCT_COUNT[row_drug]).astype(np.int64)
+        # Orders pick a drug's NDCs Zipf-distributed, and a stay's reorders mostly keep the product the
+        # pharmacy first dispensed; about 0.4% of rows carry no NDC at all (a MIMIC quirk).
+        cumulative = _PRODUCT_CUMULATIVE[row_drug]
+        fresh_pick = (cumulative < bulk.random(rows)[:, None]).sum(axis=1)
+        stay_pick = (_PRODUCT_CUMULATIVE[drug_index] < bulk.random(len(keys))[:, None]).sum(axis=1)
+        product_pick = np.where(
+            bulk.random(rows) < SAME_PRODUCT_IN_STAY, np.repeat(stay_pick, orders), fresh_pick
+        )
         product = np.where(bulk.random(rows) < 0.004, -1, product_pick)
         order = np.argsort(start, kind="stable")
         return PrescriptionBatch(row_drug[order], start[order], end[order], dose[order], product[order])

@@ -12,11 +12,11 @@ Each function draws from the patient's ``random.Random`` only, in a fixed order.
 from __future__ import annotations
 
 import random
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from medmplm.synthetic.catalogue.codes import PROCEDURE_TITLES
 from medmplm.synthetic.catalogue.conditions import (
     CHRONIC_BY_KEY,
     COMPLICATIONS_BY_KEY,
@@ -25,10 +25,26 @@ from medmplm.synthetic.catalogue.conditions import (
     MINOR_CONDITIONS,
 )
 from medmplm.synthetic.catalogue.drugs import DRUGS_BY_KEY, Drug
+from medmplm.synthetic.catalogue.icd9cm import diagnosis_titles, procedure_titles
 from medmplm.synthetic.catalogue.labs import LAB_ITEMS
 from medmplm.synthetic.model import Admission, LabBatch, Patient
 
 _MINOR_BY_KEY = {minor.key: minor for minor in MINOR_CONDITIONS}
+# Chances that a discharge summary names one of the stay's tail diagnoses (see model.Admission.tail_diagnoses)
+# in the past history and in the discharge diagnoses: notes name a minority of a stay's secondary codes.
+TAIL_MENTION_IN_HISTORY = 0.25
+TAIL_MENTION_IN_DISCHARGE_DIAGNOSIS = 0.3
+_TITLE_QUALIFIERS = re.compile(r",? (?:unspecified|not elsewhere classified|NOS|NEC)$|, (?:site|type) unspecified$")
+
+
+def tail_condition_phrase(code: str, rng: random.Random) -> str:
+    """How a note names a tail diagnosis: its long title in plain words, or now and then the coder's short title."""
+    short, long = diagnosis_titles()[code]
+    if rng.random() < 0.2:
+        return short
+    plain = _TITLE_QUALIFIERS.sub("", long)
+    first = plain.split(" ", 1)[0]
+    return plain if first.isupper() else plain[:1].lower() + plain[1:]
 
 SERVICES = {
     "MED": "MEDICINE",
@@ -249,6 +265,9 @@ class NoteWriter:
         for key in self._patient.minors:
             if rng.random() < 0.8:
                 items.append(self._phrase(_MINOR_BY_KEY[key].phrases))
+        for code in admission.tail_diagnoses:
+            if rng.random() < TAIL_MENTION_IN_HISTORY:
+                items.append(tail_condition_phrase(code, rng))
         rng.shuffle(items)
         return items
 
@@ -405,7 +424,8 @@ class NoteWriter:
         )
         parts.append(f"Attending:[**First Name3 (LF) {rng.randrange(1, 9999)}**]\n")
         parts.append(f"Chief Complaint:\n{slots['complaint']}\n\n")
-        procedures = [(_PROCEDURE_WORDS.get(code) or PROCEDURE_TITLES[code][1]) for code in admission.procedures]
+        titles = procedure_titles()
+        procedures = [(_PROCEDURE_WORDS.get(code) or titles[code][1]) for code in admission.procedures]
         parts.append(
             "Major Surgical or Invasive Procedure:\n"
             + ("\n".join(dict.fromkeys(procedures)) if procedures else "None")
@@ -816,6 +836,11 @@ class NoteWriter:
             if rng.random() < COMPLICATIONS_BY_KEY[key].mention_prob
         ]
         secondary += [self._phrase(CHRONIC_BY_KEY[key].phrases) for key in admission.chronic if rng.random() < 0.35]
+        secondary += [
+            tail_condition_phrase(code, rng)
+            for code in admission.tail_diagnoses
+            if rng.random() < TAIL_MENTION_IN_DISCHARGE_DIAGNOSIS
+        ]
         text = f"Primary:\n{principal}\n"
         if secondary:
             text += "\nSecondary:\n" + "\n".join(secondary)

@@ -17,8 +17,8 @@ from datetime import datetime, timedelta
 
 import numpy as np
 
-from medmplm.synthetic.catalogue.codes import ICD9_DIAGNOSES, ICD9_PROCEDURES
 from medmplm.synthetic.catalogue.drugs import DRUGS
+from medmplm.synthetic.catalogue.icd9cm import diagnosis_titles, procedure_titles
 from medmplm.synthetic.catalogue.labs import LAB_ITEMS
 from medmplm.synthetic.formulary import Formulary
 from medmplm.synthetic.model import Admission, LabBatch, Patient
@@ -181,11 +181,11 @@ class MimicRenderer:
     # Dictionaries -----------------------------------------------------------------------------
 
     def dictionary_lines(self) -> dict[str, list[str]]:
-        """Rows of the D_ tables."""
+        """Rows of the D_ tables: every ICD-9-CM v32 code with its CMS titles, as MIMIC-III's dictionaries hold."""
         text = self._style.text
         lines: dict[str, list[str]] = {"D_ICD_DIAGNOSES": [], "D_ICD_PROCEDURES": [], "D_LABITEMS": []}
-        for table, codes in (("D_ICD_DIAGNOSES", ICD9_DIAGNOSES), ("D_ICD_PROCEDURES", ICD9_PROCEDURES)):
-            for code, short, long in codes:
+        for table, titles in (("D_ICD_DIAGNOSES", diagnosis_titles()), ("D_ICD_PROCEDURES", procedure_titles())):
+            for code, (short, long) in titles.items():
                 lines[table].append(f"{self.row_ids.take(table)},{text(code)},{text(short)},{text(long)}\n")
         for item in LAB_ITEMS:
             lines["D_LABITEMS"].append(
