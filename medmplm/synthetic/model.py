@@ -114,7 +114,7 @@ _DOSE_COUNT = np.array([len(drug.doses) for drug in DRUGS])
 FAMILY_VARIATION = {"principal": 0.4, "secondary": 0.45, "chronic": 0.4, "procedure": 0.2}
 # Incidental diagnoses per stay: Poisson with mean base + per unit of frailty, severity and hospital day;
 # this share of them comes from the curated common codes, the rest from the whole hierarchy.
-INCIDENTAL_BASE = 4.5
+INCIDENTAL_BASE = 3.2
 INCIDENTAL_CURATED_SHARE = 0.45
 # Share of a patient's tail diagnoses that are lasting problems, and the chance one is coded again at a
 # later admission (coders re-code chronic problems, so a patient's rare codes recur).
