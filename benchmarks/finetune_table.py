@@ -4,7 +4,8 @@ evaluated through ``medmplm.tasks.runner.run_finetune``, then one table of test 
 Runs share one local Ray instance and one results directory; a rerun skips the (setting, seed) pairs already recorded
 there (``medmplm.results``: a setting is everything that defines a run but its seed), so an interrupted grid continues
 where it stopped, and a grid with another learning rate, epoch count or task option runs anew beside the first. Prints
-figures, asserts nothing.
+figures, asserts nothing: the table, pretrained minus scratch and, when ``logreg`` ran, every model minus ``logreg``,
+each paired by seed with a 95% t interval.
 
 As the paper did, readmission and ICD coding keep only visits with a note (``require_note=true``), so that every
 model, text or code, is compared on the same visits; ``--task-option readmission.require_note=false`` keeps them all.
@@ -31,7 +32,13 @@ import pandas as pd
 
 from medmplm.config import load_config, parse_overrides
 from medmplm.console import configure_output, start_ray
-from medmplm.results import gather_results, pretraining_differences, recorded_settings, summary_table
+from medmplm.results import (
+    gather_results,
+    model_differences,
+    pretraining_differences,
+    recorded_settings,
+    summary_table,
+)
 from medmplm.tasks.config import FinetuneConfig, expand_short_flags
 from medmplm.tasks.encoders import MODELS, model_spec
 
@@ -42,6 +49,8 @@ KEY_METRICS = {
     "icd": ("f1_micro", "f1_macro", "auc_micro", "auc_macro", "p_at_5"),
 }
 SCRATCH_SUFFIX = "-scratch"
+# The model every other is compared with, paired by seed, when the grid ran it: the linear model on multi-hot codes.
+BASELINE = "logreg"
 # Task options of the comparison unless --task-option says otherwise: every model sees the visits with both modalities.
 GRID_TASK_OPTIONS = {"readmission": {"require_note": True}, "icd": {"require_note": True}}
 
@@ -139,6 +148,15 @@ def main(argv: list[str] | None = None) -> int:
         if not differences.empty:
             print(f"-- pretrained minus scratch, paired by seed (same training subset), mean [95% t interval], {task}")
             print(differences.to_string(index=False, float_format=lambda value: f"{value:.3f}"))
+        if BASELINE in set(rows.model):
+            against = model_differences(rows, BASELINE, split="test", metrics=KEY_METRICS[task])
+            if not against.empty:
+                print(
+                    f"-- each model minus {BASELINE}, paired by seed (same training subset), mean [95% t interval], {task}"
+                )
+                print(
+                    against.drop(columns="reference").to_string(index=False, float_format=lambda value: f"{value:.3f}")
+                )
         print(f"-- reference: the label prior (training label frequencies for every example), {task}, test")
         for ratio in ratios:
             prior = label_prior_metrics(task, task_options.get(task, {}), args.prepared, ratio, seeds[0])

@@ -1,4 +1,4 @@
-"""Benchmark ``medmplm.prepare``: wall time, rows/s and peak memory per stage, and output size, per scale.
+"""Benchmark ``medmplm.prepare``: wall time, rows/s, peak memory per stage, output and vocabulary sizes, per scale.
 
     python benchmarks/prepare.py --mimic /tmp/mimic_full --scales 0.1,0.5,1.0
     python benchmarks/prepare.py --patients 46520 --scales 1.0     # generates synthetic data first
@@ -133,6 +133,9 @@ def run_scale(mimic: Path, out: Path, sampler: TreeMemorySampler, options: Prepa
         "stages": stages,
         "input_bytes": sum(i["bytes"] for i in manifest.inputs.values()),
         "output_bytes": directory_bytes(out),
+        "vocab": manifest.vocab["sizes"],
+        "unmapped_ndc_share": manifest.medications["unmapped_ndc_rows"]
+        / max(manifest.tables["PRESCRIPTIONS"]["rows_read"], 1),
     }
 
 
@@ -201,6 +204,16 @@ def main(argv: list[str] | None = None) -> int:
             f"{scale:>5} {r['admissions']:>10} {r['rows_in']:>11} {r['input_bytes'] / 1e6:>9.0f} {r['wall']:>7.1f} "
             f"{r['cpu']:>7.1f} {r['rows_in'] / r['wall']:>9.0f} {r['peak'][0] / GiB:>12.2f} "
             f"{r['peak'][1] / GiB:>12.2f} {r['output_bytes'] / 1e6:>9.1f}"
+        )
+    print()
+    print(
+        f"{'scale':>5} {'diagnosis':>9} {'procedure':>9} {'medication':>10} {'lab':>5} {'unmapped NDC rows':>17}   (vocabularies: train split)"
+    )
+    for scale, r in results.items():
+        v = r["vocab"]
+        print(
+            f"{scale:>5} {v['diagnosis']:>9} {v['procedure']:>9} {v['medication']:>10} {v['lab']:>5} "
+            f"{100 * r['unmapped_ndc_share']:>16.1f}%"
         )
     print()
     print(

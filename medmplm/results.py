@@ -233,7 +233,6 @@ def pretraining_differences(
         ValueError: when one (task, model, train ratio) holds several pretrained or several scratch settings (e.g. two
             learning rates): pairing them by seed would mix settings; pass the results of one setting per side.
     """
-    from scipy import stats
 
     rows = results[results["split"] == split]
     if metrics is not None:
@@ -253,12 +252,7 @@ def pretraining_differences(
         differences = (by_seed[True] - by_seed[False]).dropna()
         if differences.empty:
             continue
-        count, mean = len(differences), float(differences.mean())
-        half = (
-            float(stats.t.ppf(0.5 + confidence / 2, count - 1) * differences.std() / math.sqrt(count))
-            if count > 1
-            else math.nan
-        )
+        mean, low, high = _mean_with_t_interval(differences, confidence)
         out.append(
             {
                 "task": task,
@@ -268,9 +262,78 @@ def pretraining_differences(
                 "pretrained": float(by_seed[True].mean()),
                 "scratch": float(by_seed[False].mean()),
                 "difference": mean,
-                "low": mean - half,
-                "high": mean + half,
-                "seeds": count,
+                "low": low,
+                "high": high,
+                "seeds": len(differences),
             }
         )
+    return pd.DataFrame(out)
+
+
+def _mean_with_t_interval(values: pd.Series, confidence: float) -> tuple[float, float, float]:
+    """Mean and Student-t interval bounds of ``values`` (NaN bounds for a single value)."""
+    from scipy import stats
+
+    count, mean = len(values), float(values.mean())
+    if count < 2:
+        return mean, math.nan, math.nan
+    half = float(stats.t.ppf(0.5 + confidence / 2, count - 1) * values.std() / math.sqrt(count))
+    return mean, mean - half, mean + half
+
+
+def model_differences(
+    results: pd.DataFrame,
+    reference: str,
+    split: str = "test",
+    metrics: Sequence[str] | None = None,
+    confidence: float = 0.95,
+) -> pd.DataFrame:
+    """Every other model minus ``reference``, paired by seed, per (task, train ratio, metric).
+
+    A seed fixes the training subset, so both sides of a pair trained on the same patients. Models are told
+    apart by name and whether they started from pretrained weights (``medmplm`` and ``medmplm (scratch)``).
+
+    Returns:
+        One row per (task, train_ratio, metric, model): ``model``, ``reference`` (the reference's name), ``value``
+        and ``reference_value`` (means over the paired seeds), ``difference`` (mean paired difference), ``low``,
+        ``high`` (Student-t interval) and ``seeds``.
+
+    Raises:
+        ValueError: when one (task, model, pretrained, train ratio) holds several settings.
+    """
+    rows = results[results["split"] == split]
+    if metrics is not None:
+        rows = rows[rows["metric"].isin(list(metrics))]
+    rows = rows.assign(
+        variant=rows["model"].where(rows["pretrained"] | (rows["model"] == reference), rows["model"] + " (scratch)")
+    )
+    settings = rows.groupby(["task", "variant", "train_ratio"])["setting"].nunique()
+    if (settings > 1).any():
+        mixed = settings[settings > 1].index.tolist()
+        raise ValueError(f"several settings for (task, model, train_ratio) {mixed}: filter the results first")
+    out = []
+    for (task, ratio, metric), group in rows.groupby(["task", "train_ratio", "metric"]):
+        by_seed = group.pivot_table(index="seed", columns="variant", values="value")
+        if reference not in by_seed:
+            continue
+        for variant in sorted(set(by_seed.columns) - {reference}):
+            paired = by_seed[[variant, reference]].dropna()
+            if paired.empty:
+                continue
+            mean, low, high = _mean_with_t_interval(paired[variant] - paired[reference], confidence)
+            out.append(
+                {
+                    "task": task,
+                    "train_ratio": ratio,
+                    "metric": metric,
+                    "model": variant,
+                    "reference": reference,
+                    "value": float(paired[variant].mean()),
+                    "reference_value": float(paired[reference].mean()),
+                    "difference": mean,
+                    "low": low,
+                    "high": high,
+                    "seeds": len(paired),
+                }
+            )
     return pd.DataFrame(out)

@@ -13,6 +13,7 @@ from medmplm.results import (
     ResultRecord,
     gather_results,
     new_run_id,
+    model_differences,
     pretraining_differences,
     recorded_settings,
     setting_of,
@@ -189,3 +190,25 @@ def test_pretraining_differences_pair_seeds_and_carry_a_t_interval(tmp_path):
     write_result(tmp_path, _record("medmplm", SCRATCH, 0, 0.9, lr=1e-3))
     with pytest.raises(ValueError, match="several settings"):
         pretraining_differences(gather_results(tmp_path))
+
+
+def test_model_differences_pair_each_model_with_the_reference_by_seed(tmp_path):
+    reference = {0: 0.60, 1: 0.50, 2: 0.70}
+    for seed, value in reference.items():
+        write_result(tmp_path, _record("logreg", SCRATCH, seed, value))
+        write_result(tmp_path, _record("medmplm", "runs/p/export", seed, value + (0.05, 0.07, 0.03)[seed]))
+        write_result(tmp_path, _record("medmplm", SCRATCH, seed, value - 0.1))
+    # Seed 3 has no logreg run: it is not paired.
+    write_result(tmp_path, _record("medmplm", "runs/p/export", 3, 0.99))
+    rows = {
+        row["model"]: row
+        for row in model_differences(gather_results(tmp_path), "logreg", metrics=["auroc"]).to_dict("records")
+    }
+    assert set(rows) == {"medmplm", "medmplm (scratch)"}
+    pretrained = rows["medmplm"]
+    assert (pretrained["seeds"], pretrained["reference"]) == (3, "logreg")
+    assert pretrained["difference"] == pytest.approx(0.05)
+    assert pretrained["value"] == pytest.approx(0.65) and pretrained["reference_value"] == pytest.approx(0.6)
+    half = 4.302653 * 0.02 / 3**0.5
+    assert (pretrained["low"], pretrained["high"]) == pytest.approx((0.05 - half, 0.05 + half), rel=1e-5)
+    assert rows["medmplm (scratch)"]["difference"] == pytest.approx(-0.1)
