@@ -575,8 +575,9 @@ def test_mimic_quirks_present(large_release):
 def test_readmission_signal_needs_codes_and_text(tmp_path):
     """A late fusion of a codes model and a text model beats either alone on held-out patients.
 
-    The codes model sees each diagnosis code and its category (its ontology parent): rare leaves carry
-    their condition's signal through the category, which a model of leaves alone misses.
+    The codes model sees each diagnosis code, its category (its ontology parent) and how many diagnoses
+    the stay has: rare leaves carry their condition's signal through the category, which a model of
+    leaves alone misses.
     """
     import pandas as pd
     from sklearn.feature_extraction.text import TfidfVectorizer
@@ -599,7 +600,10 @@ def test_readmission_signal_needs_codes_and_text(tmp_path):
     categories = pd.DataFrame(
         {"HADM_ID": diagnoses.HADM_ID, "token": "C" + diagnoses.ICD9_CODE.map(diagnosis_category)}
     )
-    codes = pd.concat([leaves, categories]).groupby("HADM_ID").token.agg(" ".join)
+    # How many diagnoses a stay has (frailty shows in many incidental codes), as a sequence model sees it.
+    counts = diagnoses.groupby("HADM_ID").size()
+    burden = pd.DataFrame({"HADM_ID": counts.index, "token": "N" + (counts.to_numpy() // 3).clip(0, 8).astype(str)})
+    codes = pd.concat([leaves, categories, burden]).groupby("HADM_ID").token.agg(" ".join)
     leaf_codes = leaves.groupby("HADM_ID").token.agg(" ".join)
     notes = read_table(out, "NOTEEVENTS").to_pandas()
     summaries = (

@@ -63,7 +63,7 @@ LABELERS: tuple[str, ...] = (
 )
 
 # NDCs per drug: round(exp(N(mu, sigma))) from the drug's hash, clipped to [1, MAX_PRODUCTS].
-PRODUCT_COUNT_LOG_MEAN = 2.9
+PRODUCT_COUNT_LOG_MEAN = 3.0
 PRODUCT_COUNT_LOG_SD = 1.0
 MAX_PRODUCTS = 80
 # Zipf exponent of the orders over a drug's products (product 0 is the most used).

@@ -131,7 +131,7 @@ PROCEDURE_CATEGORY_EXPONENT = 1.8
 PROCEDURE_LEAF_EXPONENT = 1.9
 FAMILY_EXPONENT = 0.8
 # Share of a stay's orders of a drug that use the product (NDC) first dispensed in the stay.
-SAME_PRODUCT_IN_STAY = 0.6
+SAME_PRODUCT_IN_STAY = 0.75
 _FIXED_CODES = frozenset({"V4986", "3051", "V1582", "V600", "V1581", "V5861", "E8790", "E8788", "V3000", "V3001"})
 
 
@@ -197,8 +197,8 @@ def code_tails() -> CodeTails:
             exclude_categories=modelled_categories,
         )
     return CodeTails(
-        diagnosis_families=CodeFamilies(diagnoses, diagnosis_family, diagnosis_weights, FAMILY_EXPONENT),
-        procedure_families=CodeFamilies(procedures, procedure_family, procedure_weights, FAMILY_EXPONENT),
+        diagnosis_families=CodeFamilies(diagnoses, diagnosis_family, frozenset(diagnosis_weights), FAMILY_EXPONENT),
+        procedure_families=CodeFamilies(procedures, procedure_family, frozenset(procedure_weights), FAMILY_EXPONENT),
         diagnoses=tails,
         procedures=ChapterTail(
             procedures,
@@ -211,7 +211,6 @@ def code_tails() -> CodeTails:
             exclude_categories=modelled_procedure_families,
         ),
     )
-
 
 
 def _product_cumulative() -> np.ndarray:

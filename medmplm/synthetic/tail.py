@@ -7,7 +7,8 @@ without losing the latent model's signal:
 * :class:`CodeFamilies`: a condition's curated code stands for its family (the diagnosis
   category ``428``, the procedure subcategory ``372``). Most draws keep the curated code; the rest
   take one of the family's real children, Zipf-distributed, so rare leaves share a parent with
-  common ones and carry the same signal through it.
+  common ones and carry the same signal through it. A child that is another modelled condition's
+  code is never drawn, so a code keeps one meaning.
 * :class:`ChapterTail`: secondary and incidental codes come from the whole code system, chapter
   first (shares from :data:`DIAGNOSIS_CHAPTER_SHARES`, tilted by the patient's latent factors),
   then a Zipf-distributed category within the chapter, then a Zipf-distributed leaf within it.
@@ -122,31 +123,40 @@ class CodeFamilies:
     Args:
         titles: every leaf code of the system -> (short, long title).
         family_of: code -> its family name (a category or subcategory).
-        favoured: codes the catalogue uses, with weights; they rank first in their family.
-        exponent: Zipf exponent over a family's ranked members.
+        reserved: codes the catalogue gives a meaning of their own (another condition's code, such as
+            ESRD's 5856 beside CKD's 5853 in category 585); they are never drawn as a sibling.
+        exponent: Zipf exponent over the ranks: the curated code first, then its free siblings.
     """
 
     def __init__(
         self,
         titles: Mapping[str, tuple[str, str]],
         family_of: Callable[[str], str],
-        favoured: Mapping[str, float],
+        reserved: frozenset[str],
         exponent: float,
     ) -> None:
         members: dict[str, list[str]] = {}
         for code in titles:
-            members.setdefault(family_of(code), []).append(code)
+            if code not in reserved:
+                members.setdefault(family_of(code), []).append(code)
         self._family_of = family_of
-        self._members = {family: rank_codes(codes, titles, favoured) for family, codes in members.items()}
-        self._cumulative = {family: _zipf_cumulative(len(codes), exponent) for family, codes in self._members.items()}
+        self._siblings = {family: rank_codes(codes, titles, {}) for family, codes in members.items()}
+        # Rank 0 is the curated code itself, so the cumulative weights have one more entry than the siblings.
+        self._cumulative = {
+            family: _zipf_cumulative(len(codes) + 1, exponent) for family, codes in self._siblings.items()
+        }
 
     def vary(self, code: str, probability: float, rng: random.Random) -> str:
-        """``code`` itself, or with ``probability`` a member of its family drawn by rank (possibly ``code`` again)."""
+        """``code`` itself, or with ``probability`` a draw by rank over ``code`` and its free siblings."""
         if rng.random() >= probability:
             return code
         family = self._family_of(code)
+        siblings = self._siblings.get(family)
+        if not siblings:
+            return code
         cumulative = self._cumulative[family]
-        return self._members[family][bisect.bisect(cumulative, rng.random() * cumulative[-1])]
+        rank = bisect.bisect(cumulative, rng.random() * cumulative[-1])
+        return code if rank == 0 else siblings[rank - 1]
 
 
 @dataclass(frozen=True)
