@@ -3,7 +3,7 @@
 Real NDCs, GSNs and RXCUIs are not reproduced: each drug gets stable 11-digit NDCs (5-digit labeler,
 4-digit product, 2-digit package) derived from a CRC of its key, and a 6-digit GSN. As in MIMIC, a
 drug has many NDCs (package sizes, manufacturers, relabelers): their number is heavy-tailed across
-drugs (median about 6, up to :data:`MAX_PRODUCTS`) and orders pick among them Zipf-distributed
+drugs (median 18, from 2 to :data:`MAX_PRODUCTS`) and orders pick among them Zipf-distributed
 (:data:`PRODUCT_EXPONENT`), so a few NDCs carry most rows and many are seen once. Every NDC of a
 drug maps to the drug's ATC-4 class; products share the drug's RXCUI or have one of their own
 (another strength). The mapping files reproduce the formats users get from GAMENet's data folder:
@@ -89,7 +89,6 @@ class Product:
     in_rxnorm_map: bool
     rxcui_is_empty: bool
     in_atc_file: bool
-
 
     @property
     def maps(self) -> bool:
