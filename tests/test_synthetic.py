@@ -6,6 +6,7 @@ import ast
 import csv
 import gzip
 import io
+import random
 import re
 from pathlib import Path
 
@@ -32,6 +33,7 @@ from medmplm.synthetic.catalogue.icd9cm import diagnosis_category, diagnosis_tit
 from medmplm.synthetic.catalogue.labs import LAB_ITEMS, LAB_PANELS
 from medmplm.synthetic.formulary import build_formulary
 from medmplm.synthetic.generate import NDC2ATC_FILE, NDC2RXNORM_FILE
+from medmplm.synthetic.model import catalogue_code_weights, code_tails
 from medmplm.synthetic.realism import REAL_DEMO, STATISTICS, code_statistics, relative_gap
 
 # MIMIC-III v1.4 column lists, in order (MIT-LCP mimic-code, postgres_create_tables.sql).
@@ -403,6 +405,22 @@ def test_code_vocabulary_matches_the_real_demo(tmp_path):
     # The tail's shape: most distinct diagnosis and procedure codes occur once, most NDCs more often.
     assert measured["diagnosis_codes_seen_once"] > 0.45 and measured["procedure_codes_seen_once"] > 0.45
     assert 0.15 < measured["ndcs_seen_once"] < 0.45
+
+
+def test_tail_keeps_modelled_categories_and_sexes_apart():
+    tails = code_tails()
+    _, _, modelled = catalogue_code_weights()
+    modelled_categories = {diagnosis_category(code) for code in modelled}
+    male, female = tails.diagnoses["M", False].codes, tails.diagnoses["F", False].codes
+    assert len(male) > 5_000 and len(female) > 5_000
+    assert not {diagnosis_category(code) for code in male | female} & modelled_categories
+    assert "6010" in male and "6010" not in female  # acute prostatitis
+    assert "V220" in female and "V220" not in male  # supervision of normal first pregnancy
+    assert not any(code.startswith(("76", "77")) for code in male)  # perinatal codes only for newborns
+    rng = random.Random(0)
+    variants = {tails.diagnosis_families.vary("5853", 1.0, rng) for _ in range(2_000)}
+    # CKD stage III varies within category 585 but never becomes ESRD (5856), another modelled condition.
+    assert len(variants) > 3 and all(code.startswith("585") for code in variants) and "5856" not in variants
 
 
 def test_every_ndc_that_should_map_does_map(release, tables):
