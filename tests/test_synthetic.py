@@ -33,7 +33,7 @@ from medmplm.synthetic.catalogue.icd9cm import diagnosis_category, diagnosis_tit
 from medmplm.synthetic.catalogue.labs import LAB_ITEMS, LAB_PANELS
 from medmplm.synthetic.formulary import build_formulary
 from medmplm.synthetic.generate import NDC2ATC_FILE, NDC2RXNORM_FILE
-from medmplm.synthetic.model import catalogue_code_weights, code_tails
+from medmplm.synthetic.model import code_tails, modelled_codes
 from medmplm.synthetic.realism import REAL_DEMO, STATISTICS, code_statistics, relative_gap
 
 # MIMIC-III v1.4 column lists, in order (MIT-LCP mimic-code, postgres_create_tables.sql).
@@ -409,7 +409,7 @@ def test_code_vocabulary_matches_the_real_demo(tmp_path):
 
 def test_tail_keeps_modelled_categories_and_sexes_apart():
     tails = code_tails()
-    _, _, modelled = catalogue_code_weights()
+    modelled, _ = modelled_codes()
     modelled_categories = {diagnosis_category(code) for code in modelled}
     male, female = tails.diagnoses["M", False].codes, tails.diagnoses["F", False].codes
     assert len(male) > 5_000 and len(female) > 5_000

@@ -145,44 +145,35 @@ class CodeTails:
     procedures: ChapterTail
 
 
-def catalogue_code_weights() -> tuple[dict[str, float], dict[str, float], frozenset[str]]:
-    """Diagnosis and procedure codes the curated catalogue emits, weighted roughly by how often.
-
-    Also the diagnosis codes of modelled conditions (all but the unexplained incidental ones).
-    """
-    diagnoses: dict[str, float] = {}
-    procedures: dict[str, float] = {}
-
-    def add(target: dict[str, float], pairs: Iterable[tuple[str, float]], scale: float) -> None:
-        for code, weight in pairs:
-            target[code] = target.get(code, 0.0) + scale * weight
-
+def modelled_codes() -> tuple[frozenset[str], frozenset[str]]:
+    """Diagnosis and procedure codes the catalogue's conditions, reasons, complications and histories emit."""
+    diagnoses: set[str] = set()
+    procedures: set[str] = {"3893", "9604", "9671", "9672", "3995"}
     for condition in CHRONIC_CONDITIONS:
-        add(diagnoses, condition.codes, 3.0)
-        add(diagnoses, condition.extra_codes, 3.0)
+        diagnoses.update(code for code, _ in condition.codes + condition.extra_codes)
     for reason in ADMISSION_REASONS:
-        add(diagnoses, reason.codes, 2.0)
-        add(diagnoses, reason.extra_codes, 2.0)
-        add(procedures, reason.procedures, 1.0 + reason.base_weight)
+        diagnoses.update(code for code, _ in reason.codes + reason.extra_codes)
+        procedures.update(code for code, _ in reason.procedures)
     for complication in COMPLICATIONS:
-        add(diagnoses, complication.codes, 1.0)
-        add(procedures, complication.procedures, 1.0)
-    add(diagnoses, ((history.code, history.coded_prob) for history in HISTORIES), 1.0)
-    add(diagnoses, ((minor.code, minor.coded_prob) for minor in MINOR_CONDITIONS if minor.code), 1.0)
-    add(procedures, (("3893", 3.0), ("9604", 2.0), ("9671", 2.0), ("9672", 1.5), ("3995", 1.0)), 1.0)
-    modelled = frozenset(diagnoses) | _FIXED_CODES
-    add(diagnoses, INCIDENTAL_CODES, 1.0)
-    return diagnoses, procedures, modelled
+        diagnoses.update(code for code, _ in complication.codes)
+        procedures.update(code for code, _ in complication.procedures)
+    diagnoses.update(history.code for history in HISTORIES)
+    diagnoses.update(minor.code for minor in MINOR_CONDITIONS if minor.code)
+    return frozenset(diagnoses), frozenset(procedures)
 
 
 @functools.cache
 def code_tails() -> CodeTails:
     """Build the tails (about a second; cached for the process)."""
-    diagnosis_weights, procedure_weights, modelled = catalogue_code_weights()
+    modelled_diagnoses, modelled_procedures = modelled_codes()
     diagnoses, procedures = diagnosis_titles(), procedure_titles()
-    # The tail never draws from a modelled condition's category or a modelled procedure's subcategory.
-    modelled_categories = frozenset(diagnosis_category(code) for code in modelled)
-    modelled_procedure_families = frozenset(procedure_family(code) for code in procedure_weights)
+    # The tail never draws from a modelled condition's category or a modelled procedure's subcategory, so
+    # among the catalogue's codes only the incidental ones rank within it.
+    modelled_categories = frozenset(diagnosis_category(code) for code in modelled_diagnoses | _FIXED_CODES)
+    modelled_procedure_families = frozenset(procedure_family(code) for code in modelled_procedures)
+    incidental_weights = dict(INCIDENTAL_CODES)
+    # A family variant is never a code the catalogue emits by name.
+    named_diagnoses = modelled_diagnoses | frozenset(incidental_weights)
     tails = {}
     for sex, newborn in itertools.product(("M", "F"), (False, True)):
         tails[sex, newborn] = ChapterTail(
@@ -190,22 +181,22 @@ def code_tails() -> CodeTails:
             icd9_chapter,
             diagnosis_category,
             NEWBORN_CHAPTER_SHARES if newborn else DIAGNOSIS_CHAPTER_SHARES,
-            diagnosis_weights,
+            incidental_weights,
             DIAGNOSIS_CATEGORY_EXPONENT,
             DIAGNOSIS_LEAF_EXPONENT,
             exclude=diagnosis_exclusions(sex, newborn),
             exclude_categories=modelled_categories,
         )
     return CodeTails(
-        diagnosis_families=CodeFamilies(diagnoses, diagnosis_family, frozenset(diagnosis_weights), FAMILY_EXPONENT),
-        procedure_families=CodeFamilies(procedures, procedure_family, frozenset(procedure_weights), FAMILY_EXPONENT),
+        diagnosis_families=CodeFamilies(diagnoses, diagnosis_family, named_diagnoses, FAMILY_EXPONENT),
+        procedure_families=CodeFamilies(procedures, procedure_family, modelled_procedures, FAMILY_EXPONENT),
         diagnoses=tails,
         procedures=ChapterTail(
             procedures,
             procedure_chapter,
             procedure_family,
             PROCEDURE_CHAPTER_SHARES,
-            procedure_weights,
+            {},
             PROCEDURE_CATEGORY_EXPONENT,
             PROCEDURE_LEAF_EXPONENT,
             exclude_categories=modelled_procedure_families,
@@ -1032,17 +1023,15 @@ class PatientSimulator:
             for code in rng.choices(_INCIDENTAL_CODE_VALUES, cum_weights=_INCIDENTAL_CUM_WEIGHTS, k=curated)
         )
         tail = [code for code in patient.lasting_tail if rng.random() < LASTING_TAIL_RECODED]
-        fresh = tails.diagnoses[patient.gender, patient.newborn].draw(
-            rng, self._chapter_weights(patient, tails.diagnoses[patient.gender, patient.newborn]), incidental - curated
+        diagnosis_tail = tails.diagnoses[patient.gender, patient.newborn]
+        fresh = diagnosis_tail.draw(
+            rng, diagnosis_tail.chapter_weights(patient.factors, CHAPTER_TILT), incidental - curated
         )
         patient.lasting_tail.extend(code for code in fresh if rng.random() < LASTING_TAIL_SHARE)
         tail.extend(fresh)
         unique = list(dict.fromkeys(codes + tail))[:39]
         admission.tail_diagnoses = tuple(code for code in dict.fromkeys(tail) if code in unique)
         return unique
-
-    def _chapter_weights(self, patient: Patient, tail: ChapterTail) -> list[float]:
-        return tail.chapter_weights(patient.factors, CHAPTER_TILT)
 
     def _procedures(self, patient: Patient, admission: Admission, rng: random.Random) -> list[str]:
         tails = code_tails()
@@ -1070,7 +1059,8 @@ class PatientSimulator:
                 + 0.3 * max(admission.severity, 0.0)
                 + 0.05 * min(max(admission.los_days, 0.0), 20),
             )
-            procedures.extend(tails.procedures.draw(rng, self._chapter_weights(patient, tails.procedures), extra))
+            weights = tails.procedures.chapter_weights(patient.factors, CHAPTER_TILT)
+            procedures.extend(tails.procedures.draw(rng, weights, extra))
         return list(dict.fromkeys(procedures))
 
     def _home_drugs(self, patient: Patient) -> list[str]:
@@ -1127,9 +1117,7 @@ class PatientSimulator:
         cumulative = _PRODUCT_CUMULATIVE[row_drug]
         fresh_pick = (cumulative < bulk.random(rows)[:, None]).sum(axis=1)
         stay_pick = (_PRODUCT_CUMULATIVE[drug_index] < bulk.random(len(keys))[:, None]).sum(axis=1)
-        product_pick = np.where(
-            bulk.random(rows) < SAME_PRODUCT_IN_STAY, np.repeat(stay_pick, orders), fresh_pick
-        )
+        product_pick = np.where(bulk.random(rows) < SAME_PRODUCT_IN_STAY, np.repeat(stay_pick, orders), fresh_pick)
         product = np.where(bulk.random(rows) < 0.004, -1, product_pick)
         order = np.argsort(start, kind="stable")
         return PrescriptionBatch(row_drug[order], start[order], end[order], dose[order], product[order])
