@@ -22,9 +22,9 @@ import time
 import torch
 
 from medmplm.data.masking import CodeMasker
-from medmplm.data.vocab import CLS_ID, NUM_SPECIAL_TOKENS, CodeVocab
+from medmplm.data.vocab import CLS_ID, NUM_SPECIAL_TOKENS
 from medmplm.models import MedMPLMConfig, MedMPLMForPretraining
-from medmplm.models.text_encoder import build_bert_backbone
+from medmplm.models.text_encoder import bert_text_config
 from medmplm.ontology import build_ontology
 
 
@@ -42,13 +42,13 @@ def synthetic_codes(num_diagnoses: int, num_medications: int) -> dict[str, list[
 def build_model(config: MedMPLMConfig, num_diagnoses: int, num_medications: int) -> MedMPLMForPretraining:
     """A pretraining model over synthetic code vocabularies and an untrained BERT of the preset's size."""
     codes = synthetic_codes(num_diagnoses, num_medications)
-    vocabs = {t: CodeVocab(t, codes[t]) for t in codes}
-    ontologies = {
+    config.vocabularies = {t: list(codes[t]) for t in codes}
+    config.ontologies = {
         "diagnosis": build_ontology(codes["diagnosis"], "icd9_diagnosis"),
         "medication": build_ontology(codes["medication"], "atc3"),
     }
-    backbone = build_bert_backbone(config, config.text_vocab_size, pad_token_id=0)
-    return MedMPLMForPretraining(config, vocabs, ontologies, backbone)
+    config.text_config = bert_text_config(config, config.text_vocab_size, pad_token_id=0)
+    return MedMPLMForPretraining(config)
 
 
 def random_batch(

@@ -39,6 +39,7 @@ from medmplm.data.features import VisitFeaturizer
 from medmplm.data.masking import CodeMasker
 from medmplm.models import MedMPLMConfig, MedMPLMForPretraining
 from medmplm.models.testing_utils import read_split_batch
+from medmplm.pretraining.medmplm import build_medmplm
 
 
 def matmul_peak_gflops(threads: int, size: int = 2048, repeats: int = 10) -> float:
@@ -156,7 +157,7 @@ def text_cache_speed(prepared: Path, args: argparse.Namespace) -> None:
     """Text-encoder and full-model steps of the paper preset with and without the cached frozen prefix."""
     torch.set_num_threads(args.cache_threads)
     torch.manual_seed(0)
-    model = MedMPLMForPretraining.from_prepared(prepared, MedMPLMConfig.from_preset("paper"))
+    model = build_medmplm(MedMPLMForPretraining, prepared, MedMPLMConfig.from_preset("paper"))
     model.train()
     encoder = model.text_encoder
     arrays = VisitFeaturizer.from_model(model)(read_split_batch(prepared, "train"))
@@ -248,7 +249,7 @@ def main() -> None:
 
         torch.manual_seed(0)
         model_dir = workdir / "tiny"
-        MedMPLMForPretraining.from_prepared(prepared, MedMPLMConfig.from_preset("tiny")).save_pretrained(model_dir)
+        build_medmplm(MedMPLMForPretraining, prepared, MedMPLMConfig.from_preset("tiny")).save_pretrained(model_dir)
         bare, flops_per_sample = bare_loop(prepared, model_dir, args)
         print(f"tiny, micro-batch {args.micro_batch}, {flops_per_sample / 1e6:.1f} MFLOP per sample (fwd+bwd):")
         print(f"  bare PyTorch loop       : {bare:7.1f} samples/s  "

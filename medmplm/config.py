@@ -100,23 +100,39 @@ class DataConfig:
 
 @dataclass
 class ModelSection:
-    """Which model to build (see :class:`medmplm.models.MedMPLMConfig` for the presets).
+    """Which model family to pretrain, and how its model is built.
 
     Attributes:
-        preset: ``tiny`` (seconds per step on a laptop CPU) or ``paper`` (BERT-base text encoder, 10 of 12 layers
-            frozen; code encoder 2 x 300; ontology 75 x 4 heads).
-        overrides: ``MedMPLMConfig`` fields to change from the preset, e.g. ``model.overrides.num_frozen_layers=2``.
-        text_checkpoint: a local BERT-family checkpoint directory for the text encoder (none: fresh BERT, WordPiece
+        family: ``medmplm`` (text + codes, T2C/C2C), ``bert-mlm`` (a BERT text encoder by masked language modelling on
+            the notes), ``gbert`` (G-BERT on codes alone), ``medbert`` (Med-BERT on patient code sequences); see
+            :mod:`medmplm.pretraining`.
+        preset: the family's model preset; every family has ``tiny``. MedM-PLM:
+            ``tiny`` (seconds per step on a laptop CPU) or ``paper`` (BERT-base text encoder, 10 of 12 layers frozen;
+            code encoder 2 x 300; ontology 75 x 4 heads).
+        overrides: fields of the family's model configuration to change from the preset, e.g.
+            ``model.overrides.text_num_frozen_layers=2``.
+        options: the family's pretraining options (masking rates, windows), e.g. ``model.options.whole_word_mask=true``.
+        text_checkpoint: a local BERT-family checkpoint directory (e.g. a ``bert-mlm`` export) for the text encoder:
+            MedM-PLM's text side, or the model ``bert-mlm`` continues from (none: a fresh BERT with a WordPiece
             tokenizer trained on the training notes).
         tokenizer_dir: a local tokenizer directory to use instead of training one.
-        init_from: a ``save_pretrained`` directory to start from instead of building a fresh model.
+        init_from: a ``save_pretrained`` directory of the same family to start from instead of building a fresh model.
+        allow_random_frozen: allow freezing text encoder layers that were never pretrained (random features); by
+            default a MedM-PLM with frozen text layers needs ``text_checkpoint`` or ``init_from``.
+        pretrain_text_first: a MedM-PLM run with neither ``text_checkpoint`` nor ``init_from`` first pretrains a
+            ``bert-mlm`` text encoder on the same notes (run ``<name>-text``, same training settings) and starts from
+            it; ``false`` builds MedM-PLM directly (then frozen random layers need ``allow_random_frozen``).
     """
 
+    family: str = "medmplm"
     preset: str = "tiny"
     overrides: dict[str, Any] = field(default_factory=dict)
+    options: dict[str, Any] = field(default_factory=dict)
     text_checkpoint: str | None = None
     tokenizer_dir: str | None = None
     init_from: str | None = None
+    allow_random_frozen: bool = False
+    pretrain_text_first: bool = True
 
 
 @dataclass
@@ -265,6 +281,9 @@ class PretrainConfig:
             ConfigError: naming the first offending key.
         """
         train, scaling = self.train, self.scaling
+        from medmplm.pretraining import FAMILIES
+
+        _require(self.model.family in FAMILIES, "model.family", f"expected one of {list(FAMILIES)}, got {self.model.family!r}")
         _require(self.data.synthetic_patients >= 1, "data.synthetic_patients", "must be >= 1")
         _require(self.data.featurize_batch_size >= 1, "data.featurize_batch_size", "must be >= 1")
         _require(
@@ -410,7 +429,8 @@ def parse_overrides(tokens: Sequence[str]) -> dict[str, Any]:
             index += 1
         else:
             raise ConfigError(f"cannot read override {token!r}: expected key=value or --key value")
-        key = key.strip().replace("-", "_") if not key.startswith("model.overrides.") else key.strip()
+        free_form = key.startswith(("model.overrides.", "model.options."))
+        key = key.strip().replace("-", "_") if not free_form else key.strip()
         if not key or key.startswith(".") or key.endswith(".") or ".." in key:
             raise ConfigError(f"cannot read override {token!r}: the key must be dotted names like train.lr")
         try:

@@ -29,6 +29,11 @@ def configure_output(verbose: bool) -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     if not verbose:
         _ignore_deprecations()
+        # transformers draws a progress bar for every save and load, however small the model.
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+        from transformers.utils import logging as transformers_logging
+
+        transformers_logging.disable_progress_bar()
 
 
 def _ignore_deprecations() -> None:

@@ -1,32 +1,43 @@
-"""``python -m medmplm.pretrain``: pretrain MedM-PLM on Ray Train with DeepSpeed.
+"""``python -m medmplm.pretrain``: pretrain any model family on Ray Train with DeepSpeed.
+
+``model.family`` picks what is pretrained (:mod:`medmplm.pretraining`): ``medmplm`` (default), ``bert-mlm`` (a
+ClinicalBERT-style text encoder by masked language modelling on the notes), ``gbert`` (G-BERT on codes), ``medbert``
+(Med-BERT on patient code sequences). The loop, checkpoints, resume and export are the same for every family.
 
 With no arguments: generate a small synthetic MIMIC-III under ``runs/data/`` (reused when already there), prepare it,
-start a local Ray, pretrain the ``tiny`` preset on 2 CPU workers, export the best checkpoint, and print where
-everything went. With ``--config FILE`` (or a preset name: ``tiny``, ``paper``, ``cluster_pretrain``, shipped in
+start a local Ray, pretrain a ``tiny`` ``bert-mlm`` text encoder on its notes, then the ``tiny`` MedM-PLM from that
+text encoder, on 2 CPU workers each, export both, and print where everything went. With ``--config FILE`` (or a preset name: ``tiny``, ``paper``, ``cluster_pretrain``, shipped in
 ``medmplm/configs/``) and ``key=value`` / ``--key value`` overrides: any configuration (keys in :mod:`medmplm.config`).
 ``RAY_ADDRESS`` (set by ``ray job submit``) joins a cluster. A wrong data path is reported before Ray starts.
 
 Examples::
 
     python -m medmplm.pretrain
-    python -m medmplm.pretrain --config paper data.prepared_dir=/data/mimic3-prepared
+    python -m medmplm.pretrain model.family=bert-mlm data.prepared_dir=/data/mimic3-prepared
+    python -m medmplm.pretrain --config paper data.prepared_dir=/data/mimic3-prepared model.text_checkpoint=/models/bert
     python -m medmplm.pretrain run.name=my-run train.epochs=50    # rerun the same line to resume my-run
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import logging
 import sys
 import tempfile
 from pathlib import Path
 
 # Light imports only: `--help` and a wrong path must answer without loading torch or starting Ray.
-from medmplm.config import CONFIG_FILE_NAME, ConfigError, DataConfig, PretrainConfig, load_config, to_yaml
+from medmplm.config import CONFIG_FILE_NAME, ConfigError, DataConfig, ModelSection, PretrainConfig, load_config, to_yaml
 from medmplm.console import configure_output, start_ray
 from medmplm.data import schema
 
 logger = logging.getLogger("medmplm.pretrain")
+
+# One line saying how the initial model was built (from scratch, from which checkpoint); kept with the model.
+MODEL_DESCRIPTION_FILE = "model_description.txt"
+# MedM-PLM preset -> the bert-mlm preset whose text encoder has its text side's shape.
+TEXT_STAGE_PRESETS = {"tiny": "tiny", "paper": "base"}
 
 
 def ensure_prepared(data: DataConfig) -> str:
@@ -57,7 +68,12 @@ def ensure_prepared(data: DataConfig) -> str:
         logger.info("reusing prepared synthetic data at %s", prepared)
         return str(prepared)
     if not raw.is_dir():
-        logger.info("generating a synthetic MIMIC-III (%d patients, seed %d) at %s", data.synthetic_patients, data.synthetic_seed, raw)
+        logger.info(
+            "generating a synthetic MIMIC-III (%d patients, seed %d) at %s",
+            data.synthetic_patients,
+            data.synthetic_seed,
+            raw,
+        )
         root.mkdir(parents=True, exist_ok=True)
         generate_mimic3(raw, patients=data.synthetic_patients, seed=data.synthetic_seed)
     logger.info("preparing %s -> %s", raw, prepared)
@@ -77,74 +93,30 @@ def check_inputs(config: PretrainConfig) -> None:
         check_prepared_dir(config.data.prepared_dir)
     if config.model.init_from is not None:
         check_model_dir(config.model.init_from, "model.init_from")
+    if config.model.text_checkpoint is not None:
+        check_model_dir(config.model.text_checkpoint, "model.text_checkpoint")
     if is_synthetic(config.data.prepared_dir):
         print(synthetic_notice(config.data.prepared_dir), flush=True)
 
 
-def build_initial_model(config: PretrainConfig, prepared_dir: str, directory: Path) -> None:
-    """Build the model the run starts from and ``save_pretrained`` it into ``directory``.
+def build_initial_model(config: PretrainConfig, prepared_dir: str, directory: Path) -> str:
+    """Build the model the run starts from (the family's ``build_model``) and ``save_pretrained`` it, with its
+    tokenizer, into ``directory``. Returns the family's one-line description of it.
 
     Raises:
-        ConfigError: when ``model.preset`` or ``model.overrides`` do not describe a valid model.
+        ConfigError: when the ``model`` section does not describe a valid model of the family.
     """
     import torch
 
-    from medmplm.models import MedMPLMConfig, MedMPLMForPretraining
+    from medmplm.pretraining import get_family
 
-    section = config.model
     torch.manual_seed(config.train.seed)
-    if section.init_from is not None:
-        model = MedMPLMForPretraining.from_pretrained(section.init_from)
-    else:
-        try:
-            model_config = MedMPLMConfig.from_preset(section.preset, **section.overrides)
-        except (TypeError, ValueError) as error:
-            key = "model.preset" if "preset" in str(error) else "model.overrides"
-            raise ConfigError(f"{key}: {error}") from error
-        model = MedMPLMForPretraining.from_prepared(
-            prepared_dir, model_config, tokenizer_dir=section.tokenizer_dir, text_checkpoint=section.text_checkpoint
-        )
-    model.save_pretrained(directory)
-
-
-def build_datasets(config: PretrainConfig, prepared_dir: str, model_ref: object, featurizer: object) -> dict[str, object]:
-    """Featurised (and, with ``data.text_cache``, prefix-cached) ``train`` and ``val`` Ray Datasets."""
-    from medmplm.train.data import cache_frozen_prefix, feature_counts, featurize, read_visits, select_model_columns
-
-    data, scaling = config.data, config.scaling
-    datasets = {}
-    for split in ("train", "val"):
-        dataset = featurize(read_visits(prepared_dir, split), featurizer, data.featurize_batch_size)
-        if data.text_cache:
-            # Tokenised first: the cache actors may hold every CPU, and reading would then wait for one forever.
-            dataset = cache_frozen_prefix(
-                dataset.materialize(),
-                model_ref,
-                dtype=data.text_cache_dtype,
-                batch_size=max(1, min(data.featurize_batch_size, 32)),
-                concurrency=scaling.num_workers,
-                use_gpu=scaling.use_gpu,
-                cpus_per_actor=scaling.cpus_per_worker,
-            )
-        if data.materialize:
-            dataset = dataset.materialize()
-            counts = feature_counts(dataset)
-            logger.info(
-                "%s: %d visits featurised; notes truncated: %d; codes beyond max_codes: %d diagnosis, %d medication; "
-                "codes not in the vocabulary: %d diagnosis, %d medication",
-                split,
-                counts["visits"],
-                counts["text_truncated"],
-                counts["diag_truncated"],
-                counts["med_truncated"],
-                counts["diag_unknown"],
-                counts["med_unknown"],
-            )
-        dataset = select_model_columns(dataset, cached=data.text_cache)
-        # Materialised after the projection too: the training workers then hold every CPU, and a lazy projection
-        # would wait for one forever.
-        datasets[split] = dataset.materialize() if data.materialize else dataset
-    return datasets
+    built = get_family(config.model.family).build_model(prepared_dir, config.model)
+    built.model.save_pretrained(directory)
+    if built.tokenizer is not None:
+        built.tokenizer.save_pretrained(directory)
+    (directory / MODEL_DESCRIPTION_FILE).write_text(built.description + "\n", encoding="utf-8")
+    return built.description
 
 
 def warn_if_outputs_are_ephemeral(config: PretrainConfig) -> None:
@@ -163,16 +135,34 @@ def warn_if_outputs_are_ephemeral(config: PretrainConfig) -> None:
             )
 
 
+def text_stage_config(config: PretrainConfig) -> PretrainConfig | None:
+    """The ``bert-mlm`` run that makes MedM-PLM's text encoder first, when ``model.pretrain_text_first`` and the
+    MedM-PLM run has no text encoder to start from (no ``model.text_checkpoint``, no ``model.init_from``); else None.
+
+    Same data, training, scaling and storage; the family's matching preset (``tiny`` for ``tiny``, ``base`` for
+    ``paper``); run name ``<run name>-text``, so a rerun finds and reuses it.
+    """
+    model = config.model
+    if model.family != "medmplm" or not model.pretrain_text_first or model.text_checkpoint or model.init_from:
+        return None
+    stage = copy.deepcopy(config)
+    stage.model = ModelSection(
+        family="bert-mlm",
+        preset=TEXT_STAGE_PRESETS.get(model.preset or "tiny", "tiny"),
+        tokenizer_dir=model.tokenizer_dir,
+    )
+    stage.run.name = f"{config.run.name}-text"
+    stage.run.export_dir = None
+    return stage
+
+
 def run(config: PretrainConfig, progress_bar: bool) -> dict[str, str]:
     """Pretrain with an initialised Ray; returns where things went (run_dir, export_dir, ...)."""
     import ray
 
-    from medmplm.data.features import VisitFeaturizer
-    from medmplm.data.masking import CodeMasker
-    from medmplm.models import MedMPLMForPretraining
+    from medmplm.pretraining import get_family
     from medmplm.train import storage
     from medmplm.train.data import keep_row_order
-    from medmplm.train.pretraining import PretrainingTask
     from medmplm.train.trainer import export_checkpoint, fit, initial_model_bundle
 
     keep_row_order()
@@ -181,32 +171,37 @@ def run(config: PretrainConfig, progress_bar: bool) -> dict[str, str]:
     config.data.prepared_dir = prepared_dir
     storage_path = storage.resolve_storage_path(config.run.storage_path)
     config.run.storage_path = storage_path
+    family = get_family(config.model.family)
     run_name = config.run.name
     run_dir = storage.join(storage_path, run_name)
     config_yaml = to_yaml(config)
     storage.write_text(storage.join(run_dir, CONFIG_FILE_NAME), config_yaml)
 
-    bundle, reused = initial_model_bundle(run_dir, lambda directory: build_initial_model(config, prepared_dir, directory))
+    bundle, reused = initial_model_bundle(
+        run_dir, lambda directory: build_initial_model(config, prepared_dir, directory)
+    )
     if reused:
         logger.info("run %s exists: resuming with its initial model", run_name)
     with tempfile.TemporaryDirectory(prefix="medmplm-driver-") as scratch:
-        model = MedMPLMForPretraining.from_pretrained(bundle.write_to(Path(scratch) / "model"))
-    featurizer = VisitFeaturizer.from_model(model)
-    task = PretrainingTask(masker=CodeMasker.from_model(model))
-    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    logger.info(
-        "model: %s preset, %.2fM parameters (%.2fM trainable)",
-        config.model.preset,
-        sum(p.numel() for p in model.parameters()) / 1e6,
-        trainable / 1e6,
-    )
-    del model
-    model_ref = ray.put(bundle)
-    datasets = build_datasets(config, prepared_dir, model_ref, featurizer)
+        model_dir = bundle.write_to(Path(scratch) / "model")
+        description = (model_dir / MODEL_DESCRIPTION_FILE).read_text(encoding="utf-8").strip()
+        model = family.load_model(model_dir)
+        parameters = sum(p.numel() for p in model.parameters())
+        trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+        del model
+        logger.info(
+            "model: %s (%s), %.2fM parameters (%.2fM trainable)",
+            family.name,
+            description,
+            parameters / 1e6,
+            trainable / 1e6,
+        )
+        task = family.task(model_dir)
+        datasets = family.datasets(prepared_dir, model_dir, config)
     outcome = fit(
         task,
         datasets,
-        model_ref,
+        ray.put(bundle),
         train=config.train,
         deepspeed=config.deepspeed,
         scaling=config.scaling,
@@ -223,33 +218,81 @@ def run(config: PretrainConfig, progress_bar: bool) -> dict[str, str]:
         export_dir,
         config_yaml,
         CONFIG_FILE_NAME,
-        {"run_name": run_name, "metrics": outcome.best_metrics},
+        {"run_name": run_name, "family": family.name, "model": description, "metrics": outcome.best_metrics},
     )
+    metrics = outcome.best_metrics
     return {
+        "family": family.name,
         "run_name": run_name,
         "run_dir": run_dir,
         "prepared_dir": prepared_dir,
         "export_dir": storage.resolve_storage_path(export_dir),
         "best_checkpoint": outcome.best_checkpoint.path,
-        "best_val_loss": f"{outcome.best_metrics.get('val_loss', float('nan')):.4f}",
-        "best_step": str(outcome.best_metrics.get("global_step", "?")),
+        "best_val_loss": f"{metrics.get('val_loss', float('nan')):.4f}",
+        "best_step": str(metrics.get("global_step", "?")),
     }
 
 
-def _summary(where: dict[str, str]) -> str:
+def run_with_text_stage(config: PretrainConfig, progress_bar: bool) -> list[dict[str, str]]:
+    """The text stage first when :func:`text_stage_config` asks for one (its export becomes
+    ``model.text_checkpoint``), then the run itself; returns where each went, in order."""
+    from medmplm.train import storage
+
+    stages = []
+    stage = text_stage_config(config)
+    if stage is not None:
+        stage.data.prepared_dir = ensure_prepared(config.data)
+        export = storage.join(storage.resolve_storage_path(stage.run.storage_path), stage.run.name, "export")
+        if storage.exists(storage.join(export, "config.json")):
+            logger.info("text encoder: reusing %s", export)
+        else:
+            print(f"Stage 1 of 2: a bert-mlm text encoder for MedM-PLM (run {stage.run.name})", flush=True)
+            stages.append(run(stage, progress_bar))
+            export = stages[-1]["export_dir"]
+            print(f"Stage 2 of 2: MedM-PLM from that text encoder (run {config.run.name})", flush=True)
+        config.model.text_checkpoint = storage.resolve_storage_path(export)
+    stages.append(run(config, progress_bar))
+    return stages
+
+
+def _next_steps(where: dict[str, str]) -> list[str]:
+    export, prepared = where["export_dir"], where["prepared_dir"]
+    data = f"data.prepared_dir={prepared}"
+    finetune = f"  python -m medmplm.finetune --task readmission {data}"
+    steps = {
+        "medmplm": [f"{finetune} --model medmplm --init {export}"],
+        "bert-mlm": [
+            f"  python -m medmplm.pretrain {data} model.text_checkpoint={export}   # MedM-PLM from this text encoder",
+            f"{finetune} --model clinicalbert --init-text {export}",
+        ],
+        "gbert": [f"{finetune} --model gbert --init-code {export}"],
+        "medbert": [f"{finetune} --model medbert --init-code {export}"],
+    }
+    return [
+        *steps.get(where["family"], []),
+        f"  python -m medmplm.embed --model {export} --prepared {prepared} --out {where['run_dir']}/embeddings",
+        f"  tensorboard --logdir {where['run_dir']}/tensorboard",
+    ]
+
+
+def _summary(stages: list[dict[str, str]]) -> str:
+    lines = []
+    for where in stages:
+        lines += [
+            f"Pretraining finished: {where['family']}, run {where['run_name']}",
+            f"  prepared data  : {where['prepared_dir']}",
+            f"  run directory  : {where['run_dir']}  (checkpoints, {CONFIG_FILE_NAME})",
+            f"  best checkpoint: {where['best_checkpoint']}  (step {where['best_step']}, val_loss {where['best_val_loss']})",
+            f"  exported model : {where['export_dir']}",
+        ]
+    last = stages[-1]
     return "\n".join(
         [
-            f"Pretraining finished: run {where['run_name']}",
-            f"  prepared data : {where['prepared_dir']}",
-            f"  run directory : {where['run_dir']}  (checkpoints, {CONFIG_FILE_NAME})",
-            f"  best checkpoint: {where['best_checkpoint']}  (step {where['best_step']}, val_loss {where['best_val_loss']})",
-            f"  exported model: {where['export_dir']}",
+            *lines,
             "Next:",
-            f"  tensorboard --logdir {where['run_dir']}/tensorboard",
-            f"  python -m medmplm.finetune --task readmission --init {where['export_dir']} "
-            f"data.prepared_dir={where['prepared_dir']}",
-            f"  python -m medmplm.pretrain --config {where['run_dir']}/{CONFIG_FILE_NAME} train.epochs=200"
-            "   # the paper's budget, with early stopping; same run name: continues from the latest checkpoint",
+            *_next_steps(last),
+            f"  python -m medmplm.pretrain --config {last['run_dir']}/{CONFIG_FILE_NAME} train.epochs=200"
+            "   # a longer budget, with early stopping; same run name: continues from the latest checkpoint",
         ]
     )
 
@@ -258,7 +301,8 @@ def main(argv: list[str] | None = None) -> int:
     """Command-line entry point."""
     parser = argparse.ArgumentParser(
         prog="python -m medmplm.pretrain",
-        description="Pretrain MedM-PLM on Ray Train + DeepSpeed (defaults: tiny model on synthetic data, local Ray).",
+        description="Pretrain a model family on Ray Train + DeepSpeed: model.family=medmplm (default), bert-mlm, gbert or "
+        "medbert (defaults: tiny models on synthetic data, local Ray).",
         epilog="Overrides: key=value or --key value with dotted keys, e.g. train.lr=1e-4 --scaling.num_workers 4 "
         "deepspeed.zero_stage=3 run.name=myrun run.storage_path=s3://bucket/runs (see medmplm/config.py).",
     )
@@ -285,7 +329,8 @@ def main(argv: list[str] | None = None) -> int:
     from medmplm.train import storage
 
     if config.run.name is None:
-        config.run.name = storage.new_run_name("pretrain")
+        family = config.model.family
+        config.run.name = storage.new_run_name("pretrain" if family == "medmplm" else f"pretrain-{family}")
     progress_bar = config.logging.progress_bar if config.logging.progress_bar is not None else sys.stdout.isatty()
 
     import ray
@@ -294,12 +339,12 @@ def main(argv: list[str] | None = None) -> int:
     # Ray Train V2 watches its controller through the state API the dashboard serves.
     start_ray(config.logging.verbose)
     try:
-        where = run(config, progress_bar)
+        stages = run_with_text_stage(config, progress_bar)
     except ConfigError as error:
         parser.error(str(error))
     finally:
         ray.shutdown()
-    print(_summary(where), flush=True)
+    print(_summary(stages), flush=True)
     return 0
 
 

@@ -12,6 +12,7 @@ from medmplm.data.manifest import SYNTHETIC_MARKER_FILE, is_synthetic_release, r
 from medmplm.data.schema import MANIFEST_FILE, VOCAB_DIR
 from medmplm.data.vocab_io import read_vocab, write_vocab
 from medmplm.finetune import resolve_inputs
+from medmplm.pretraining.medmplm import build_medmplm
 from medmplm.tasks.config import FinetuneConfig
 from medmplm.tasks.data_source import (
     DataSourceError,
@@ -31,7 +32,7 @@ def pretrained_on_a(tmp_path_factory):
     root = tmp_path_factory.mktemp("source")
     prepared = write_finetune_prepared_dir(root / "A")
     export = root / "runs" / "pretrain" / "export"
-    model = MedMPLMForPretraining.from_prepared(prepared, MedMPLMConfig.from_preset("tiny", text_max_length=32))
+    model = build_medmplm(MedMPLMForPretraining, prepared, MedMPLMConfig.from_preset("tiny", text_max_length=32))
     model.save_pretrained(export)
     pretrain_config = load_config(PretrainConfig, overrides={"data.prepared_dir": str(prepared)})
     (export / CONFIG_FILE_NAME).write_text(to_yaml(pretrain_config), encoding="utf-8")

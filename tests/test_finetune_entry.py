@@ -8,6 +8,7 @@ import torch
 
 from medmplm.config import load_config, parse_overrides
 from medmplm.finetune import main
+from medmplm.pretraining.medmplm import build_medmplm
 from medmplm.results import gather_results
 from medmplm.tasks import build_task
 from medmplm.tasks.config import FinetuneConfig, expand_short_flags
@@ -112,8 +113,7 @@ def test_pretrained_medmplm_through_the_training_loop(ray_local, prepared, tmp_p
 
     torch.manual_seed(0)
     pretrained = tmp_path / "pretrained"
-    MedMPLMForPretraining.from_prepared(
-        prepared, MedMPLMConfig.from_preset("tiny", text_max_length=32)
+    build_medmplm(MedMPLMForPretraining, prepared, MedMPLMConfig.from_preset("tiny", text_max_length=32)
     ).save_pretrained(pretrained)
     config = _config(
         prepared,

@@ -11,6 +11,7 @@ from torch import nn
 
 from medmplm.data.features import VisitFeaturizer
 from medmplm.models import MedMPLMConfig, MedMPLMModel
+from medmplm.pretraining.medmplm import build_medmplm
 from medmplm.tasks import build_task, read_visits
 from medmplm.tasks.encoders import MODELS, build_encoder, model_spec
 from medmplm.tasks.encoding import VisitEncoding
@@ -34,7 +35,7 @@ def setup(tmp_path_factory):
     torch.manual_seed(0)
     prepared = write_finetune_prepared_dir(tmp_path_factory.mktemp("prepared"))
     # Short notes and small batches keep each short fine-tune to a few forward/backward passes of a tiny model.
-    backbone = MedMPLMModel.from_prepared(prepared, MedMPLMConfig.from_preset("tiny", text_max_length=32))
+    backbone = build_medmplm(MedMPLMModel, prepared, MedMPLMConfig.from_preset("tiny", text_max_length=32))
     featurizer = VisitFeaturizer.from_model(backbone)
     train = read_visits(prepared, "train")
     batches = {}
@@ -200,7 +201,7 @@ def test_separate_text_backbone_is_saved_apart(setup, tmp_path):
     backbone, batches, prepared = setup
     task, num_labels, batch = batches["readmission"]
     torch.manual_seed(1)
-    other = MedMPLMModel.from_prepared(prepared, MedMPLMConfig.from_preset("tiny", text_max_length=32))
+    other = build_medmplm(MedMPLMModel, prepared, MedMPLMConfig.from_preset("tiny", text_max_length=32))
     head = head_config_for(task, num_labels)
     model = build_finetuning_model("medmplm-code+medmplm-text", head, backbone, other).eval()
     model.save_pretrained(tmp_path / "saved")

@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 import torch
-from transformers import BertModel
+from transformers import AutoModel, AutoModelForPreTraining, BertModel
 
 from medmplm.data.features import VisitFeaturizer
 from medmplm.data.masking import IGNORE_INDEX, CodeMasker
-from medmplm.data.vocab import NUM_SPECIAL_TOKENS, PAD_ID, VocabMismatchError
+from medmplm.data.vocab import NUM_SPECIAL_TOKENS, PAD_ID
 from medmplm.models import (
     CrossModalAttention,
     MedMPLMConfig,
@@ -26,8 +26,9 @@ from medmplm.models import (
 )
 from medmplm.models.summary import main as summary_main
 from medmplm.models.testing_utils import read_split_batch, write_tiny_prepared_dir
-from medmplm.models.text_encoder import build_bert_backbone
+from medmplm.models.text_encoder import backbone_from_config_dict, bert_text_config
 from medmplm.ontology import build_ontology
+from medmplm.pretraining.medmplm import build_medmplm
 
 MODELS_DIR = Path(modeling_medmplm.__file__).parent
 
@@ -46,6 +47,17 @@ def tiny_config(**overrides) -> MedMPLMConfig:
     return MedMPLMConfig.from_preset("tiny", text_max_length=48, max_codes=8, **overrides)
 
 
+def fresh_bert(config: MedMPLMConfig, vocab_size: int, pad_token_id: int = 0):
+    return backbone_from_config_dict(bert_text_config(config, vocab_size, pad_token_id))
+
+
+def same_config(left: MedMPLMConfig, right: MedMPLMConfig) -> bool:
+    ignored = {"_name_or_path", "architectures", "transformers_version", "dtype"}
+    return {k: v for k, v in left.to_dict().items() if k not in ignored} == {
+        k: v for k, v in right.to_dict().items() if k not in ignored
+    }
+
+
 @pytest.fixture(scope="module")
 def prepared(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_tiny_prepared_dir(tmp_path_factory.mktemp("prepared"), num_visits=12)
@@ -54,7 +66,7 @@ def prepared(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def model(prepared: Path) -> MedMPLMForPretraining:
     torch.manual_seed(0)
-    return MedMPLMForPretraining.from_prepared(prepared, tiny_config())
+    return build_medmplm(MedMPLMForPretraining, prepared, tiny_config())
 
 
 def masked_batch(model: MedMPLMForPretraining, prepared: Path, seed: int = 0) -> dict[str, torch.Tensor]:
@@ -77,9 +89,9 @@ def test_config_presets_round_trip_and_validation(tmp_path: Path) -> None:
         "c2c_diagnosis": 0.0,
         "c2c_medication": 0.0,
     }
-    assert MedMPLMConfig.from_dict(config.to_dict()) == config
-    config.to_json_file(tmp_path / "c.json")
-    assert MedMPLMConfig.from_json_file(tmp_path / "c.json") == config
+    assert same_config(MedMPLMConfig.from_dict(config.to_dict()), config)
+    config.save_pretrained(tmp_path)
+    assert same_config(MedMPLMConfig.from_pretrained(tmp_path), config)
     with pytest.raises(ValueError, match="unknown MedMPLMConfig field"):
         MedMPLMConfig.from_preset("tiny", hidden=3)
     with pytest.raises(ValueError, match="must equal code_hidden_size"):
@@ -209,7 +221,7 @@ def test_frozen_parameters_get_no_gradient_and_trainable_ones_do(model: MedMPLMF
 
 def test_text_encoder_matches_the_transformers_forward() -> None:
     torch.manual_seed(0)
-    backbone = build_bert_backbone(tiny_config(), vocab_size=50, pad_token_id=0).eval()
+    backbone = fresh_bert(tiny_config(), vocab_size=50).eval()
     ids = torch.randint(5, 50, (2, 10))
     mask = torch.ones(2, 10, dtype=torch.long)
     mask[1, 6:] = 0
@@ -246,20 +258,19 @@ def test_frozen_prefix_path_equals_full_path(model: MedMPLMForPretraining, prepa
 
 def test_text_checkpoint_and_tokenizer_directory(prepared: Path, tmp_path: Path, model: MedMPLMForPretraining) -> None:
     checkpoint = tmp_path / "bert"
-    backbone = build_bert_backbone(
-        tiny_config(text_hidden_size=48, text_num_layers=3, text_intermediate_size=96), len(model.tokenizer), 0
-    )
+    backbone = fresh_bert(tiny_config(text_hidden_size=48, text_num_layers=3, text_intermediate_size=96), len(model.tokenizer))
     backbone.save_pretrained(checkpoint)
     model.tokenizer.save_pretrained(checkpoint)
-    loaded = MedMPLMForPretraining.from_prepared(prepared, tiny_config(), text_checkpoint=checkpoint)
+    loaded = build_medmplm(MedMPLMForPretraining, prepared, tiny_config(), text_checkpoint=checkpoint)
     assert (loaded.config.text_hidden_size, loaded.config.text_num_layers) == (48, 3)
     assert torch.equal(
         loaded.text_encoder.backbone.embeddings.word_embeddings.weight, backbone.embeddings.word_embeddings.weight
     )
     assert loaded.tokenizer.get_vocab() == model.tokenizer.get_vocab()
-    reused = MedMPLMForPretraining.from_prepared(prepared, tiny_config(), tokenizer_dir=checkpoint)
+    reused = build_medmplm(MedMPLMForPretraining, prepared, tiny_config(), tokenizer_dir=checkpoint)
     assert reused.tokenizer.get_vocab() == model.tokenizer.get_vocab()
     assert isinstance(reused.text_encoder.backbone, BertModel)
+    assert loaded.config.text_pretrained == str(checkpoint) and reused.config.text_pretrained is None
 
 
 # --- objectives and missing modalities ----------------------------------------------------
@@ -340,10 +351,12 @@ def test_save_load_round_trip_gives_identical_outputs(
         expected, got = model(**batch), loaded(**batch)
     assert torch.equal(expected.loss, got.loss)
     assert torch.equal(expected.model_output.visit_embedding, got.model_output.visit_embedding)
-    assert loaded.config == model.config and loaded.diagnosis_vocab == model.diagnosis_vocab
+    assert same_config(loaded.config, model.config) and loaded.diagnosis_vocab == model.diagnosis_vocab
     assert loaded.tokenizer.get_vocab() == model.tokenizer.get_vocab()
     assert (tmp_path / "train_config.yaml").read_text() == "lr: 0.001\n"
-    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".saving")]
+    # The Auto classes know MedM-PLM: the library's own loading gives the same model.
+    assert type(AutoModelForPreTraining.from_pretrained(tmp_path)) is MedMPLMForPretraining
+    assert type(AutoModel.from_pretrained(tmp_path)) is MedMPLMModel
     # The encoder alone loads from a pretraining directory, without the heads.
     encoder = MedMPLMModel.from_pretrained(tmp_path)
     inputs = {k: v for k, v in batch.items() if not k.endswith("_labels")}
@@ -351,60 +364,24 @@ def test_save_load_round_trip_gives_identical_outputs(
         assert torch.equal(encoder(**inputs).visit_embedding, expected.model_output.visit_embedding)
     # Saving again over the same directory works.
     loaded.save_pretrained(tmp_path)
-    assert MedMPLMForPretraining.from_pretrained(tmp_path).config == model.config
+    assert same_config(MedMPLMForPretraining.from_pretrained(tmp_path).config, model.config)
 
 
-def test_mismatched_vocabulary_is_a_clear_error(model: MedMPLMForPretraining, tmp_path: Path) -> None:
+def test_the_configuration_carries_vocabularies_and_ontologies(model: MedMPLMForPretraining, tmp_path: Path) -> None:
     model.save_pretrained(tmp_path)
-    vocab_file = tmp_path / "vocab" / "diagnosis.json"
-    data = json.loads(vocab_file.read_text())
-    data["tokens"][4], data["tokens"][5] = data["tokens"][5], data["tokens"][4]
-    vocab_file.write_text(json.dumps(data))
-    with pytest.raises(VocabMismatchError, match=r"diagnosis\.json.*does not belong to these weights"):
-        MedMPLMForPretraining.from_pretrained(tmp_path)
-
-
-def test_interrupted_save_does_not_look_complete(
-    model: MedMPLMForPretraining, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    model.save_pretrained(tmp_path)
-
-    def crash(*args, **kwargs):
-        raise OSError("disk full")
-
-    monkeypatch.setattr(model.tokenizer, "save_pretrained", crash)
-    with pytest.raises(OSError, match="disk full"):
-        model.save_pretrained(tmp_path)
-    monkeypatch.undo()
-    # The failure came before anything was moved in: the previous save is intact.
-    assert MedMPLMForPretraining.from_pretrained(tmp_path).config == model.config
-    real_replace = modeling_medmplm.os.replace
-
-    def crash_moving_vocab(src, dst):
-        if Path(dst).name == "vocab":
-            raise OSError("disk full")
-        real_replace(src, dst)
-
-    monkeypatch.setattr(modeling_medmplm.os, "replace", crash_moving_vocab)
-    with pytest.raises(OSError, match="disk full"):
-        model.save_pretrained(tmp_path)
-    monkeypatch.undo()
-    with pytest.raises(FileNotFoundError, match="interrupted"):
-        MedMPLMForPretraining.from_pretrained(tmp_path)
-
-
-def test_pretraining_load_of_an_encoder_directory_names_the_missing_heads(
-    model: MedMPLMForPretraining, tmp_path: Path
-) -> None:
-    encoder = MedMPLMModel(
-        model.config,
-        model.vocabs,
-        model.ontologies,
-        build_bert_backbone(model.config, len(model.tokenizer), 0),
-        model.tokenizer,
-    )
-    encoder.save_pretrained(tmp_path)
-    with pytest.raises(ValueError, match="t2c_heads"):
+    saved = json.loads((tmp_path / "config.json").read_text())
+    assert saved["vocabularies"]["diagnosis"] == model.diagnosis_vocab.codes
+    assert set(saved["ontologies"]["medication"]) <= set(model.medication_vocab.codes)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "config.json",
+        "model.safetensors",
+        "tokenizer.json",
+        "tokenizer_config.json",
+    ]
+    # A vocabulary edited out of step with the weights is refused, naming the weights that no longer fit.
+    saved["vocabularies"]["diagnosis"] = saved["vocabularies"]["diagnosis"][:-1]
+    (tmp_path / "config.json").write_text(json.dumps(saved))
+    with pytest.raises(ValueError, match="do not fit the model config.json describes"):
         MedMPLMForPretraining.from_pretrained(tmp_path)
 
 
@@ -443,12 +420,12 @@ def test_models_built_on_one_prepared_directory_share_one_trained_tokenizer(tmp_
 
     prepared = write_tiny_prepared_dir(tmp_path / "prepared")
     config = MedMPLMConfig.from_preset("tiny")
-    first = MedMPLMForPretraining.from_prepared(prepared, config).tokenizer.get_vocab()
+    first = build_medmplm(MedMPLMForPretraining, prepared, config).tokenizer.get_vocab()
 
     def no_training(*args, **kwargs):
         raise AssertionError("the tokenizer was trained again instead of reused")
 
     monkeypatch.setattr(tokenization, "train_wordpiece_tokenizer", no_training)
-    second = MedMPLMForPretraining.from_prepared(prepared, config).tokenizer.get_vocab()
+    second = build_medmplm(MedMPLMForPretraining, prepared, config).tokenizer.get_vocab()
     assert second == first
     assert [p.name for p in (prepared / "tokenizers").iterdir()] == [f"wordpiece-{config.text_vocab_size}-{config.text_max_length}"]

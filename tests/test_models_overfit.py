@@ -10,6 +10,7 @@ from medmplm.data.features import VisitFeaturizer
 from medmplm.data.masking import CodeMasker
 from medmplm.models import MedMPLMConfig, MedMPLMForPretraining
 from medmplm.models.testing_utils import read_split_batch, write_tiny_prepared_dir
+from medmplm.pretraining.medmplm import build_medmplm
 
 STEPS = 60
 
@@ -28,7 +29,7 @@ def test_tiny_model_overfits_a_handful_of_visits(tmp_path: Path) -> None:
     torch.manual_seed(0)
     prepared = write_tiny_prepared_dir(tmp_path, num_visits=8, missing_every=0)
     config = MedMPLMConfig.from_preset("tiny", text_max_length=32, max_codes=8, text_dropout=0.0, code_dropout=0.0)
-    model = MedMPLMForPretraining.from_prepared(prepared, config)
+    model = build_medmplm(MedMPLMForPretraining, prepared, config)
     arrays = VisitFeaturizer.from_model(model)(read_split_batch(prepared))
     # One fixed masking: the classic "can it fit one batch" check of the whole path, input to loss.
     batch = CodeMasker.from_model(model)(

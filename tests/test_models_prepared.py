@@ -9,12 +9,13 @@ from medmplm.data.features import VisitFeaturizer
 from medmplm.data.masking import CodeMasker
 from medmplm.models import MedMPLMConfig, MedMPLMForPretraining
 from medmplm.models.testing_utils import read_split_batch
+from medmplm.pretraining.medmplm import build_medmplm
 
 
 @pytest.mark.slow
 def test_tiny_model_on_a_prepared_synthetic_mimic(synthetic_prepared: Path, tmp_path: Path) -> None:
     torch.manual_seed(0)
-    model = MedMPLMForPretraining.from_prepared(synthetic_prepared, MedMPLMConfig.from_preset("tiny"))
+    model = build_medmplm(MedMPLMForPretraining, synthetic_prepared, MedMPLMConfig.from_preset("tiny"))
     for code_type, tree in model.medmplm.code_encoder.embeddings.ontology.items():
         assert tree.tree.codes_without_ancestors == 0, code_type
     batch = read_split_batch(synthetic_prepared, "train")

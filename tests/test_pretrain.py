@@ -24,6 +24,7 @@ import torch
 
 from medmplm.config import PretrainConfig, load_config
 from medmplm.models import MedMPLMForPretraining
+from medmplm.pretraining.medmplm import build_medmplm
 
 pytestmark = pytest.mark.slow
 
@@ -230,10 +231,10 @@ def keep_default_ray_address():
 def test_two_nodes_get_one_worker_each_with_cached_text_prefix(synthetic_prepared, tmp_path):
     """Two simulated nodes with one CPU each; the frozen text prefix is cached in Ray Data before training."""
     import ray
+    from conftest import free_port
     from ray.cluster_utils import Cluster
     from ray.util.state import list_actors
 
-    from conftest import free_port
     from medmplm.pretrain import run
 
     ray.shutdown()
@@ -277,7 +278,7 @@ def test_cached_and_uncached_losses_match_through_ray_data(ray_local, synthetic_
     from medmplm.train.data import cache_frozen_prefix, featurize, read_visits
 
     torch.manual_seed(0)
-    model = MedMPLMForPretraining.from_prepared(synthetic_prepared, MedMPLMConfig.from_preset("tiny"))
+    model = build_medmplm(MedMPLMForPretraining, synthetic_prepared, MedMPLMConfig.from_preset("tiny"))
     model.save_pretrained(tmp_path / "model")
     model.eval()
     featurized = featurize(read_visits(str(synthetic_prepared), "val"), VisitFeaturizer.from_model(model), 16).materialize()

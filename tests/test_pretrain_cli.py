@@ -47,6 +47,7 @@ def test_config_presets_are_found_by_name_from_any_directory(capsys, tmp_path, m
 
 def test_the_next_step_fine_tunes_on_the_data_pretraining_used():
     where = {
+        "family": "medmplm",
         "run_name": "r",
         "run_dir": "/runs/r",
         "prepared_dir": "/data/mimic3-prepared",
@@ -55,8 +56,13 @@ def test_the_next_step_fine_tunes_on_the_data_pretraining_used():
         "best_val_loss": "1.0000",
         "best_step": "10",
     }
-    (finetune,) = [line for line in _summary(where).splitlines() if "medmplm.finetune" in line]
+    (finetune,) = [line for line in _summary([where]).splitlines() if "medmplm.finetune" in line]
     assert "--init /runs/r/export" in finetune and "data.prepared_dir=/data/mimic3-prepared" in finetune
+    text = {**where, "family": "bert-mlm", "run_name": "t", "export_dir": "/runs/t/export"}
+    lines = _summary([text, where]).splitlines()
+    assert sum(line.startswith("Pretraining finished") for line in lines) == 2
+    (pretrain,) = [line for line in _summary([text]).splitlines() if "model.text_checkpoint=/runs/t/export" in line]
+    assert "data.prepared_dir=/data/mimic3-prepared" in pretrain
 
 
 def test_synthetic_data_is_announced_on_the_first_line(capsys, tmp_path):

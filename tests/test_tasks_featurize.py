@@ -7,6 +7,7 @@ import pytest
 
 from medmplm.data.features import VisitFeaturizer
 from medmplm.models import MedMPLMConfig, MedMPLMModel
+from medmplm.pretraining.medmplm import build_medmplm
 from medmplm.tasks import build_task, read_visits
 from medmplm.tasks.featurize import VISIT_ARRAY_KEYS, ExampleFeaturizer
 from medmplm.tasks.testing_utils import write_finetune_prepared_dir
@@ -15,7 +16,7 @@ from medmplm.tasks.testing_utils import write_finetune_prepared_dir
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
     prepared = write_finetune_prepared_dir(tmp_path_factory.mktemp("prepared"))
-    backbone = MedMPLMModel.from_prepared(prepared, MedMPLMConfig.from_preset("tiny"))
+    backbone = build_medmplm(MedMPLMModel, prepared, MedMPLMConfig.from_preset("tiny"))
     return prepared, VisitFeaturizer.from_model(backbone), backbone
 
 

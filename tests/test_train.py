@@ -12,12 +12,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import free_port
 
 from medmplm.config import DeepSpeedSection, TrainSection, batch_plan
 from medmplm.data.features import VisitFeaturizer
 from medmplm.data.masking import CodeMasker
 from medmplm.models import MedMPLMConfig, MedMPLMForPretraining
 from medmplm.models.testing_utils import read_split_batch, write_tiny_prepared_dir
+from medmplm.pretraining.medmplm import MedMPLMPretrainingTask, build_medmplm
 from medmplm.train import storage
 from medmplm.train.bundle import ModelBundle
 from medmplm.train.checkpoint import (
@@ -30,10 +32,7 @@ from medmplm.train.checkpoint import (
 from medmplm.train.data import TEXT_HIDDEN_STATES, FrozenPrefixEncoder
 from medmplm.train.engine import deepspeed_config, optimizer_parameter_groups
 from medmplm.train.metrics import WeightedSums
-from medmplm.train.pretraining import PretrainingTask
 from medmplm.train.trainer import DatasetTooSmallError, export_checkpoint, steps_per_epoch
-
-from conftest import free_port
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +43,7 @@ def prepared(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def build_model(prepared: Path) -> MedMPLMForPretraining:
     torch.manual_seed(0)
     config = MedMPLMConfig.from_preset("tiny", text_max_length=48, max_codes=8)
-    return MedMPLMForPretraining.from_prepared(prepared, config)
+    return build_medmplm(MedMPLMForPretraining, prepared, config)
 
 
 @pytest.fixture(scope="module")
@@ -142,7 +141,8 @@ def test_checkpoint_resume_reproduces_the_uninterrupted_run(zero_stage, saved_mo
 
     model = fresh_model()
     missing, unexpected = model.load_state_dict(weights, strict=False)
-    assert not unexpected and all(not dict(model.named_parameters())[n].requires_grad for n in missing)
+    buffers = {n for n, _ in model.named_buffers()}
+    assert not unexpected and all(not dict(model.named_parameters())[n].requires_grad for n in set(missing) - buffers)
     resumed_engine, resumed_scheduler = initialize_engine(model, train, deepspeed_section, plan, 10, "gloo")
     load_optimizer_shard(resumed_engine, tmp_path, rank=0, world_size=1, zero_stage=zero_stage)
     resumed_scheduler.load_state_dict(TrainerState.load(tmp_path / "trainer_state.json").scheduler)
@@ -293,7 +293,7 @@ def test_weighted_sums_accumulate_without_reading_device_values():
 
 def test_pretraining_task_masks_with_the_generator_and_weights_statistics(saved_model, features):
     model = MedMPLMForPretraining.from_pretrained(saved_model)
-    task = PretrainingTask(masker=CodeMasker.from_model(model))
+    task = MedMPLMPretrainingTask(masker=CodeMasker.from_model(model))
     first = task.model_inputs(dict(features), torch.Generator().manual_seed(3), training=True)
     again = task.model_inputs(dict(features), torch.Generator().manual_seed(3), training=True)
     assert all(torch.equal(first[k], again[k]) for k in first)

@@ -111,7 +111,7 @@ class VisitFeaturizer:
     def from_model(cls, model: Any) -> VisitFeaturizer:
         """The featuriser matching a MedM-PLM model's tokenizer, vocabularies and lengths."""
         if getattr(model, "tokenizer", None) is None:
-            raise ValueError("the model has no tokenizer attached; build it with from_prepared or from_pretrained")
+            raise ValueError("the model has no tokenizer attached; build it with medmplm.pretraining.medmplm.build_medmplm or from_pretrained")
         return cls(
             model.tokenizer,
             model.diagnosis_vocab,

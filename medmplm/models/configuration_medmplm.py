@@ -1,72 +1,111 @@
-"""MedM-PLM configuration: one flat, JSON-serialisable dataclass with named presets."""
+"""MedM-PLM configuration: a ``transformers`` ``PretrainedConfig`` with named presets.
+
+The configuration is the whole description of a model: sizes, the text encoder's own ``transformers`` config, and the
+code vocabularies and ontologies of the prepared data it was built for. A ``save_pretrained`` directory therefore
+rebuilds the model from ``config.json`` and ``model.safetensors`` alone (plus the tokenizer files beside them).
+"""
 
 from __future__ import annotations
 
-import dataclasses
-import json
-import os
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
+from transformers import PretrainedConfig
+
 OBJECTIVES = ("t2c_diagnosis", "t2c_medication", "c2c_diagnosis", "c2c_medication")
+# The code types MedM-PLM encodes, each with an ontology tree.
+CODE_TYPES = ("diagnosis", "medication")
 
 
-def _default_loss_weights() -> dict[str, float]:
-    return {name: 1.0 for name in OBJECTIVES}
-
-
-@dataclass
-class MedMPLMConfig:
+class MedMPLMConfig(PretrainedConfig):
     """Hyper-parameters of MedM-PLM.
 
-    Text encoder fields describe a fresh ``BertModel``; when a checkpoint is loaded instead they
-    are overwritten with the checkpoint's values. ``text_config`` holds the transformers config
-    of the text encoder actually built (filled in at build time, saved with the model).
+    Text encoder fields describe a fresh ``BertModel``; when a checkpoint is loaded instead they are overwritten with
+    the checkpoint's values. ``text_config`` holds the ``transformers`` config of the text encoder actually built
+    (filled in at build time).
+
+    Args:
+        text_hidden_size, text_num_layers, text_num_heads, text_intermediate_size, text_dropout: a fresh BERT's shape.
+        text_vocab_size: WordPiece vocabulary size when a tokenizer is trained on the training notes.
+        text_num_frozen_layers: the embeddings and the first k layers are frozen (paper: 10 of 12).
+        text_max_length: tokens per note, special tokens included.
+        text_config: the text encoder's ``transformers`` config as a dict (``model_type`` included).
+        text_pretrained: where the text encoder's weights came from (a checkpoint path), ``None`` when it started
+            from random initialisation; recorded so that results can say what was pretrained how.
+        code_hidden_size, code_num_layers, code_num_heads, code_intermediate_size, code_dropout: the code encoder.
+        max_codes: codes per type per visit (the sequence adds [CLS]).
+        code_min_count: codes seen fewer times in the training split encode as [UNK].
+        ontology_head_size, ontology_num_heads, ontology_dropout: the graph attention (heads x size = code hidden).
+        mask_prob, mask_token_prob, random_token_prob: code masking in pretraining.
+        loss_weights: objective -> weight (objectives: ``OBJECTIVES``).
+        initializer_range: standard deviation of fresh embeddings and linear weights (BERT's 0.02).
+        vocabularies: code type -> the vocabulary's codes in id order (special tokens excluded).
+        ontologies: code type -> code -> ancestors, root first.
     """
 
-    # Text encoder (BERT family).
-    text_hidden_size: int = 768
-    text_num_layers: int = 12
-    text_num_heads: int = 12
-    text_intermediate_size: int = 3072
-    text_dropout: float = 0.1
-    # WordPiece vocabulary size when a tokenizer is trained on the training notes.
-    text_vocab_size: int = 30522
-    # Embeddings and the first k layers are frozen (paper: 10 of 12, only the last 2 train).
-    text_num_frozen_layers: int = 10
-    text_max_length: int = 512
-    text_config: dict[str, Any] | None = None
+    model_type = "medmplm"
 
-    # Code encoder.
-    code_hidden_size: int = 300
-    code_num_layers: int = 2
-    code_num_heads: int = 2
-    code_intermediate_size: int = 300
-    code_dropout: float = 0.1
-    # Codes per type per visit (the sequence adds [CLS]).
-    max_codes: int = 61
-    # Codes seen fewer times in the training split encode as [UNK].
-    code_min_count: int = 1
+    def __init__(
+        self,
+        text_hidden_size: int = 768,
+        text_num_layers: int = 12,
+        text_num_heads: int = 12,
+        text_intermediate_size: int = 3072,
+        text_dropout: float = 0.1,
+        text_vocab_size: int = 30522,
+        text_num_frozen_layers: int = 10,
+        text_max_length: int = 512,
+        text_config: dict[str, Any] | None = None,
+        text_pretrained: str | None = None,
+        code_hidden_size: int = 300,
+        code_num_layers: int = 2,
+        code_num_heads: int = 2,
+        code_intermediate_size: int = 300,
+        code_dropout: float = 0.1,
+        max_codes: int = 61,
+        code_min_count: int = 1,
+        ontology_head_size: int = 75,
+        ontology_num_heads: int = 4,
+        ontology_dropout: float = 0.0,
+        mask_prob: float = 0.15,
+        mask_token_prob: float = 0.8,
+        random_token_prob: float = 0.1,
+        loss_weights: dict[str, float] | None = None,
+        initializer_range: float = 0.02,
+        vocabularies: dict[str, list[str]] | None = None,
+        ontologies: dict[str, dict[str, list[str]]] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        self.text_hidden_size = text_hidden_size
+        self.text_num_layers = text_num_layers
+        self.text_num_heads = text_num_heads
+        self.text_intermediate_size = text_intermediate_size
+        self.text_dropout = text_dropout
+        self.text_vocab_size = text_vocab_size
+        self.text_num_frozen_layers = text_num_frozen_layers
+        self.text_max_length = text_max_length
+        self.text_config = text_config
+        self.text_pretrained = text_pretrained
+        self.code_hidden_size = code_hidden_size
+        self.code_num_layers = code_num_layers
+        self.code_num_heads = code_num_heads
+        self.code_intermediate_size = code_intermediate_size
+        self.code_dropout = code_dropout
+        self.max_codes = max_codes
+        self.code_min_count = code_min_count
+        self.ontology_head_size = ontology_head_size
+        self.ontology_num_heads = ontology_num_heads
+        self.ontology_dropout = ontology_dropout
+        self.mask_prob = mask_prob
+        self.mask_token_prob = mask_token_prob
+        self.random_token_prob = random_token_prob
+        self.loss_weights = {name: 1.0 for name in OBJECTIVES} if loss_weights is None else dict(loss_weights)
+        self.initializer_range = initializer_range
+        self.vocabularies = {t: list(codes) for t, codes in (vocabularies or {}).items()}
+        self.ontologies = {t: {c: list(a) for c, a in tree.items()} for t, tree in (ontologies or {}).items()}
+        super().__init__(**kwargs)
+        self.validate_sizes()
 
-    # Ontology embedding: heads x per-head size must equal code_hidden_size.
-    ontology_head_size: int = 75
-    ontology_num_heads: int = 4
-    ontology_dropout: float = 0.0
-
-    # Pretraining.
-    mask_prob: float = 0.15
-    mask_token_prob: float = 0.8
-    random_token_prob: float = 0.1
-    loss_weights: dict[str, float] = field(default_factory=_default_loss_weights)
-
-    # Standard deviation of the initial embedding vectors (text and code side), as BERT's.
-    initializer_range: float = 0.02
-
-    def __post_init__(self) -> None:
-        self.validate()
-
-    def validate(self) -> None:
+    def validate_sizes(self) -> None:
         """Raise ValueError naming the field when the configuration is inconsistent."""
         if self.ontology_head_size * self.ontology_num_heads != self.code_hidden_size:
             raise ValueError(
@@ -90,43 +129,25 @@ class MedMPLMConfig:
         if unknown:
             raise ValueError(f"loss_weights has unknown objective(s) {sorted(unknown)}; known: {list(OBJECTIVES)}")
         self.loss_weights = {name: float(self.loss_weights.get(name, 0.0)) for name in OBJECTIVES}
+        missing = [t for t in CODE_TYPES if self.vocabularies and t not in self.vocabularies]
+        if missing:
+            raise ValueError(f"vocabularies lacks code type(s) {missing}; MedM-PLM encodes {list(CODE_TYPES)}")
 
     @classmethod
     def from_preset(cls, name: str, **overrides: Any) -> MedMPLMConfig:
-        """A named preset (``paper`` or ``tiny``) with fields overridden by keyword."""
+        """A named preset (``paper`` or ``tiny``) with fields overridden by keyword.
+
+        Raises:
+            ValueError: naming an unknown preset or field.
+        """
         if name not in PRESETS:
             raise ValueError(f"unknown preset {name!r}; known: {sorted(PRESETS)}")
-        return cls.from_dict({**PRESETS[name], **overrides})
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain-JSON dictionary of every field."""
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> MedMPLMConfig:
-        """Build from :meth:`to_dict` output; unknown keys are an error naming them."""
-        known = {f.name for f in dataclasses.fields(cls)}
+        values = {**PRESETS[name], **overrides}
+        known = set(cls.__init__.__code__.co_varnames[1 : cls.__init__.__code__.co_argcount])
         unknown = sorted(set(values) - known)
         if unknown:
             raise ValueError(f"unknown MedMPLMConfig field(s) {unknown}")
         return cls(**values)
-
-    def to_json_file(self, path: str | os.PathLike) -> None:
-        """Write as JSON (via a temporary file and a rename)."""
-        path = Path(path)
-        tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
-        tmp.write_text(json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n", encoding="utf-8")
-        os.replace(tmp, path)
-
-    @classmethod
-    def from_json_file(cls, path: str | os.PathLike) -> MedMPLMConfig:
-        """Read a file written by :meth:`to_json_file`."""
-        with open(path, encoding="utf-8") as f:
-            values = json.load(f)
-        try:
-            return cls.from_dict(values)
-        except (TypeError, ValueError) as err:
-            raise ValueError(f"{path}: {err}") from err
 
 
 PRESETS: dict[str, dict[str, Any]] = {

@@ -11,45 +11,27 @@ Batch keys are those of ``medmplm.data.features.VisitFeaturizer`` (and, for pret
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import math
 import os
-import shutil
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
 from torch import nn
-from transformers import PreTrainedModel, PreTrainedTokenizerBase
+from transformers import AutoConfig, AutoModel, AutoModelForPreTraining, PreTrainedModel, PreTrainedTokenizerBase
 from transformers.utils import ModelOutput
 
 from medmplm.data.masking import IGNORE_INDEX
-from medmplm.data.schema import ONTOLOGY_CODE_TYPES, ONTOLOGY_DIR, VOCAB_DIR
-from medmplm.data.vocab import NUM_SPECIAL_TOKENS, PAD_ID, CodeVocab, VocabMismatchError
-from medmplm.models.configuration_medmplm import MedMPLMConfig
+from medmplm.data.vocab import NUM_SPECIAL_TOKENS, PAD_ID, CodeVocab
+from medmplm.models.configuration_medmplm import CODE_TYPES, MedMPLMConfig
 from medmplm.models.ontology_embedding import OntologyEmbedding, OntologyTree
-from medmplm.models.text_encoder import (
-    TextEncoder,
-    backbone_from_config_dict,
-    build_bert_backbone,
-    load_backbone_checkpoint,
-)
-from medmplm.models.tokenization import load_tokenizer, prepared_wordpiece_tokenizer
-from medmplm.ontology import read_ontology, write_ontology
+from medmplm.models.text_encoder import TextEncoder, backbone_from_config_dict
+from medmplm.models.tokenization import TOKENIZER_MARKER, load_tokenizer
 
 CONFIG_FILE = "config.json"
-WEIGHTS_FILE = "model.safetensors"
-MODEL_INFO_FILE = "medmplm.json"
-TOKENIZER_DIR = "tokenizer"
-FORMAT_VERSION = 1
-# The code types with an ontology are the ones the model encodes.
-CODE_TYPES = ONTOLOGY_CODE_TYPES
 # Index of each code type in the code type embedding.
 CODE_TYPE_INDEX = {"diagnosis": 0, "medication": 1}
 
@@ -279,49 +261,52 @@ class CodePredictionHead(nn.Module):
         return self.decoder(self.transform(hidden))
 
 
-class MedMPLMPreTrainedModel(nn.Module):
-    """Construction from a prepared directory, and save/load, shared by the MedM-PLM models.
+class MedMPLMPreTrainedModel(PreTrainedModel):
+    """What the MedM-PLM models share: the configuration (with its vocabularies and ontologies), weight
+    initialisation, and the tokenizer that travels in the same ``save_pretrained`` directory.
+
+    Saving and loading are ``transformers``' own (``config.json`` + ``model.safetensors``; nothing is unpickled).
+    The tokenizer is not part of the weights: :meth:`save_pretrained` writes it beside them when one is attached
+    (``model.tokenizer``), and :meth:`from_pretrained` attaches it when the directory has one.
 
     Args:
-        config: model configuration (``text_config`` is filled in from ``text_backbone``).
-        vocabs: code type (``diagnosis``, ``medication``) -> vocabulary.
-        ontologies: code type -> {code: ancestors, root first}.
-        text_backbone: the BERT-family transformers model of the text encoder.
-        tokenizer: its tokenizer; needed to save the model and to featurise visits.
+        config: the configuration; ``text_config``, ``vocabularies`` and ``ontologies`` must be filled in
+            (``medmplm.pretraining.medmplm.build_medmplm`` builds one from a prepared directory).
+        text_backbone: an already loaded text encoder (a local checkpoint) to use instead of building one from
+            ``config.text_config``; ``None`` when loading or building from scratch.
     """
 
-    def __init__(
-        self,
-        config: MedMPLMConfig,
-        vocabs: Mapping[str, CodeVocab],
-        ontologies: Mapping[str, Mapping[str, list[str]]],
-        text_backbone: PreTrainedModel,
-        tokenizer: PreTrainedTokenizerBase | None = None,
-    ) -> None:
-        super().__init__()
-        for code_type in CODE_TYPES:
-            if code_type not in vocabs or code_type not in ontologies:
-                raise ValueError(f"a {code_type} vocabulary and ontology are required")
-            if vocabs[code_type].code_type != code_type:
-                raise VocabMismatchError(f"vocabs[{code_type!r}] holds {vocabs[code_type].code_type!r} codes")
-        if tokenizer is not None and len(tokenizer) > text_backbone.config.vocab_size:
+    config_class = MedMPLMConfig
+    base_model_prefix = "medmplm"
+    main_input_name = "diag_ids"
+
+    def __init__(self, config: MedMPLMConfig, text_backbone: PreTrainedModel | None = None) -> None:
+        super().__init__(config)
+        missing = [t for t in CODE_TYPES if t not in config.vocabularies or t not in config.ontologies]
+        if missing:
             raise ValueError(
-                f"the tokenizer has {len(tokenizer)} tokens but the text encoder's embedding has "
-                f"{text_backbone.config.vocab_size} rows"
+                f"config lacks the vocabulary or ontology of {missing}; build the model from prepared data"
             )
-        max_positions = getattr(text_backbone.config, "max_position_embeddings", None)
-        if max_positions is not None and config.text_max_length > max_positions:
-            raise ValueError(
-                f"text_max_length {config.text_max_length} exceeds the text encoder's {max_positions} positions"
-            )
-        self.config = dataclasses.replace(
-            config, text_config=json.loads(text_backbone.config.to_json_string(use_diff=False))
+        if config.text_config is None:
+            raise ValueError("config.text_config is missing: the text encoder's transformers config is needed")
+        self.vocabs = {t: CodeVocab(t, config.vocabularies[t]) for t in CODE_TYPES}
+        self.tokenizer: PreTrainedTokenizerBase | None = None
+        self._text_backbone = text_backbone
+
+    def build_text_backbone(self) -> PreTrainedModel:
+        """The text encoder's transformers model: the one passed in, or a fresh one of ``config.text_config``."""
+        backbone = (
+            self._text_backbone
+            if self._text_backbone is not None
+            else backbone_from_config_dict(self.config.text_config)
         )
-        self.vocabs = dict(vocabs)
-        self.ontologies = {
-            t: {c: list(ontologies[t][c]) for c in vocabs[t].codes if c in ontologies[t]} for t in CODE_TYPES
-        }
-        self.tokenizer = tokenizer
+        self._text_backbone = None
+        max_positions = getattr(backbone.config, "max_position_embeddings", None)
+        if max_positions is not None and self.config.text_max_length > max_positions:
+            raise ValueError(
+                f"text_max_length {self.config.text_max_length} exceeds the text encoder's {max_positions} positions"
+            )
+        return backbone
 
     @property
     def diagnosis_vocab(self) -> CodeVocab:
@@ -333,165 +318,75 @@ class MedMPLMPreTrainedModel(nn.Module):
         """Vocabulary of medication codes."""
         return self.vocabs["medication"]
 
+    @property
+    def ontologies(self) -> dict[str, dict[str, list[str]]]:
+        """Code type -> code -> ancestors (root first), as recorded in the configuration."""
+        return self.config.ontologies
+
     def trees(self) -> dict[str, OntologyTree]:
         """Indexed ontology tree of each code type's vocabulary."""
-        return {t: OntologyTree.build(self.vocabs[t].codes, self.ontologies[t]) for t in CODE_TYPES}
+        return {t: OntologyTree.build(self.vocabs[t].codes, self.config.ontologies[t]) for t in CODE_TYPES}
 
-    @classmethod
-    def from_prepared(
-        cls: type[ModelT],
-        prepared_dir: str | os.PathLike,
-        config: MedMPLMConfig,
-        tokenizer_dir: str | os.PathLike | None = None,
-        text_checkpoint: str | os.PathLike | None = None,
-    ) -> ModelT:
-        """A freshly initialised model for a prepared directory (``medmplm.data.schema`` layout).
-
-        Code vocabularies and ontologies come from ``vocab/`` and ``ontology/``. The text side is,
-        in order of preference: the checkpoint ``text_checkpoint`` (with its own tokenizer, or the
-        one in ``tokenizer_dir``); a fresh BERT with the tokenizer in ``tokenizer_dir``; or a fresh
-        BERT with a WordPiece tokenizer trained on the training split's notes (once per prepared directory, see
-        :func:`~medmplm.models.tokenization.prepared_wordpiece_tokenizer`). With a checkpoint,
-        the ``text_*`` size fields of ``config`` are replaced by the checkpoint's.
-        """
-        prepared = Path(prepared_dir)
-        vocabs = {
-            t: CodeVocab.from_tsv(prepared / VOCAB_DIR / f"{t}.tsv", t, min_count=config.code_min_count)
-            for t in CODE_TYPES
-        }
-        ontologies = {t: read_ontology(prepared / ONTOLOGY_DIR / f"{t}.tsv") for t in CODE_TYPES}
-        if text_checkpoint is not None:
-            backbone = load_backbone_checkpoint(text_checkpoint)
-            tokenizer = load_tokenizer(tokenizer_dir if tokenizer_dir is not None else text_checkpoint)
-            bc = backbone.config
-            config = dataclasses.replace(
-                config,
-                text_hidden_size=bc.hidden_size,
-                text_num_layers=bc.num_hidden_layers,
-                text_num_heads=bc.num_attention_heads,
-                text_intermediate_size=bc.intermediate_size,
-                text_vocab_size=bc.vocab_size,
-            )
+    def _init_weights(self, module: nn.Module) -> None:
+        # Ontology node vectors are a bare parameter the library's initialisation does not know; GATConv's weights
+        # are torch_geometric layers it does not know either and keep their own initialisation.
+        if isinstance(module, OntologyEmbedding):
+            nn.init.xavier_uniform_(module.node_embeddings)
         else:
-            if tokenizer_dir is not None:
-                tokenizer = load_tokenizer(tokenizer_dir)
-            else:
-                tokenizer = prepared_wordpiece_tokenizer(prepared, config.text_vocab_size, config.text_max_length)
-            backbone = build_bert_backbone(config, len(tokenizer), tokenizer.pad_token_id)
-        return cls(config, vocabs, ontologies, backbone, tokenizer)
+            super()._init_weights(module)
 
-    def save_pretrained(self, save_directory: str | os.PathLike) -> None:
-        """Write ``config.json``, ``model.safetensors``, ``medmplm.json``, ``vocab/``, ``ontology/`` and ``tokenizer/``.
-
-        Files are staged in a temporary directory and moved in, ``config.json`` last (it is
-        removed first), so an interrupted save never looks complete. Other files in the
-        directory (e.g. the trainer's resolved config) are left alone.
-        """
-        if self.tokenizer is None:
-            raise ValueError("cannot save a model without a tokenizer; attach one (model.tokenizer = ...)")
-        target = Path(save_directory)
-        target.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=".saving-", dir=target))
-        try:
-            state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
-            save_file(state, staging / WEIGHTS_FILE, metadata={"format": "pt"})
-            (staging / VOCAB_DIR).mkdir()
-            (staging / ONTOLOGY_DIR).mkdir()
-            for t in CODE_TYPES:
-                self.vocabs[t].save(staging / VOCAB_DIR / f"{t}.json")
-                write_ontology(staging / ONTOLOGY_DIR / f"{t}.tsv", self.ontologies[t])
-            self.tokenizer.save_pretrained(staging / TOKENIZER_DIR)
-            info = {
-                "format_version": FORMAT_VERSION,
-                "architecture": type(self).__name__,
-                "vocabularies": {
-                    t: {"size": len(self.vocabs[t]), "sha256": self.vocabs[t].fingerprint()} for t in CODE_TYPES
-                },
-            }
-            (staging / MODEL_INFO_FILE).write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
-            self.config.to_json_file(staging / CONFIG_FILE)
-
-            (target / CONFIG_FILE).unlink(missing_ok=True)
-            for name in (WEIGHTS_FILE, VOCAB_DIR, ONTOLOGY_DIR, TOKENIZER_DIR, MODEL_INFO_FILE):
-                destination = target / name
-                if destination.is_dir():
-                    shutil.rmtree(destination)
-                os.replace(staging / name, destination)
-            os.replace(staging / CONFIG_FILE, target / CONFIG_FILE)
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
+    def save_pretrained(self, save_directory: str | os.PathLike, **kwargs: Any) -> None:
+        """``transformers``' save, plus the attached tokenizer's files in the same directory."""
+        super().save_pretrained(save_directory, **kwargs)
+        if self.tokenizer is not None:
+            self.tokenizer.save_pretrained(save_directory)
 
     @classmethod
-    def from_pretrained(cls: type[ModelT], directory: str | os.PathLike) -> ModelT:
-        """Load a model written by :meth:`save_pretrained` (weights via safetensors: nothing is unpickled).
+    def from_pretrained(
+        cls: type[ModelT], pretrained_model_name_or_path: str | os.PathLike, *args: Any, **kwargs: Any
+    ) -> ModelT:
+        """``transformers``' load from a local directory (never a hub), with the directory's tokenizer attached.
 
-        A :class:`MedMPLMModel` can be loaded from a :class:`MedMPLMForPretraining` directory (the
-        pretraining heads are left out). Extra files in the directory are ignored.
+        A :class:`MedMPLMModel` loads from a :class:`MedMPLMForPretraining` directory too (the heads are left out).
 
         Raises:
             FileNotFoundError: ``config.json`` is missing (not a model directory, or an interrupted save).
-            VocabMismatchError: the vocabulary files do not match those the weights were saved with.
-            ValueError: the weights do not fit the model described by ``config.json``.
+            ValueError: the weights do not fit the model ``config.json`` describes.
         """
-        directory = Path(directory)
+        directory = Path(pretrained_model_name_or_path)
         if not (directory / CONFIG_FILE).is_file():
             raise FileNotFoundError(
                 f"{directory / CONFIG_FILE}: missing; not a saved MedM-PLM model (or its save was interrupted)"
             )
-        config = MedMPLMConfig.from_json_file(directory / CONFIG_FILE)
-        with open(directory / MODEL_INFO_FILE, encoding="utf-8") as f:
-            info = json.load(f)
-        if info.get("format_version") != FORMAT_VERSION:
-            raise ValueError(
-                f"{directory / MODEL_INFO_FILE}: format_version {info.get('format_version')}, expected {FORMAT_VERSION}"
-            )
-        vocabs = {}
-        for t in CODE_TYPES:
-            path = directory / VOCAB_DIR / f"{t}.json"
-            vocabs[t] = CodeVocab.load(path, code_type=t)
-            expected = info["vocabularies"][t]
-            if len(vocabs[t]) != expected["size"] or vocabs[t].fingerprint() != expected["sha256"]:
-                raise VocabMismatchError(
-                    f"{path}: {len(vocabs[t])} tokens (sha256 {vocabs[t].fingerprint()[:12]}) but the weights were "
-                    f"saved with {expected['size']} tokens (sha256 {expected['sha256'][:12]}); "
-                    "the vocabulary file does not belong to these weights"
-                )
-        ontologies = {t: read_ontology(directory / ONTOLOGY_DIR / f"{t}.tsv") for t in CODE_TYPES}
-        if config.text_config is None:
-            raise ValueError(f"{directory / CONFIG_FILE}: text_config is missing")
-        backbone = backbone_from_config_dict(config.text_config)
-        tokenizer = load_tokenizer(directory / TOKENIZER_DIR)
-        model = cls(config, vocabs, ontologies, backbone, tokenizer)
-        state = load_file(directory / WEIGHTS_FILE, device="cpu")
-        if cls is MedMPLMModel and info["architecture"] != MedMPLMModel.__name__:
-            prefix = "medmplm."
-            state = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
+        kwargs.setdefault("local_files_only", True)
         try:
-            model.load_state_dict(state, strict=True)
-        except RuntimeError as err:
+            model = super().from_pretrained(directory, *args, **kwargs)
+        except RuntimeError as error:
+            if "ignore_mismatched_sizes" not in str(error):
+                raise
             raise ValueError(
-                f"{directory / WEIGHTS_FILE} ({info['architecture']}) does not fit {cls.__name__} as built from "
-                f"{CONFIG_FILE} and the vocabularies: {err}"
+                f"{directory}: the weights in model.safetensors do not fit the model config.json describes (its "
+                "vocabularies or sizes differ from those the weights were saved with); the load report above names "
+                "the mismatched tensors"
             ) from None
-        model.eval()
+        model.text_encoder.freeze_prefix()
+        if (directory / TOKENIZER_MARKER).is_file():
+            model.tokenizer = load_tokenizer(directory)
         return model
 
 
 class MedMPLMModel(MedMPLMPreTrainedModel):
     """MedM-PLM encoder: text and code encoders joined by the cross-modal module."""
 
-    def __init__(
-        self,
-        config: MedMPLMConfig,
-        vocabs: Mapping[str, CodeVocab],
-        ontologies: Mapping[str, Mapping[str, list[str]]],
-        text_backbone: PreTrainedModel,
-        tokenizer: PreTrainedTokenizerBase | None = None,
-    ) -> None:
-        super().__init__(config, vocabs, ontologies, text_backbone, tokenizer)
-        self.text_encoder = TextEncoder(text_backbone, self.config.text_num_frozen_layers)
-        self.code_encoder = CodeEncoder(self.config, self.trees())
-        self.cross_modal = CrossModalAttention(self.text_encoder.hidden_size, self.config.code_hidden_size)
+    # Loaded from a MedMPLMForPretraining directory, the pretraining heads are expected leftovers.
+    _keys_to_ignore_on_load_unexpected = [r"^(t2c|c2c)_heads\."]
+
+    def __init__(self, config: MedMPLMConfig, text_backbone: PreTrainedModel | None = None) -> None:
+        super().__init__(config, text_backbone)
+        self.text_encoder = TextEncoder(self.build_text_backbone(), config.text_num_frozen_layers)
+        self.code_encoder = CodeEncoder(config, self.trees())
+        self.cross_modal = CrossModalAttention(self.text_encoder.hidden_size, config.code_hidden_size)
+        self.post_init()
 
     def forward(
         self,
@@ -558,19 +453,13 @@ class MedMPLMForPretraining(MedMPLMPreTrainedModel):
     ambiguous.
     """
 
-    def __init__(
-        self,
-        config: MedMPLMConfig,
-        vocabs: Mapping[str, CodeVocab],
-        ontologies: Mapping[str, Mapping[str, list[str]]],
-        text_backbone: PreTrainedModel,
-        tokenizer: PreTrainedTokenizerBase | None = None,
-    ) -> None:
-        super().__init__(config, vocabs, ontologies, text_backbone, tokenizer)
-        self.medmplm = MedMPLMModel(self.config, self.vocabs, self.ontologies, text_backbone, tokenizer)
-        hidden = self.config.code_hidden_size
+    def __init__(self, config: MedMPLMConfig, text_backbone: PreTrainedModel | None = None) -> None:
+        super().__init__(config)
+        self.medmplm = MedMPLMModel(config, text_backbone)
+        hidden = config.code_hidden_size
         self.t2c_heads = nn.ModuleDict({t: CodePredictionHead(hidden, len(self.vocabs[t])) for t in CODE_TYPES})
         self.c2c_heads = nn.ModuleDict({t: CodePredictionHead(hidden, len(self.vocabs[t])) for t in CODE_TYPES})
+        self.post_init()
 
     @property
     def text_encoder(self) -> TextEncoder:
@@ -665,3 +554,8 @@ class MedMPLMForPretraining(MedMPLMPreTrainedModel):
         within_k = torch.arange(top.shape[1], device=top.device)[None, :] < per_visit[:, None]
         hits = (targets.gather(1, top) * within_k).sum()
         return loss, (hits / per_visit.sum()).detach(), count
+
+
+AutoConfig.register(MedMPLMConfig.model_type, MedMPLMConfig)
+AutoModel.register(MedMPLMConfig, MedMPLMModel)
+AutoModelForPreTraining.register(MedMPLMConfig, MedMPLMForPretraining)

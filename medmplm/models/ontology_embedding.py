@@ -138,15 +138,16 @@ class OntologyEmbedding(nn.Module):
         self.node_embeddings = nn.Parameter(torch.empty(tree.num_nodes, hidden_size))
         self.stage_one = GATConv(hidden_size, head_size, heads=num_heads, dropout=dropout)
         self.stage_two = GATConv(hidden_size, head_size, heads=num_heads, dropout=dropout)
-        # Graph structure is derived from the ontology files, not learned: non-persistent buffers.
+        # Graph structure is derived from the ontology, not learned; persistent buffers all the same, because
+        # transformers builds a model on the meta device when loading and refills only what the weights file holds.
         for i, level in enumerate(tree.levels):
-            self.register_buffer(f"level{i}_nodes", torch.tensor(level.nodes, dtype=torch.long), persistent=False)
-            self.register_buffer(f"level{i}_edges", _edge_index(level.edges), persistent=False)
+            self.register_buffer(f"level{i}_nodes", torch.tensor(level.nodes, dtype=torch.long), persistent=True)
+            self.register_buffer(f"level{i}_edges", _edge_index(level.edges), persistent=True)
             self.register_buffer(
-                f"level{i}_parents_local", torch.tensor(level.parents_local, dtype=torch.long), persistent=False
+                f"level{i}_parents_local", torch.tensor(level.parents_local, dtype=torch.long), persistent=True
             )
-            self.register_buffer(f"level{i}_parents", torch.tensor(level.parents, dtype=torch.long), persistent=False)
-        self.register_buffer("ancestor_edges", _edge_index(tree.ancestor_edges), persistent=False)
+            self.register_buffer(f"level{i}_parents", torch.tensor(level.parents, dtype=torch.long), persistent=True)
+        self.register_buffer("ancestor_edges", _edge_index(tree.ancestor_edges), persistent=True)
         nn.init.xavier_uniform_(self.node_embeddings)
 
     def forward(self) -> torch.Tensor:

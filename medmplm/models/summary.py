@@ -24,19 +24,20 @@ from medmplm.data.vocab import CodeVocab
 from medmplm.models.configuration_medmplm import PRESETS, MedMPLMConfig
 from medmplm.models.modeling_medmplm import CODE_TYPES, MedMPLMForPretraining
 from medmplm.models.testing_utils import write_tiny_prepared_dir
-from medmplm.models.text_encoder import build_bert_backbone
+from medmplm.models.text_encoder import bert_text_config
 from medmplm.ontology import read_ontology
 
 
 def build_for_summary(config: MedMPLMConfig, prepared_dir: str | Path) -> MedMPLMForPretraining:
     """A pretraining model with the prepared directory's codes and an untrained-tokenizer text encoder."""
     prepared = Path(prepared_dir)
-    vocabs = {
-        t: CodeVocab.from_tsv(prepared / VOCAB_DIR / f"{t}.tsv", t, min_count=config.code_min_count) for t in CODE_TYPES
+    config.vocabularies = {
+        t: CodeVocab.from_tsv(prepared / VOCAB_DIR / f"{t}.tsv", t, min_count=config.code_min_count).codes
+        for t in CODE_TYPES
     }
-    ontologies = {t: read_ontology(prepared / ONTOLOGY_DIR / f"{t}.tsv") for t in CODE_TYPES}
-    backbone = build_bert_backbone(config, config.text_vocab_size, pad_token_id=0)
-    return MedMPLMForPretraining(config, vocabs, ontologies, backbone)
+    config.ontologies = {t: read_ontology(prepared / ONTOLOGY_DIR / f"{t}.tsv") for t in CODE_TYPES}
+    config.text_config = bert_text_config(config, config.text_vocab_size, pad_token_id=0)
+    return MedMPLMForPretraining(config)
 
 
 def parameter_table(model: MedMPLMForPretraining) -> list[tuple[str, int, int]]:

@@ -7,19 +7,20 @@ pretraining engine can compute it once, cache it, and pass it back as ``text_hid
 
 from __future__ import annotations
 
+import json
 import os
 from typing import Any
 
 import torch
 from torch import nn
-from transformers import AutoConfig, AutoModel, BertConfig, BertModel, PreTrainedModel
+from transformers import AutoConfig, AutoModel, BertConfig, PretrainedConfig, PreTrainedModel
 from transformers.masking_utils import create_bidirectional_mask
 
 from medmplm.models.configuration_medmplm import MedMPLMConfig
 
 
-def build_bert_backbone(config: MedMPLMConfig, vocab_size: int, pad_token_id: int) -> BertModel:
-    """A freshly initialised ``BertModel`` sized by ``config`` (no pooler: MedM-PLM never uses it)."""
+def bert_text_config(config: MedMPLMConfig, vocab_size: int, pad_token_id: int) -> dict[str, Any]:
+    """The ``transformers`` config (as a dict) of a fresh BERT text encoder sized by ``config``."""
     bert_config = BertConfig(
         vocab_size=vocab_size,
         hidden_size=config.text_hidden_size,
@@ -32,7 +33,13 @@ def build_bert_backbone(config: MedMPLMConfig, vocab_size: int, pad_token_id: in
         pad_token_id=pad_token_id,
         initializer_range=config.initializer_range,
     )
-    return BertModel(bert_config, add_pooling_layer=False)
+    return text_config_dict(bert_config)
+
+
+def text_config_dict(config: PretrainedConfig) -> dict[str, Any]:
+    """A text encoder's config as the plain JSON dict ``config.json`` stores (label ids as strings, as JSON has them),
+    so that a saved and reloaded MedM-PLM configuration equals the one it was built with."""
+    return json.loads(config.to_json_string(use_diff=False))
 
 
 def load_backbone_checkpoint(path: str | os.PathLike) -> PreTrainedModel:
@@ -41,7 +48,7 @@ def load_backbone_checkpoint(path: str | os.PathLike) -> PreTrainedModel:
 
 
 def backbone_from_config_dict(text_config: dict[str, Any]) -> PreTrainedModel:
-    """An uninitialised-weights model of the architecture recorded in ``text_config`` (for loading)."""
+    """A freshly initialised model of the architecture recorded in ``text_config``."""
     values = dict(text_config)
     model_type = values.pop("model_type", None)
     if model_type is None:
@@ -71,9 +78,14 @@ class TextEncoder(nn.Module):
             backbone.pooler = None
         self.backbone = backbone
         self.num_frozen_layers = num_frozen_layers
+        self.freeze_prefix()
+        self.train()
+
+    def freeze_prefix(self) -> None:
+        """Stop gradients to the embeddings and the frozen layers. Called again after ``from_pretrained``, whose
+        weights arrive as new parameters that require gradients."""
         for module in self.frozen_modules():
             module.requires_grad_(False)
-        self.train()
 
     @property
     def hidden_size(self) -> int:

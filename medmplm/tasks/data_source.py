@@ -145,8 +145,9 @@ def resolve_prepared_dir(config: Any) -> str | None:
 def check_vocabularies(init_dir: str, prepared_dir: str) -> None:
     """Check that the code vocabularies of the saved model ``init_dir`` are those of ``prepared_dir``.
 
-    The model's vocabularies were built from a prepared directory's ``vocab/<type>.tsv`` (codes seen at least
-    ``code_min_count`` times); on other data its code ids would mean other codes.
+    The model's vocabularies (``vocabularies`` in its ``config.json``; a text-only model has none) were built from a
+    prepared directory's ``vocab/<type>.tsv`` (codes seen at least ``code_min_count`` times); on other data its code
+    ids would mean other codes.
 
     Raises:
         DataSourceError: naming both paths, the code type and how many codes differ.
@@ -156,8 +157,11 @@ def check_vocabularies(init_dir: str, prepared_dir: str) -> None:
     model_dir, prepared = Path(init_dir).expanduser(), Path(prepared_dir).expanduser()
     model_config = json.loads((model_dir / MODEL_CONFIG_FILE).read_text(encoding="utf-8"))
     min_count = int(model_config.get("code_min_count", 1))
+    vocabularies = model_config.get("vocabularies") or {}
     for code_type in ONTOLOGY_CODE_TYPES:
-        saved = CodeVocab.load(model_dir / VOCAB_DIR / f"{code_type}.json", code_type=code_type)
+        if code_type not in vocabularies:
+            continue
+        saved = CodeVocab(code_type, vocabularies[code_type])
         table = prepared / VOCAB_DIR / f"{code_type}.tsv"
         if not table.is_file():
             raise DataSourceError(f"data.prepared_dir: {table} is missing; prepare the tables with `{PREPARE_HINT}`")

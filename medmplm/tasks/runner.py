@@ -31,6 +31,7 @@ from medmplm.config import to_dict, to_yaml
 from medmplm.data.features import VisitFeaturizer
 from medmplm.data.splits import subset_train_visits
 from medmplm.models import MedMPLMConfig, MedMPLMModel
+from medmplm.pretraining.medmplm import build_medmplm
 from medmplm.results import SCRATCH, ResultRecord, setting_of, write_result
 from medmplm.tasks import build_task, read_visits
 from medmplm.tasks.base import ExampleSet, NoExamplesError, Task, task_options
@@ -119,8 +120,7 @@ def build_backbones(config: FinetuneConfig, prepared_dir: str) -> tuple[MedMPLMM
     if section.init_from is not None:
         code = MedMPLMModel.from_pretrained(section.init_from)
     else:
-        code = MedMPLMModel.from_prepared(
-            prepared_dir,
+        code = build_medmplm(MedMPLMModel, prepared_dir,
             MedMPLMConfig.from_preset(section.preset, **section.overrides),
             tokenizer_dir=section.tokenizer_dir,
             text_checkpoint=section.text_checkpoint,

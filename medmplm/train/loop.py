@@ -100,6 +100,16 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     _Worker(spec).run()
 
 
+def _copy_companions(initial_model_dir: Path, model_dir: Path) -> None:
+    """Copy the files of the initial model directory that ``save_pretrained`` did not write (a tokenizer saved beside
+    the weights), so that every checkpoint, and hence the export, is a complete model directory."""
+    for path in initial_model_dir.rglob("*"):
+        target = model_dir / path.relative_to(initial_model_dir)
+        if path.is_file() and not target.exists():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(path.read_bytes())
+
+
 def _seed(*parts: int) -> int:
     """A 63-bit seed mixed from integers (run seed, rank, epoch, micro-batch ...)."""
     return int(np.random.SeedSequence([int(p) & 0xFFFFFFFF for p in parts]).generate_state(2, dtype=np.uint64)[0] >> 1)
@@ -404,9 +414,12 @@ class _Worker:
                 model = self._model_for_export()
                 missing, unexpected = model.load_state_dict(weights, strict=False)
                 frozen = {name for name, p in model.named_parameters() if not p.requires_grad}
-                if unexpected or set(missing) - frozen - {n for n, _ in model.named_buffers()}:
+                # A tied parameter (BERT's MLM decoder is its word embeddings) is gathered once, under its first name.
+                tied = {n for n, _ in model.named_parameters(remove_duplicate=False)} - {n for n, _ in model.named_parameters()}
+                if unexpected or set(missing) - frozen - tied - {n for n, _ in model.named_buffers()}:
                     raise RuntimeError(f"checkpoint weights do not fit the model: missing {missing}, unexpected {unexpected}")
                 model.save_pretrained(Path(directory) / MODEL_DIR)
+                _copy_companions(self.initial_model_dir, Path(directory) / MODEL_DIR)
                 state.save(Path(directory) / TRAINER_STATE_FILE)
                 (Path(directory) / spec.config_file_name).write_text(spec.config_yaml, encoding="utf-8")
             report = {"global_step": state.global_step, "epoch": state.epoch, **metrics}

@@ -160,3 +160,7 @@ def configure_worker_logging(rank: int) -> None:
         logger.addHandler(handler)
     logger.propagate = False
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    # transformers draws a progress bar for every checkpoint's save_pretrained.
+    from transformers.utils import logging as transformers_logging
+
+    transformers_logging.disable_progress_bar()
