@@ -17,8 +17,13 @@ Example (a few thousand synthetic patients; see the README for the data and pret
 
 Model variants: ``medmplm`` (pretrained from ``--init``), ``medmplm-scratch`` (same architecture, random init),
 ``medmplm-nocross``, ``medmplm-code``, ``medmplm-text`` (MedM-PLM's parts, pretrained), ``logreg``; any other name of
-``medmplm.tasks.encoders.MODELS`` may be given too (pretrained when it uses pretrained weights), and any pretrained one
-with ``-scratch`` appended to train it from a random init.
+``medmplm.tasks.encoders.MODELS`` may be given too, with the export of each pretrained side (``clinicalbert``:
+``--init-text``, a ``bert-mlm`` export; ``gbert``: ``--init-gbert``; ``medbert``: ``--init-medbert``), and any of them
+with ``-scratch`` appended to train it from a random init. Example, Table III's independently pretrained baselines::
+
+    python benchmarks/finetune_table.py --prepared P --results R --tasks readmission,icd --seeds 0,1,2 \
+        --variants clinicalbert,clinicalbert-scratch,gbert,gbert-scratch,medbert,medbert-scratch \
+        --init-text runs/bert-mlm/export --init-gbert runs/gbert/export --init-medbert runs/medbert/export
 """
 
 from __future__ import annotations
@@ -49,6 +54,8 @@ KEY_METRICS = {
     "icd": ("f1_micro", "f1_macro", "auc_micro", "auc_macro", "p_at_5"),
 }
 SCRATCH_SUFFIX = "-scratch"
+# Kind of pretrained backbone -> the flag naming its export.
+EXPORT_FLAGS = {"medmplm": "init", "bert": "init-text", "gbert": "init-gbert", "medbert": "init-medbert"}
 # The model every other is compared with, paired by seed, when the grid ran it: the linear model on multi-hot codes.
 BASELINE = "logreg"
 # Task options of the comparison unless --task-option says otherwise: every model sees the visits with both modalities.
@@ -57,18 +64,40 @@ GRID_TASK_OPTIONS = {"readmission": {"require_note": True}, "icd": {"require_not
 
 def variant_model(variant: str) -> tuple[str, bool]:
     """``(model name, pretrained)`` of a grid variant."""
-    # A model's own name comes first: ``medbert-scratch`` is a model, not ``medbert`` from scratch.
     if variant not in MODELS and variant.endswith(SCRATCH_SUFFIX):
         return variant[: -len(SCRATCH_SUFFIX)], False
-    return variant, model_spec(variant).uses_pretrained_weights
+    spec = model_spec(variant)
+    return variant, spec.code_backbone is not None or spec.text_backbone is not None
+
+
+def init_overrides(model: str, pretrained: bool, exports: dict[str, str | None]) -> dict[str, str | None]:
+    """The ``--init`` keys of one variant: each side that reads pretrained weights gets the export of its kind
+    (``medmplm``, ``gbert``, ``medbert``: the code side; ``medmplm``, ``bert``: the text side).
+
+    Raises:
+        SystemExit: naming the flag when a pretrained variant needs an export that was not given.
+    """
+    spec = model_spec(model)
+    overrides: dict[str, str | None] = {"model.init_from": None, "finetune.init_code": None, "finetune.init_text": None}
+    if not pretrained:
+        return overrides
+    for side, kind in (("code", spec.code_backbone), ("text", spec.text_backbone)):
+        if kind is None:
+            continue
+        if exports.get(kind) is None:
+            raise SystemExit(f"variant {model}: its {side} side needs --{EXPORT_FLAGS[kind]} (or run {model}-scratch)")
+        key = "model.init_from" if kind == "medmplm" else f"finetune.init_{side}"
+        overrides[key] = exports[kind]
+    return overrides
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--prepared", required=True, help="prepared directory (python -m medmplm.prepare)")
-    parser.add_argument(
-        "--init", required=True, help="pretrained MedM-PLM directory (python -m medmplm.pretrain export)"
-    )
+    parser.add_argument("--init", help="pretrained MedM-PLM export (python -m medmplm.pretrain)")
+    parser.add_argument("--init-text", help="bert-mlm export for clinicalbert models (model.family=bert-mlm)")
+    parser.add_argument("--init-gbert", help="G-BERT export for gbert models (model.family=gbert)")
+    parser.add_argument("--init-medbert", help="Med-BERT export for medbert models (model.family=medbert)")
     parser.add_argument("--results", required=True, help="results directory (one Parquet file per run)")
     parser.add_argument("--storage", default=None, help="run storage (checkpoints); default <results>/../runs")
     parser.add_argument("--tasks", default="medrec,readmission,icd")
@@ -96,6 +125,7 @@ def main(argv: list[str] | None = None) -> int:
     ratios = [float(r) for r in args.ratios.split(",")]
     seeds = [int(s) for s in args.seeds.split(",")]
     storage = args.storage or os.path.join(os.path.dirname(os.path.abspath(args.results)), "runs")
+    exports = {"medmplm": args.init, "bert": args.init_text, "gbert": args.init_gbert, "medbert": args.init_medbert}
 
     import ray
 
@@ -119,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
                             "finetune.results_dir": args.results,
                             "train.seed": seed,
                             "run.storage_path": storage,
-                            "model.init_from": args.init if pretrained else None,
+                            **init_overrides(model, pretrained, exports),
                             **{f"finetune.task_options.{k}": v for k, v in task_options.get(task, {}).items()},
                         }
                         config = load_config(FinetuneConfig, args.config, overrides)

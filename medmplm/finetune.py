@@ -40,10 +40,25 @@ def resolve_inputs(config: FinetuneConfig) -> None:
     from medmplm.tasks.data_source import check_vocabularies, is_synthetic, resolve_prepared_dir, synthetic_notice
 
     config.data.prepared_dir = resolve_prepared_dir(config)
-    if config.model.init_from is not None and config.data.prepared_dir is not None:
-        check_vocabularies(config.model.init_from, config.data.prepared_dir)
+    if config.data.prepared_dir is not None:
+        for key, init_dir in (
+            ("model.init_from", config.model.init_from),
+            ("finetune.init_code", config.finetune.init_code),
+        ):
+            if init_dir is not None:
+                check_vocabularies(init_dir, config.data.prepared_dir, key)
     if is_synthetic(config.data.prepared_dir):
         print(synthetic_notice(config.data.prepared_dir), flush=True)
+
+
+def init_keys(config: FinetuneConfig) -> dict[str, str]:
+    """The ``--init*`` keys the run was given (exports whose weights it may start from)."""
+    keys = {
+        "model.init_from": config.model.init_from,
+        "finetune.init_code": config.finetune.init_code,
+        "finetune.init_text": config.finetune.init_text,
+    }
+    return {key: value for key, value in keys.items() if value is not None}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -90,7 +105,6 @@ def main(argv: list[str] | None = None) -> int:
     progress_bar = config.logging.progress_bar if config.logging.progress_bar is not None else sys.stdout.isatty()
     # The logreg baseline on an existing prepared directory runs entirely in this process.
     spec = model_spec(section.model)
-    pretrained = spec.uses_pretrained_weights and config.model.init_from is not None
     needs_ray = spec.build is not None or config.data.prepared_dir is None
     if needs_ray:
         # address="local": never attach to a stale cluster some other process recorded in /tmp/ray.
@@ -102,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
             "%s with %s (%s), train ratio %g, seed %d; data %s; run %s",
             section.task,
             section.model,
-            f"pretrained: {config.model.init_from}" if pretrained else "no pretrained weights",
+            ", ".join(f"{k}={v}" for k, v in init_keys(config).items()) or "no pretrained weights",
             section.train_ratio,
             config.train.seed,
             prepared_dir,

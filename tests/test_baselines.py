@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from medmplm.models.baselines import MedBertEncoder, MultiHotLogisticRegression, TextCNNEncoder, VisitGRUEncoder
+from medmplm.models.baselines import MultiHotLogisticRegression, TextCNNEncoder, VisitGRUEncoder
 from medmplm.models.baselines.logistic import multi_hot
 
 
@@ -47,27 +47,6 @@ def test_cnn_ignores_padding_length():
     changed = ids.clone()
     changed[0, 2] = 20
     assert not torch.allclose(encoder(input_ids=changed, attention_mask=mask).text[0], long[0])
-
-
-def test_medbert_ignores_padded_codes():
-    torch.manual_seed(0)
-    encoder = MedBertEncoder(20, 20, max_positions=5, hidden_size=8, num_heads=2, intermediate_size=16).eval()
-    diag_ids = torch.tensor([[1, 4, 5, 0, 0]])
-    diag_mask = torch.tensor([[1, 1, 1, 0, 0]])
-    med_ids = torch.tensor([[1, 6, 0, 0, 0]])
-    med_mask = torch.tensor([[1, 1, 0, 0, 0]])
-    reference = encoder(diag_ids=diag_ids, diag_mask=diag_mask, med_ids=med_ids, med_mask=med_mask).codes
-    scribbled = diag_ids.clone()
-    scribbled[0, 3:] = 9
-    assert reference.shape == (1, 16)
-    assert torch.allclose(
-        encoder(diag_ids=scribbled, diag_mask=diag_mask, med_ids=med_ids, med_mask=med_mask).codes, reference
-    )
-    # Serialization embeddings make the order of codes matter.
-    swapped = torch.tensor([[1, 5, 4, 0, 0]])
-    assert not torch.allclose(
-        encoder(diag_ids=swapped, diag_mask=diag_mask, med_ids=med_ids, med_mask=med_mask).codes, reference
-    )
 
 
 def _arrays(diag, med, visit_mask, labels):

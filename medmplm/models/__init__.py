@@ -1,4 +1,10 @@
-"""MedM-PLM model library: configuration, encoders, cross-modal module, pretraining objectives."""
+"""The model families, transformers style: ``configuration_<family>.py`` + ``modeling_<family>.py``.
+
+MedM-PLM lives here at the top (configuration, encoders, cross-modal module, pretraining objectives); G-BERT and
+Med-BERT in ``gbert/`` and ``medbert/``; ``bert-mlm`` is transformers' own BERT (``bert_mlm/``). Importing this
+package registers every family with ``AutoConfig``, ``AutoModel`` and ``AutoModelForPreTraining``, so an export of
+any family loads with ``AutoModel.from_pretrained(directory)``.
+"""
 
 from medmplm.models.configuration_medmplm import PRESETS, MedMPLMConfig
 from medmplm.models.modeling_medmplm import (
@@ -11,6 +17,9 @@ from medmplm.models.modeling_medmplm import (
 )
 from medmplm.models.ontology_embedding import OntologyEmbedding, OntologyTree
 from medmplm.models.text_encoder import TextEncoder
+
+# Imported for their Auto class registration (after MedM-PLM, whose code encoder G-BERT reuses).
+from medmplm.models import gbert, medbert  # noqa: E402, F401  isort: skip
 
 __all__ = [
     "PRESETS",

@@ -22,6 +22,7 @@ from medmplm.config import (
     ScalingSection,
     TrainSection,
 )
+
 CONFIG_FILE_NAME = "finetune_config.yaml"
 
 # Short flag -> dotted config key.
@@ -29,6 +30,8 @@ SHORT_FLAGS = {
     "task": "finetune.task",
     "model": "finetune.model",
     "init": "model.init_from",
+    "init_code": "finetune.init_code",
+    "init_text": "finetune.init_text",
     "train_ratio": "finetune.train_ratio",
     "seed": "train.seed",
     "lr": "train.lr",
@@ -42,8 +45,11 @@ class FinetuneSection:
     Attributes:
         task: ``medrec``, ``readmission`` or ``icd``.
         model: a model of ``medmplm.tasks.encoders.MODELS`` (``medmplm``, ``medmplm-code``, ``logreg``, ...).
-        init_text: a pretrained directory for the text side of the concatenation baselines, when it comes from another
-            pretraining run than ``model.init_from``.
+        init_code: a ``gbert`` or ``medbert`` pretraining export for the code side of the ``gbert`` / ``medbert``
+            models and their concatenations (``--init-code``); none: that side starts from random weights.
+        init_text: the text side's export when it comes from another pretraining run than ``model.init_from``
+            (``--init-text``): a ``bert-mlm`` export (or any local BERT checkpoint) for ``clinicalbert`` models, a
+            MedM-PLM export for ``medmplm-text`` and ``medmplm-code+medmplm-text``.
         train_ratio: fraction of training patients kept (nested across ratios for a seed, see
             ``medmplm.data.splits``); validation and test are always whole.
         task_options: keyword options of the task (``threshold``, ``top_k``, ``max_history``, ``subsample_negatives``,
@@ -61,6 +67,7 @@ class FinetuneSection:
 
     task: Literal["medrec", "readmission", "icd"] = "readmission"
     model: str = "medmplm"
+    init_code: str | None = None
     init_text: str | None = None
     train_ratio: float = 1.0
     task_options: dict[str, Any] = field(default_factory=dict)

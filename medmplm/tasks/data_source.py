@@ -107,7 +107,8 @@ def recorded_prepared_dir(init_dir: str) -> str | None:
 def resolve_prepared_dir(config: Any) -> str | None:
     """The prepared directory a fine-tuning run reads.
 
-    ``data.prepared_dir`` when given; else, with ``model.init_from``, the directory the model was pretrained on; else
+    ``data.prepared_dir`` when given; else, with ``model.init_from`` (or else ``finetune.init_code``, then
+    ``finetune.init_text``), the directory that model was pretrained on; else
     ``None`` (the embedded default: synthetic MIMIC-III generated and prepared under ``data.data_root``).
 
     Args:
@@ -117,32 +118,37 @@ def resolve_prepared_dir(config: Any) -> str | None:
         DataSourceError: a named model or prepared directory is missing or of the wrong kind, or ``model.init_from``
             records no prepared directory, or the one it records is gone.
     """
-    init_from, init_text = config.model.init_from, config.finetune.init_text
-    if init_from is not None:
-        check_model_dir(init_from, "model.init_from")
-    if init_text is not None:
-        check_model_dir(init_text, "finetune.init_text")
+    exports = {
+        "model.init_from": config.model.init_from,
+        "finetune.init_code": config.finetune.init_code,
+        "finetune.init_text": config.finetune.init_text,
+    }
+    exports = {key: path for key, path in exports.items() if path is not None}
+    for key, path in exports.items():
+        check_model_dir(path, key)
     if config.data.prepared_dir is not None:
         check_prepared_dir(config.data.prepared_dir)
         return config.data.prepared_dir
-    if init_from is None:
+    if not exports:
         return None
-    recorded = recorded_prepared_dir(init_from)
+    # The first export given names the data: a model's ids mean the codes of the data it was pretrained on.
+    key, init_dir = next(iter(exports.items()))
+    recorded = recorded_prepared_dir(init_dir)
     if recorded is None:
         raise DataSourceError(
-            f"model.init_from: {init_from} records no prepared directory (no data.prepared_dir in its "
+            f"{key}: {init_dir} records no prepared directory (no data.prepared_dir in its "
             f"{PRETRAIN_CONFIG_FILE}); pass the data it was pretrained on with data.prepared_dir=DIR"
         )
     if not is_remote(recorded) and not Path(recorded).expanduser().is_dir():
         raise DataSourceError(
-            f"model.init_from: {init_from} was pretrained on {recorded}, which no longer exists; "
+            f"{key}: {init_dir} was pretrained on {recorded}, which no longer exists; "
             "pass the prepared directory to fine-tune on with data.prepared_dir=DIR"
         )
-    check_prepared_dir(recorded, f"data.prepared_dir recorded in {init_from}/{PRETRAIN_CONFIG_FILE}")
+    check_prepared_dir(recorded, f"data.prepared_dir recorded in {init_dir}/{PRETRAIN_CONFIG_FILE}")
     return recorded
 
 
-def check_vocabularies(init_dir: str, prepared_dir: str) -> None:
+def check_vocabularies(init_dir: str, prepared_dir: str, key: str = "model.init_from") -> None:
     """Check that the code vocabularies of the saved model ``init_dir`` are those of ``prepared_dir``.
 
     The model's vocabularies (``vocabularies`` in its ``config.json``; a text-only model has none) were built from a
@@ -169,7 +175,7 @@ def check_vocabularies(init_dir: str, prepared_dir: str) -> None:
         if saved != expected:
             differing = len(set(saved.codes) ^ set(expected.codes))
             raise DataSourceError(
-                f"model.init_from: the {code_type} vocabulary of {init_dir} ({len(saved.codes)} codes) is not that of "
+                f"{key}: the {code_type} vocabulary of {init_dir} ({len(saved.codes)} codes) is not that of "
                 f"{table} ({len(expected.codes)} codes seen >= {min_count} times; {differing} codes in only one, "
                 "or another order): the model was pretrained on other data; pass the prepared directory it was "
                 "pretrained on with data.prepared_dir=DIR"

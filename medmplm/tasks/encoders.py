@@ -1,34 +1,40 @@
 """The fine-tuning models of the comparison grid (``--model``), as visit encoders for :class:`FineTuningModel`.
 
-Every model is built from *backbones*: MedM-PLM models (``medmplm.models.MedMPLMModel``), loaded from a pretrained
-directory or freshly built from the prepared directory (scratch). The backbone also fixes the tokenizer and code
-vocabularies, hence the featurisation, so every model of one comparison reads identical arrays.
+Every model is built from *backbones*, one per side:
 
-=================================  =============  ============================================================
-name                               reads          representation of a visit
-=================================  =============  ============================================================
-``medmplm``                        text + codes   ``R_text`` at [CLS]; ``R_code`` at the diagnosis and
-                                                  medication [CLS]
-``medmplm-nocross``                text + codes   the same encoders without the cross-modal module
-``medmplm-code``                   codes          MedM-PLM's code encoder alone (ontology GAT + Transformer)
-``medmplm-text``                   text           MedM-PLM's text encoder alone ([CLS] state)
-``medbert-scratch``                codes          code Transformer with serialization/type embeddings, no
-                                                  ontology; never pretrained
-``rnn``                            codes          multi-hot visit embeddings, GRU over earlier visits
-``cnn``                            text           1-D CNN over note tokens
-``logreg``                         codes          scikit-learn logistic regression over multi-hot codes (no torch)
-``medmplm-code+medmplm-text``      text + codes   the two unimodal encoders, each from its own backbone,
-                                                  concatenated
-``medbert-scratch+medmplm-text``   text + codes   the same with the Med-BERT-style code encoder
-=================================  =============  ============================================================
+* the code side: a MedM-PLM (``medmplm.models.MedMPLMModel``: ``--init``, or built from the prepared directory), or,
+  for ``gbert`` and ``medbert``, the family's own model (``--init-code``: a ``gbert`` / ``medbert`` pretraining export;
+  none: freshly initialised from the prepared directory's vocabularies);
+* the text side: the same MedM-PLM, or ``--init-text``: a MedM-PLM export (its text part), or for ``clinicalbert`` a
+  ``bert-mlm`` export or any local BERT checkpoint (none: a freshly initialised BERT).
 
-With ``--init``, ``medmplm-code`` and ``medmplm-text`` are MedM-PLM's own pretrained parts: an ablation (the paper's
-"G-BERT(MedM-PLM)"), not the paper's G-BERT and ClinicalBERT baselines, which are pretrained on their own. The names
-``gbert``, ``clinicalbert`` and ``medbert`` are kept for those independently pretrained baselines.
+The MedM-PLM backbones also fix the tokenizer and code vocabularies, hence the featurisation, so every model of one
+comparison reads identical arrays (a ``gbert`` / ``medbert`` export must have the prepared directory's vocabularies).
 
-The unimodal parts of the concatenation baselines take their weights from ``code_backbone`` and ``text_backbone``,
-which may be two independently pretrained models (``--init`` for the code side, ``finetune.init_text`` for the text
-side); with one backbone for both, ``medmplm-code+medmplm-text`` is ``medmplm-nocross``.
+===============================  =============  ==============================================================
+name                             reads          representation of a visit
+===============================  =============  ==============================================================
+``medmplm``                      text + codes   ``R_text`` at [CLS]; ``R_code`` at the diagnosis and
+                                                medication [CLS]
+``medmplm-nocross``              text + codes   MedM-PLM's encoders without the cross-modal module
+``medmplm-code``                 codes          MedM-PLM's code encoder alone (ablation: its code part)
+``medmplm-text``                 text           MedM-PLM's text encoder alone (ablation: its text part)
+``gbert``                        codes          G-BERT (ontology GAT + Transformer), pretrained on its own
+                                                (``gbert`` family) or not
+``medbert``                      codes          Med-BERT (code + serialization + visit embeddings), pretrained
+                                                on patient sequences (``medbert`` family) or not; one visit is
+                                                encoded as a one-visit sequence
+``clinicalbert``                 text           a BERT's [CLS] state, MLM-pretrained on the notes (``bert-mlm``
+                                                family) or not
+``rnn``                          codes          multi-hot visit embeddings, GRU over earlier visits
+``cnn``                          text           1-D CNN over note tokens
+``logreg``                       codes          scikit-learn logistic regression over multi-hot codes (no torch)
+``gbert+clinicalbert``           text + codes   the two, concatenated (Table III's G-BERT + ClinicalBERT)
+``medbert+clinicalbert``         text + codes   the same with Med-BERT
+``medmplm-code+medmplm-text``    text + codes   MedM-PLM's two parts, each from its own backbone, concatenated
+===============================  =============  ==============================================================
+
+Which weights a run started from is recorded with its result (``medmplm.tasks.runner``).
 """
 
 from __future__ import annotations
@@ -40,7 +46,7 @@ import torch
 from torch import nn
 
 from medmplm.models import MedMPLMModel
-from medmplm.models.baselines import MedBertEncoder, MultiHotLogisticRegression, TextCNNEncoder, VisitGRUEncoder
+from medmplm.models.baselines import MultiHotLogisticRegression, TextCNNEncoder, VisitGRUEncoder
 from medmplm.tasks.encoding import VisitEncoding
 
 
@@ -141,18 +147,35 @@ class ConcatEncoder(nn.Module):
         return VisitEncoding(text=self.text_encoder(**inputs).text, codes=self.code_encoder(**inputs).codes)
 
 
-def _medbert(backbone: MedMPLMModel) -> MedBertEncoder:
-    config = backbone.config
-    return MedBertEncoder(
-        num_diagnosis_tokens=len(backbone.diagnosis_vocab),
-        num_medication_tokens=len(backbone.medication_vocab),
-        max_positions=1 + config.max_codes,
-        hidden_size=config.code_hidden_size,
-        num_layers=config.code_num_layers,
-        num_heads=config.code_num_heads,
-        intermediate_size=config.code_intermediate_size,
-        dropout=config.code_dropout,
-    )
+class FamilyCodeEncoder(nn.Module):
+    """A code model of another pretraining family (G-BERT, Med-BERT) as a visit encoder: its visit vector.
+
+    Args:
+        model: a ``GBertModel`` (visit vector: ``forward(...).visit_embedding``) or a ``MedBertModel``
+            (``encode_visits``).
+    """
+
+    modalities = frozenset({"codes"})
+    text_size = 0
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+        config = model.config
+        self.code_size = 2 * config.code_hidden_size if config.model_type == "gbert" else model.visit_embedding_size
+
+    def forward(
+        self,
+        diag_ids: torch.Tensor,
+        diag_mask: torch.Tensor,
+        med_ids: torch.Tensor,
+        med_mask: torch.Tensor,
+        **text_inputs: torch.Tensor,
+    ) -> VisitEncoding:
+        """``codes [N, code_size]``; text inputs are accepted and not read."""
+        if self.model.config.model_type == "gbert":
+            return VisitEncoding(codes=self.model(diag_ids, diag_mask, med_ids, med_mask).visit_embedding)
+        return VisitEncoding(codes=self.model.encode_visits(diag_ids, diag_mask, med_ids, med_mask))
 
 
 def _rnn(backbone: MedMPLMModel) -> VisitGRUEncoder:
@@ -177,14 +200,18 @@ class ModelSpec:
 
     Attributes:
         modalities: what the model reads.
-        uses_pretrained_weights: whether ``--init`` weights enter the model (baselines trained from scratch only use
-            the backbone's tokenizer and vocabularies).
+        code_backbone: the kind of code-side backbone whose weights enter the model: ``medmplm`` (``--init``),
+            ``gbert`` or ``medbert`` (``--init-code``), or ``None`` (trained from scratch, or reads no codes).
+        text_backbone: the kind of text-side backbone whose weights enter the model: ``medmplm`` (``--init`` or a
+            MedM-PLM ``--init-text``), ``bert`` (a ``bert-mlm`` export or BERT checkpoint as ``--init-text``), or
+            ``None``.
         build: ``(code_backbone, text_backbone) -> encoder module``; ``None`` for the scikit-learn model.
     """
 
     modalities: frozenset[str]
-    uses_pretrained_weights: bool
-    build: Callable[[MedMPLMModel, MedMPLMModel], nn.Module] | None
+    code_backbone: str | None
+    text_backbone: str | None
+    build: Callable[[nn.Module, MedMPLMModel], nn.Module] | None
 
 
 TEXT_AND_CODES = frozenset({"text", "codes"})
@@ -192,21 +219,38 @@ CODES = frozenset({"codes"})
 TEXT = frozenset({"text"})
 
 MODELS: dict[str, ModelSpec] = {
-    "medmplm": ModelSpec(TEXT_AND_CODES, True, lambda code, text: MedMPLMEncoder(code)),
+    "medmplm": ModelSpec(TEXT_AND_CODES, "medmplm", "medmplm", lambda code, text: MedMPLMEncoder(code)),
     "medmplm-nocross": ModelSpec(
-        TEXT_AND_CODES, True, lambda code, text: ConcatEncoder(CodeOnlyEncoder(code), TextOnlyEncoder(code))
+        TEXT_AND_CODES,
+        "medmplm",
+        "medmplm",
+        lambda code, text: ConcatEncoder(CodeOnlyEncoder(code), TextOnlyEncoder(code)),
     ),
-    "medmplm-code": ModelSpec(CODES, True, lambda code, text: CodeOnlyEncoder(code)),
-    "medmplm-text": ModelSpec(TEXT, True, lambda code, text: TextOnlyEncoder(text)),
-    "medbert-scratch": ModelSpec(CODES, False, lambda code, text: _medbert(code)),
-    "rnn": ModelSpec(CODES, False, lambda code, text: _rnn(code)),
-    "cnn": ModelSpec(TEXT, False, lambda code, text: _cnn(text)),
-    "logreg": ModelSpec(CODES, False, None),
+    "medmplm-code": ModelSpec(CODES, "medmplm", None, lambda code, text: CodeOnlyEncoder(code)),
+    "medmplm-text": ModelSpec(TEXT, None, "medmplm", lambda code, text: TextOnlyEncoder(text)),
+    "gbert": ModelSpec(CODES, "gbert", None, lambda code, text: FamilyCodeEncoder(code)),
+    "medbert": ModelSpec(CODES, "medbert", None, lambda code, text: FamilyCodeEncoder(code)),
+    "clinicalbert": ModelSpec(TEXT, None, "bert", lambda code, text: TextOnlyEncoder(text)),
+    "rnn": ModelSpec(CODES, None, None, lambda code, text: _rnn(code)),
+    "cnn": ModelSpec(TEXT, None, None, lambda code, text: _cnn(text)),
+    "logreg": ModelSpec(CODES, None, None, None),
+    "gbert+clinicalbert": ModelSpec(
+        TEXT_AND_CODES,
+        "gbert",
+        "bert",
+        lambda code, text: ConcatEncoder(FamilyCodeEncoder(code), TextOnlyEncoder(text)),
+    ),
+    "medbert+clinicalbert": ModelSpec(
+        TEXT_AND_CODES,
+        "medbert",
+        "bert",
+        lambda code, text: ConcatEncoder(FamilyCodeEncoder(code), TextOnlyEncoder(text)),
+    ),
     "medmplm-code+medmplm-text": ModelSpec(
-        TEXT_AND_CODES, True, lambda code, text: ConcatEncoder(CodeOnlyEncoder(code), TextOnlyEncoder(text))
-    ),
-    "medbert-scratch+medmplm-text": ModelSpec(
-        TEXT_AND_CODES, True, lambda code, text: ConcatEncoder(_medbert(code), TextOnlyEncoder(text))
+        TEXT_AND_CODES,
+        "medmplm",
+        "medmplm",
+        lambda code, text: ConcatEncoder(CodeOnlyEncoder(code), TextOnlyEncoder(text)),
     ),
 }
 
@@ -222,7 +266,7 @@ def model_spec(name: str) -> ModelSpec:
     return MODELS[name]
 
 
-def build_encoder(name: str, code_backbone: MedMPLMModel, text_backbone: MedMPLMModel | None = None) -> nn.Module:
+def build_encoder(name: str, code_backbone: nn.Module, text_backbone: MedMPLMModel | None = None) -> nn.Module:
     """The visit encoder of ``--model name`` (not ``logreg``: see :func:`build_logistic_regression`)."""
     spec = model_spec(name)
     if spec.build is None:

@@ -18,9 +18,10 @@ A model built by :func:`build_finetuning_model` knows the ``--model`` name and t
 
     <dir>/config.json          model name, head, which backbone directory plays which role (written last)
     <dir>/model.safetensors    every weight of the fine-tuning model
-    <dir>/backbone/            the MedM-PLM backbone (``MedMPLMModel.save_pretrained``): architecture, tokenizer,
-                               vocabularies and ontology the encoder is rebuilt from
-    <dir>/text_backbone/       only when the text side comes from a different backbone
+    <dir>/backbone/            the code-side backbone (``save_pretrained`` of a MedM-PLM, G-BERT or Med-BERT model:
+                               architecture, vocabularies and ontology, and a MedM-PLM's tokenizer), loaded back with
+                               ``transformers.AutoModel``
+    <dir>/text_backbone/       only when the text side comes from a different backbone (a MedM-PLM)
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
+from transformers import AutoModel
 from transformers.utils import ModelOutput
 
 from medmplm.models import MedMPLMModel
@@ -89,7 +91,8 @@ class FineTuningModel(nn.Module):
         encoder: the visit encoder (an ``nn.Module`` following ``medmplm.tasks.encoding.VisitEncoder``).
         head: the task head's shape.
         model_name: the ``--model`` name the encoder was built as (needed to save).
-        backbones: role (``code``, ``text``) -> the MedM-PLM backbone the encoder was built from (needed to save).
+        backbones: role (``code``, ``text``) -> the backbone the encoder was built from (needed to save): a MedM-PLM,
+            or for the code side of ``gbert`` / ``medbert`` models that family's model.
 
     Attributes:
         no_history: per modality, the learned vector pooled for an example whose earlier visits never show that
@@ -101,7 +104,7 @@ class FineTuningModel(nn.Module):
         encoder: nn.Module,
         head: HeadConfig,
         model_name: str | None = None,
-        backbones: dict[str, MedMPLMModel] | None = None,
+        backbones: dict[str, nn.Module] | None = None,
     ) -> None:
         super().__init__()
         self.model_name = model_name
@@ -281,7 +284,10 @@ class FineTuningModel(nn.Module):
                 f"{config_path}: format {config.get('format')!r} version {config.get('format_version')!r}, "
                 f"expected {FORMAT!r} version {FORMAT_VERSION}"
             )
-        loaded = {name: MedMPLMModel.from_pretrained(directory / name) for name in set(config["backbones"].values())}
+        loaded = {
+            name: AutoModel.from_pretrained(directory / name, local_files_only=True)
+            for name in set(config["backbones"].values())
+        }
         backbones = {role: loaded[name] for role, name in config["backbones"].items()}
         head = HeadConfig(**{**config["head"], "target_modalities": frozenset(config["head"]["target_modalities"])})
         model = build_finetuning_model(config["model_name"], head, backbones["code"], backbones["text"])
@@ -305,7 +311,7 @@ def head_config_for(task, num_labels: int, hidden_size: int = 128, dropout: floa
 
 
 def build_finetuning_model(
-    model_name: str, head: HeadConfig, code_backbone: MedMPLMModel, text_backbone: MedMPLMModel | None = None
+    model_name: str, head: HeadConfig, code_backbone: nn.Module, text_backbone: MedMPLMModel | None = None
 ) -> FineTuningModel:
     """The fine-tuning model ``--model model_name`` over the given backbones (``text_backbone`` defaults to the code
     one), with the task head ``head``."""

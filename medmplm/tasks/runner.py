@@ -5,8 +5,9 @@ initialised by its caller and never parses argv.
 
 1. Task examples for every split, from the prepared visits (the training split reduced to ``train_ratio`` of its
    patients first); the label space comes from the whole training split, so every ratio predicts the same codes.
-2. Backbones: the pretrained model(s) of ``model.init_from`` (and ``finetune.init_text``), or a MedM-PLM built from
-   the prepared directory (``model.preset``) for a run from scratch. They fix the tokenizer and vocabularies.
+2. Backbones: the pretrained model(s) of ``model.init_from``, ``finetune.init_text`` and ``finetune.init_code``, or
+   models built from the prepared directory (``model.preset``) for a run from scratch. A MedM-PLM fixes the tokenizer
+   and vocabularies.
 3. Torch models train in the shared loop (``medmplm.train``: Ray Train + DeepSpeed, checkpoints, early stopping,
    validation metrics); the ``logreg`` model is fitted in process.
 4. The best checkpoint predicts the validation and test splits (Ray Data), the task's metrics are computed, and the
@@ -16,9 +17,11 @@ initialised by its caller and never parses argv.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +30,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
-from medmplm.config import to_dict, to_yaml
+from medmplm.config import ConfigError, to_dict, to_yaml
 from medmplm.data.features import VisitFeaturizer
 from medmplm.data.splits import subset_train_visits
 from medmplm.models import MedMPLMConfig, MedMPLMModel
@@ -37,7 +40,7 @@ from medmplm.tasks import build_task, read_visits
 from medmplm.tasks.base import ExampleSet, NoExamplesError, Task, task_options
 from medmplm.tasks.config import CONFIG_FILE_NAME, FinetuneConfig
 from medmplm.tasks.data_source import is_synthetic
-from medmplm.tasks.encoders import build_logistic_regression, model_spec
+from medmplm.tasks.encoders import ModelSpec, build_logistic_regression, model_spec
 from medmplm.tasks.featurize import ExampleFeaturizer
 from medmplm.tasks.modeling import FineTuningModel, HeadConfig, build_finetuning_model
 from medmplm.tasks.training import FinetuningTask
@@ -84,6 +87,7 @@ PATH_KEYS = (
     "data.prepared_dir",
     "model.init_from",
     "finetune.init_text",
+    "finetune.init_code",
     "model.text_checkpoint",
     "model.tokenizer_dir",
 )
@@ -97,9 +101,7 @@ def run_setting(config: FinetuneConfig, prepared_dir: str) -> tuple[str, str]:
     is the same setting), less :data:`NOT_IN_SETTING` and the keys the model does not read. Local paths are
     normalised (``runs/x/`` is ``runs/x``).
     """
-    values = {
-        f"{section}.{key}": value for section, fields in to_dict(config).items() for key, value in fields.items()
-    }
+    values = {f"{section}.{key}": value for section, fields in to_dict(config).items() for key, value in fields.items()}
     values["data.prepared_dir"] = prepared_dir
     values["finetune.task_options"] = task_options(build_task(config.finetune.task, **config.finetune.task_options))
     for key in PATH_KEYS:
@@ -112,31 +114,135 @@ def run_setting(config: FinetuneConfig, prepared_dir: str) -> tuple[str, str]:
     )
 
 
-def build_backbones(config: FinetuneConfig, prepared_dir: str) -> tuple[MedMPLMModel, MedMPLMModel]:
-    """The (code, text) MedM-PLM backbones: pretrained from ``model.init_from`` / ``finetune.init_text``, or built
-    from the prepared directory with ``model.preset`` (seeded by ``train.seed``) for a run from scratch."""
-    section = config.model
-    torch.manual_seed(config.train.seed)
-    if section.init_from is not None:
-        code = MedMPLMModel.from_pretrained(section.init_from)
+@dataclass
+class Backbones:
+    """The models a fine-tuning run's encoder is built from, and where their weights came from.
+
+    Attributes:
+        code: the code-side backbone: a MedM-PLM, or a ``gbert`` / ``medbert`` family model.
+        text: the text-side backbone (a MedM-PLM; text-only models read only its text encoder).
+        vocabularies: the MedM-PLM whose code vocabularies and ``max_codes`` fix the code ids (the code backbone when
+            it is a MedM-PLM; a family model's vocabularies are checked equal to it).
+        code_init: the export the code side's weights came from; ``None`` when they are freshly initialised.
+        text_init: the same for the text side.
+    """
+
+    code: torch.nn.Module
+    text: MedMPLMModel
+    vocabularies: MedMPLMModel
+    code_init: str | None
+    text_init: str | None
+
+
+def _model_type(directory: str) -> str:
+    config = json.loads((Path(directory).expanduser() / "config.json").read_text(encoding="utf-8"))
+    return str(config.get("model_type"))
+
+
+def _family_code_model(
+    kind: str, config: FinetuneConfig, prepared_dir: str, reference: MedMPLMModel
+) -> torch.nn.Module:
+    """The ``gbert`` / ``medbert`` model of the code side: ``finetune.init_code`` loaded, or freshly built from the
+    prepared directory with ``model.preset``; its vocabularies must be ``reference``'s."""
+    from transformers import AutoModel
+
+    from medmplm.config import ModelSection
+    from medmplm.pretraining import get_family
+
+    init_code = config.finetune.init_code
+    if init_code is not None:
+        found = _model_type(init_code)
+        if found != kind:
+            raise ConfigError(
+                f"finetune.init_code: {init_code} holds a {found!r} model; --model {config.finetune.model} reads a "
+                f"{kind!r} export (python -m medmplm.pretrain model.family={kind})"
+            )
+        model = AutoModel.from_pretrained(init_code, local_files_only=True)
     else:
-        code = build_medmplm(MedMPLMModel, prepared_dir,
+        built = get_family(kind).build_model(prepared_dir, ModelSection(family=kind, preset=config.model.preset))
+        model = built.model.base_model
+    for code_type, vocab in reference.vocabs.items():
+        codes = list(model.config.vocabularies.get(code_type, []))
+        if codes != vocab.codes:
+            raise ConfigError(
+                f"finetune.init_code: the {code_type} vocabulary of {init_code or 'the fresh ' + kind} ({len(codes)} "
+                f"codes) is not that of {prepared_dir} ({len(vocab.codes)} codes): it was pretrained on other data or "
+                "with another code_min_count"
+            )
+    return model
+
+
+def build_backbones(config: FinetuneConfig, prepared_dir: str) -> Backbones:
+    """The backbones of ``--model`` (see :mod:`medmplm.tasks.encoders`): a MedM-PLM from ``model.init_from`` or built
+    from the prepared directory with ``model.preset`` (seeded by ``train.seed``); the text side from
+    ``finetune.init_text`` (a MedM-PLM export, or for ``clinicalbert`` models a BERT checkpoint such as a ``bert-mlm``
+    export); the code side of ``gbert`` / ``medbert`` models from ``finetune.init_code`` or freshly built.
+
+    Raises:
+        ConfigError: naming the ``finetune.init_*`` key when it holds a kind of model the ``--model`` does not read.
+    """
+    section, finetune = config.model, config.finetune
+    spec = model_spec(finetune.model)
+    torch.manual_seed(config.train.seed)
+
+    def medmplm_preset(text_checkpoint: str | None) -> MedMPLMModel:
+        return build_medmplm(
+            MedMPLMModel,
+            prepared_dir,
             MedMPLMConfig.from_preset(section.preset, **section.overrides),
             tokenizer_dir=section.tokenizer_dir,
-            text_checkpoint=section.text_checkpoint,
+            text_checkpoint=text_checkpoint,
         )
-    text = code if config.finetune.init_text is None else MedMPLMModel.from_pretrained(config.finetune.init_text)
-    return code, text
+
+    if section.init_from is not None:
+        reference = MedMPLMModel.from_pretrained(section.init_from)
+    else:
+        reference = medmplm_preset(section.text_checkpoint)
+    text, text_init = reference, section.init_from if spec.text_backbone == "medmplm" else None
+    if finetune.init_text is not None:
+        found = "medmplm" if _model_type(finetune.init_text) == "medmplm" else "bert"
+        if spec.text_backbone != found:
+            kinds = {"medmplm": "a MedM-PLM export", "bert": "a bert-mlm export or BERT checkpoint", None: "none"}
+            raise ConfigError(
+                f"finetune.init_text: {finetune.init_text} is {kinds[found]}; --model {finetune.model} takes "
+                f"{kinds[spec.text_backbone]} for its text side"
+            )
+        if found == "medmplm":
+            text = MedMPLMModel.from_pretrained(finetune.init_text)
+        else:
+            text = medmplm_preset(finetune.init_text)
+        text_init = finetune.init_text
+    code, code_init = reference, section.init_from if spec.code_backbone == "medmplm" else None
+    if spec.code_backbone in ("gbert", "medbert"):
+        code = _family_code_model(spec.code_backbone, config, prepared_dir, reference)
+        code_init = finetune.init_code
+    elif finetune.init_code is not None:
+        raise ConfigError(
+            f"finetune.init_code: --model {finetune.model} reads no G-BERT or Med-BERT; --init-code is for gbert, "
+            "medbert and their concatenations"
+        )
+    return Backbones(code, text, reference, code_init, text_init)
 
 
-def example_featurizer(task: Task, label_space: list[str], code: MedMPLMModel, text: MedMPLMModel) -> ExampleFeaturizer:
-    """Featuriser of the task's examples: the text backbone's tokenizer, the code backbone's vocabularies."""
+def record_init(spec: ModelSpec, backbones: Backbones) -> str:
+    """The result record's ``init``: the export(s) the model's pretrained weights came from, ``scratch`` when none.
+    A model whose two sides come from different backbones names both (``code=...; text=...``)."""
+    code = (backbones.code_init or SCRATCH) if spec.code_backbone else None
+    text = (backbones.text_init or SCRATCH) if spec.text_backbone else None
+    if code is not None and text is not None and backbones.code is not backbones.text:
+        return SCRATCH if code == text == SCRATCH else f"code={code}; text={text}"
+    return code or text or SCRATCH
+
+
+def example_featurizer(task: Task, label_space: list[str], backbones: Backbones) -> ExampleFeaturizer:
+    """Featuriser of the task's examples: the text backbone's tokenizer, the reference MedM-PLM's vocabularies."""
+    reference, text = backbones.vocabularies, backbones.text
     visits = VisitFeaturizer(
         text.tokenizer,
-        code.diagnosis_vocab,
-        code.medication_vocab,
+        reference.diagnosis_vocab,
+        reference.medication_vocab,
         text_max_length=text.config.text_max_length,
-        max_codes=code.config.max_codes,
+        max_codes=reference.config.max_codes,
     )
     return ExampleFeaturizer(visits, task.max_visits, label_space if task.multilabel else None)
 
@@ -192,11 +298,15 @@ def featurize_in_process(featurizer: ExampleFeaturizer, examples: pa.Table, batc
 
 
 def _run_logistic_regression(
-    config: FinetuneConfig, task: Task, code: MedMPLMModel, featurizer: ExampleFeaturizer, sets: dict[str, ExampleSet]
+    config: FinetuneConfig,
+    task: Task,
+    vocabularies: MedMPLMModel,
+    featurizer: ExampleFeaturizer,
+    sets: dict[str, ExampleSet],
 ) -> tuple[dict[str, tuple[np.ndarray, np.ndarray]], dict[str, Any]]:
     section = config.finetune
     model = build_logistic_regression(
-        code, task.multilabel, c=section.logreg_c, max_iter=section.logreg_max_iter, seed=config.train.seed
+        vocabularies, task.multilabel, c=section.logreg_c, max_iter=section.logreg_max_iter, seed=config.train.seed
     )
     arrays = {
         split: featurize_in_process(featurizer, sets[split].examples, config.data.featurize_batch_size)
@@ -247,8 +357,7 @@ def _run_torch(
     config: FinetuneConfig,
     task: Task,
     label_space: list[str],
-    code: MedMPLMModel,
-    text: MedMPLMModel,
+    backbones: Backbones,
     featurizer: ExampleFeaturizer,
     sets: dict[str, ExampleSet],
     run_name: str,
@@ -277,7 +386,7 @@ def _run_torch(
 
     def build(directory: Path) -> None:
         torch.manual_seed(config.train.seed)
-        build_finetuning_model(section.model, head, code, text).save_pretrained(directory)
+        build_finetuning_model(section.model, head, backbones.code, backbones.text).save_pretrained(directory)
 
     bundle, reused = initial_model_bundle(run_dir, build)
     if reused:
@@ -329,24 +438,23 @@ def run_finetune(config: FinetuneConfig, prepared_dir: str, run_name: str, progr
     spec = model_spec(section.model)
     task = build_task(section.task, **section.task_options)
     label_space, sets = build_example_sets(task, prepared_dir, section.train_ratio, config.train.seed)
-    code, text = build_backbones(config, prepared_dir)
-    featurizer = example_featurizer(task, label_space, code, text)
+    backbones = build_backbones(config, prepared_dir)
+    featurizer = example_featurizer(task, label_space, backbones)
     if spec.build is None:
-        predictions, info = _run_logistic_regression(config, task, code, featurizer, sets)
+        predictions, info = _run_logistic_regression(config, task, backbones.vocabularies, featurizer, sets)
     else:
-        predictions, info = _run_torch(config, task, label_space, code, text, featurizer, sets, run_name, progress_bar)
+        predictions, info = _run_torch(config, task, label_space, backbones, featurizer, sets, run_name, progress_bar)
 
     metrics = {
         split: task.metrics(labels.astype(np.int64), scores, label_space)
         for split, (labels, scores) in predictions.items()
     }
-    pretrained = spec.uses_pretrained_weights and config.model.init_from is not None
     setting, setting_json = run_setting(config, prepared_dir)
     record = ResultRecord(
         run_id=run_name,
         task=task.name,
         model=section.model,
-        init=config.model.init_from if pretrained else SCRATCH,
+        init=record_init(spec, backbones),
         train_ratio=section.train_ratio,
         seed=config.train.seed,
         setting=setting,
@@ -365,7 +473,11 @@ def run_finetune(config: FinetuneConfig, prepared_dir: str, run_name: str, progr
             "num_labels": len(label_space),
             "preset": config.model.preset if config.model.init_from is None else None,
             "vocabularies_from": config.model.init_from or "prepared",
-            "init_text": config.finetune.init_text,
+            "code_backbone": spec.code_backbone,
+            "code_init": backbones.code_init if spec.code_backbone else None,
+            "text_backbone": spec.text_backbone,
+            "text_init": backbones.text_init if spec.text_backbone else None,
+            "text_pretrained": backbones.text.config.text_pretrained if spec.text_backbone else None,
             "prepared_dir": prepared_dir,
             "exclusions": {split: s.exclusion_counts() for split, s in sets.items()},
             "dropped_label_codes": {split: s.dropped_label_codes for split, s in sets.items()},

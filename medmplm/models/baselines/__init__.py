@@ -2,7 +2,6 @@
 
 from medmplm.models.baselines.cnn import TextCNNEncoder
 from medmplm.models.baselines.logistic import MultiHotLogisticRegression
-from medmplm.models.baselines.medbert import MedBertEncoder
 from medmplm.models.baselines.rnn import VisitGRUEncoder
 
-__all__ = ["MedBertEncoder", "MultiHotLogisticRegression", "TextCNNEncoder", "VisitGRUEncoder"]
+__all__ = ["MultiHotLogisticRegression", "TextCNNEncoder", "VisitGRUEncoder"]
