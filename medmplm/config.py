@@ -122,6 +122,8 @@ class ModelSection:
         pretrain_text_first: a MedM-PLM run with neither ``text_checkpoint`` nor ``init_from`` first pretrains a
             ``bert-mlm`` text encoder on the same notes (run ``<name>-text``, same training settings) and starts from
             it; ``false`` builds MedM-PLM directly (then frozen random layers need ``allow_random_frozen``).
+        text_stage_epochs: epochs of that ``bert-mlm`` stage (a synthetic discharge summary is about 12 windows of
+            128 tokens, so one epoch is about 12 times as many steps as a MedM-PLM epoch).
     """
 
     family: str = "medmplm"
@@ -133,6 +135,7 @@ class ModelSection:
     init_from: str | None = None
     allow_random_frozen: bool = False
     pretrain_text_first: bool = True
+    text_stage_epochs: int = 2
 
 
 @dataclass
@@ -284,6 +287,7 @@ class PretrainConfig:
         from medmplm.pretraining import FAMILIES
 
         _require(self.model.family in FAMILIES, "model.family", f"expected one of {list(FAMILIES)}, got {self.model.family!r}")
+        _require(self.model.text_stage_epochs >= 1, "model.text_stage_epochs", "must be >= 1")
         _require(self.data.synthetic_patients >= 1, "data.synthetic_patients", "must be >= 1")
         _require(self.data.featurize_batch_size >= 1, "data.featurize_batch_size", "must be >= 1")
         _require(

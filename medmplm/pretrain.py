@@ -139,8 +139,8 @@ def text_stage_config(config: PretrainConfig) -> PretrainConfig | None:
     """The ``bert-mlm`` run that makes MedM-PLM's text encoder first, when ``model.pretrain_text_first`` and the
     MedM-PLM run has no text encoder to start from (no ``model.text_checkpoint``, no ``model.init_from``); else None.
 
-    Same data, training, scaling and storage; the family's matching preset (``tiny`` for ``tiny``, ``base`` for
-    ``paper``); run name ``<run name>-text``, so a rerun finds and reuses it.
+    Same data, training (but ``model.text_stage_epochs`` epochs), scaling and storage; the family's matching preset
+    (``tiny`` for ``tiny``, ``base`` for ``paper``); run name ``<run name>-text``, so a rerun finds and reuses it.
     """
     model = config.model
     if model.family != "medmplm" or not model.pretrain_text_first or model.text_checkpoint or model.init_from:
@@ -152,6 +152,7 @@ def text_stage_config(config: PretrainConfig) -> PretrainConfig | None:
         tokenizer_dir=model.tokenizer_dir,
     )
     stage.run.name = f"{config.run.name}-text"
+    stage.train.epochs = model.text_stage_epochs
     stage.run.export_dir = None
     return stage
 

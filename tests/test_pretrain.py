@@ -46,6 +46,9 @@ def small_run(prepared: Path, storage: Path, name: str, *extra: str) -> list[str
         "train.log_every_steps=1",
         "train.early_stopping_patience=null",
         "logging.progress_bar=false",
+        # MedM-PLM alone, on its random text encoder: the text stage of the embedded default is tested elsewhere.
+        "model.pretrain_text_first=false",
+        "model.allow_random_frozen=true",
         *extra,
     ]
 
@@ -142,7 +145,7 @@ def test_zero2_end_to_end_and_resume_by_run_name(ray_local, synthetic_prepared, 
     (tmp_path / "second.log").write_text(output)
     assert second.returncode == 0, output[-4000:]
     assert "run resume-me exists: resuming with its initial model" in output
-    assert "Pretraining finished: run resume-me" in output
+    assert "Pretraining finished: medmplm, run resume-me" in output
 
     attempts = scalars_by_attempt(run_dir / "tensorboard")
     resumed = attempts[-1]

@@ -103,9 +103,12 @@ def test_ray_job_submit_from_the_repository_root(tmp_path):
             (tmp_path / "job.log").write_text(output)
             assert result.returncode == 0, output[-4000:]
             assert "succeeded" in output
-        assert "Pretraining finished: run job" in output
+        # The embedded default: a bert-mlm text encoder first, then MedM-PLM from it.
+        assert "Pretraining finished: bert-mlm, run job-text" in output
+        assert "Pretraining finished: medmplm, run job" in output
         assert "generating a synthetic MIMIC-III (120 patients, seed 0)" in output
-        MedMPLMForPretraining.from_pretrained(tmp_path / "runs" / "job" / "export")
+        model = MedMPLMForPretraining.from_pretrained(tmp_path / "runs" / "job" / "export")
+        assert model.config.text_pretrained == str(tmp_path / "runs" / "job-text" / "export")
     finally:
         # Only the instance started above: SIGTERM makes `ray start --block` stop the processes it started.
         head.send_signal(signal.SIGTERM)

@@ -1,7 +1,8 @@
 """What a person sees from ``python -m medmplm.pretrain`` (``slow``: each test runs a short pretraining).
 
-Without a terminal: a short header, one line per interval and per validation, and the summary, under 25 lines, with
-none of Ray's or DeepSpeed's own output. In a pseudo-terminal: one progress bar.
+Without a terminal (the embedded default: a bert-mlm stage, then MedM-PLM): a short header, one line per interval and
+per validation, and the summary, under 40 lines, with none of Ray's or DeepSpeed's own output. In a pseudo-terminal:
+one progress bar.
 """
 
 from __future__ import annotations
@@ -17,13 +18,14 @@ import termios
 from pathlib import Path
 
 import pytest
+import yaml
 
 pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[1]
 
 
-def command(prepared: Path, storage: Path, name: str) -> list[str]:
+def command(prepared: Path, storage: Path, name: str, *extra: str) -> list[str]:
     return [
         sys.executable,
         "-m",
@@ -35,6 +37,7 @@ def command(prepared: Path, storage: Path, name: str) -> list[str]:
         "train.epochs=2",
         "train.micro_batch_size=16",
         "train.global_batch_size=16",
+        *extra,
     ]
 
 
@@ -59,12 +62,19 @@ def test_default_output_without_a_terminal_is_short_and_medmplm_only(ray_local, 
     (tmp_path / "output.txt").write_text(output)
     assert done.returncode == 0, output[-3000:]
     lines = output.splitlines()
-    assert len(lines) < 25, f"{len(lines)} lines:\n{output}"
+    assert len(lines) < 40, f"{len(lines)} lines:\n{output}"
     for noise in ("RayTrainWorker", "TrainingReport", "Execution plan", "DeepSpeed", "Warning", "\x1b["):
         assert noise not in output, f"{noise!r} in the default output:\n{output}"
     assert lines[0].startswith("SYNTHETIC DATA"), "a run on synthetic data must say so first"
-    assert sum(line.startswith("epoch ") for line in lines) == 2, "one line per validation"
-    assert "Pretraining finished: run quiet" in output
+    # The embedded default: a bert-mlm text encoder on the notes first, then MedM-PLM from it; both exported.
+    assert sum(line.startswith("epoch ") for line in lines) == 4, "one line per validation, 2 epochs x 2 stages"
+    assert "Stage 1 of 2" in output and "Stage 2 of 2" in output
+    assert "Pretraining finished: bert-mlm, run quiet-text" in output
+    assert "Pretraining finished: medmplm, run quiet" in output
+    assert (tmp_path / "quiet-text" / "export" / "config.json").is_file()
+    assert (tmp_path / "quiet" / "export" / "config.json").is_file()
+    recorded = yaml.safe_load((tmp_path / "quiet" / "pretrain_config.yaml").read_text())
+    assert recorded["model"]["text_checkpoint"] == str(tmp_path / "quiet-text" / "export")
 
 
 @pytest.mark.timeout(900)
@@ -73,7 +83,13 @@ def test_a_terminal_gets_one_progress_bar(ray_local, synthetic_prepared, tmp_pat
     # A fresh pseudo-terminal is 0 x 0; give it a window's size, as a terminal emulator does.
     fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))
     process = subprocess.Popen(
-        command(synthetic_prepared, tmp_path, "terminal"),
+        command(
+            synthetic_prepared,
+            tmp_path,
+            "terminal",
+            "model.pretrain_text_first=false",
+            "model.allow_random_frozen=true",
+        ),
         env=ray_env(),
         cwd=REPO,
         stdin=follower,

@@ -68,6 +68,38 @@ def _backend_tokenizer(tokenizer: PreTrainedTokenizerBase | tokenizers.Tokenizer
     return tokenizers.Tokenizer.from_str(backend.to_str())
 
 
+def encode_code_column(
+    column: np.ndarray, name: str, vocab: CodeVocab, max_codes: int, row_ids: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """One code column of a visit batch -> ``[CLS]`` + its distinct codes' ids (first ``max_codes``, in record order).
+
+    Returns:
+        (ids [B, 1 + max_codes], mask [B, 1 + max_codes], codes dropped beyond ``max_codes`` [B], codes encoded as
+        [UNK] [B]).
+
+    Raises:
+        ValueError: naming the column and the row (``hadm_id`` when given) that is not a list of codes.
+    """
+    batch_size = len(column)
+    ids = np.full((batch_size, 1 + max_codes), PAD_ID, dtype=np.int64)
+    mask = np.zeros_like(ids)
+    ids[:, 0] = CLS_ID
+    mask[:, 0] = 1
+    truncated = np.zeros(batch_size, dtype=np.int64)
+    unknown = np.zeros(batch_size, dtype=np.int64)
+    for row, codes in enumerate(column):
+        if codes is None or isinstance(codes, str | bytes) or not isinstance(codes, Iterable):
+            where = f"hadm_id {row_ids[row]}" if row_ids is not None else f"row {row}"
+            raise ValueError(f"column {name!r}, {where}: expected a list of code strings, got {type(codes).__name__}")
+        encoded = vocab.encode(list(dict.fromkeys(codes)))
+        kept = encoded[:max_codes]
+        ids[row, 1 : 1 + len(kept)] = kept
+        mask[row, 1 : 1 + len(kept)] = 1
+        truncated[row] = len(encoded) - len(kept)
+        unknown[row] = sum(1 for i in encoded if i == UNK_ID)
+    return ids, mask, truncated, unknown
+
+
 class VisitFeaturizer:
     """Deterministic, picklable visit -> array featuriser (see module docstring for the outputs).
 
@@ -120,30 +152,6 @@ class VisitFeaturizer:
             max_codes=model.config.max_codes,
         )
 
-    def _encode_codes(
-        self, column: np.ndarray, name: str, vocab: CodeVocab, row_ids: np.ndarray | None
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        batch_size = len(column)
-        ids = np.full((batch_size, 1 + self.max_codes), PAD_ID, dtype=np.int64)
-        mask = np.zeros_like(ids)
-        ids[:, 0] = CLS_ID
-        mask[:, 0] = 1
-        truncated = np.zeros(batch_size, dtype=np.int64)
-        unknown = np.zeros(batch_size, dtype=np.int64)
-        for row, codes in enumerate(column):
-            if codes is None or isinstance(codes, str | bytes) or not isinstance(codes, Iterable):
-                where = f"hadm_id {row_ids[row]}" if row_ids is not None else f"row {row}"
-                raise ValueError(
-                    f"column {name!r}, {where}: expected a list of code strings, got {type(codes).__name__}"
-                )
-            encoded = vocab.encode(list(dict.fromkeys(codes)))
-            kept = encoded[: self.max_codes]
-            ids[row, 1 : 1 + len(kept)] = kept
-            mask[row, 1 : 1 + len(kept)] = 1
-            truncated[row] = len(encoded) - len(kept)
-            unknown[row] = sum(1 for i in encoded if i == UNK_ID)
-        return ids, mask, truncated, unknown
-
     def __call__(self, batch: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Featurise a batch of VISIT_SCHEMA columns (extra columns are ignored)."""
         missing = [c for c in REQUIRED_COLUMNS if c not in batch]
@@ -184,7 +192,7 @@ class VisitFeaturizer:
             ("diag", "diagnoses", self.diagnosis_vocab),
             ("med", "medications", self.medication_vocab),
         ):
-            ids, mask, truncated, unknown = self._encode_codes(batch[column], column, vocab, row_ids)
+            ids, mask, truncated, unknown = encode_code_column(batch[column], column, vocab, self.max_codes, row_ids)
             out[f"{prefix}_ids"] = ids
             out[f"{prefix}_mask"] = mask
             out[f"{prefix}_truncated"] = truncated

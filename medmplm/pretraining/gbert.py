@@ -94,7 +94,7 @@ class CodeFeaturizer:
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Featurise a batch of visit columns (``diagnoses``, ``medications``; ``hadm_id`` when present)."""
-        from medmplm.data.features import VisitFeaturizer
+        from medmplm.data.features import encode_code_column
 
         missing = [c for c in ("diagnoses", "medications") if c not in batch]
         if missing:
@@ -105,9 +105,7 @@ class CodeFeaturizer:
             ("diag", "diagnoses", self.diagnosis_vocab),
             ("med", "medications", self.medication_vocab),
         ):
-            # VisitFeaturizer's code encoding (distinct codes in record order, truncation and unknown counts) reads
-            # nothing of the featuriser but max_codes; its constructor needs a tokenizer, so it is borrowed unbound.
-            ids, mask, truncated, unknown = VisitFeaturizer._encode_codes(self, batch[column], column, vocab, row_ids)
+            ids, mask, truncated, unknown = encode_code_column(batch[column], column, vocab, self.max_codes, row_ids)
             out[f"{prefix}_ids"], out[f"{prefix}_mask"] = ids, mask
             out[f"{prefix}_truncated"], out[f"{prefix}_unknown"] = truncated, unknown
         # Ids below NUM_SPECIAL_TOKENS ([PAD], [CLS], [UNK]) are no code.
