@@ -153,6 +153,8 @@ def text_stage_config(config: PretrainConfig) -> PretrainConfig | None:
     )
     stage.run.name = f"{config.run.name}-text"
     stage.train.epochs = model.text_stage_epochs
+    # The frozen-prefix cache is MedM-PLM's: masked language modelling trains every layer.
+    stage.data.text_cache = False
     stage.run.export_dir = None
     return stage
 

@@ -42,7 +42,8 @@ def test_the_embedded_default_pretrains_a_text_encoder_first():
     assert stage.run.export_dir is None and stage.train.lr == config.train.lr
     assert config.model.family == "medmplm", "the MedM-PLM config itself is left alone"
     paper = load_config(PretrainConfig, "paper", ["run.name=r"])
-    assert text_stage_config(paper).model.preset == "base"
+    assert paper.data.text_cache and text_stage_config(paper).model.preset == "base"
+    assert not text_stage_config(paper).data.text_cache
     for no_stage in (
         ["model.text_checkpoint=/ckpt"],
         ["model.init_from=/export"],
