@@ -13,7 +13,15 @@ from typing import Any
 
 import torch
 from torch import nn
-from transformers import AutoConfig, AutoModel, BertConfig, BertModel, PretrainedConfig, PreTrainedModel
+from transformers import (
+    AutoConfig,
+    AutoModel,
+    BertConfig,
+    BertForMaskedLM,
+    BertModel,
+    PretrainedConfig,
+    PreTrainedModel,
+)
 from transformers.masking_utils import create_bidirectional_mask
 
 from medmplm.models.configuration_medmplm import MedMPLMConfig
@@ -43,9 +51,12 @@ def text_config_dict(config: PretrainedConfig) -> dict[str, Any]:
 
 
 def load_backbone_checkpoint(path: str | os.PathLike) -> PreTrainedModel:
-    """A BERT-family model from a local checkpoint directory (never from a hub). A BERT is loaded without its pooler,
+    """A BERT-family encoder from a local checkpoint directory (never from a hub). A BERT is loaded without its pooler,
     which the text encoder never uses (a ``bert-mlm`` export has none to load)."""
     config = AutoConfig.from_pretrained(path, local_files_only=True)
+    if "BertForMaskedLM" in (config.architectures or []):
+        # The encoder of a masked-LM checkpoint (a bert-mlm export), without loading its MLM head only to drop it.
+        return BertForMaskedLM.from_pretrained(path, local_files_only=True).bert
     if config.model_type == "bert":
         return BertModel.from_pretrained(path, local_files_only=True, add_pooling_layer=False)
     return AutoModel.from_pretrained(path, local_files_only=True)
