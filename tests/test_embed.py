@@ -34,8 +34,8 @@ def export(family: str, prepared: Path, directory: Path, **section) -> Path:
     ("family", "width", "section"),
     [
         ("medmplm", 3 * 32, {"allow_random_frozen": True}),
-        ("gbert", 2 * 32, {}),
-        ("medbert", 32, {}),
+        pytest.param("gbert", 2 * 32, {}, marks=pytest.mark.slow),
+        pytest.param("medbert", 32, {}, marks=pytest.mark.slow),
         ("bert-mlm", 64, {}),
     ],
 )
