@@ -5,10 +5,7 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import pickle
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -35,8 +32,7 @@ from medmplm.pretraining.bert_mlm import (
     log_window_counts,
     window_counts,
 )
-
-REPO = Path(__file__).resolve().parents[1]
+from medmplm.pretraining.testing_utils import TWO_WORKERS_ZERO2, run_pretraining, tensorboard_scalars
 
 NOTES = [
     "Patient admitted with chest pain and shortness of breath. Troponin elevated; started on heparin drip.",
@@ -422,53 +418,24 @@ def test_task_and_datasets_read_the_options_saved_with_the_initial_model(notes_p
 # --------------------------------------------------------------------------------------------------------------------
 
 
-def scalars(tensorboard_dir: Path) -> dict[str, list[tuple[int, float]]]:
-    """Every scalar of a run's TensorBoard event files: tag -> [(step, value)]."""
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
-    values: dict[str, list[tuple[int, float]]] = {}
-    for path in sorted(tensorboard_dir.glob("events.out.tfevents.*")):
-        accumulator = EventAccumulator(str(path), size_guidance={"scalars": 0})
-        accumulator.Reload()
-        for tag in accumulator.Tags()["scalars"]:
-            values.setdefault(tag, []).extend((event.step, event.value) for event in accumulator.Scalars(tag))
-    return values
-
-
-def pretrain(*overrides: str, log: Path) -> None:
-    import ray
-
-    env = {**os.environ, "RAY_ADDRESS": ray.get_runtime_context().gcs_address}
-    command = [sys.executable, "-m", "medmplm.pretrain", *overrides, "logging.progress_bar=false"]
-    result = subprocess.run(command, env=env, cwd=REPO, capture_output=True, text=True, timeout=1500)
-    log.write_text(result.stdout + result.stderr)
-    assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
-
-
 @pytest.mark.slow
 @pytest.mark.timeout(3000)
 def test_zero2_pretraining_exports_a_text_checkpoint_medmplm_accepts(ray_local, synthetic_prepared, tmp_path):
     run_dir = tmp_path / "mlm"
-    pretrain(
+    run_pretraining(
         "model.family=bert-mlm",
         # Two windows of each note: about 20 steps per epoch.
         "model.options.max_windows_per_note=2",
         f"data.prepared_dir={synthetic_prepared}",
         f"run.storage_path={tmp_path}",
         "run.name=mlm",
-        "scaling.num_workers=2",
-        "deepspeed.zero_stage=2",
         "train.epochs=2",
-        "train.global_batch_size=16",
-        "train.micro_batch_size=8",
-        "train.lr=3e-3",
-        "train.log_every_steps=1",
         "train.checkpoint_every_steps=null",
-        "train.early_stopping_patience=null",
+        *TWO_WORKERS_ZERO2,
         log=tmp_path / "mlm.log",
     )
-    values = scalars(run_dir / "tensorboard")
-    losses = sorted(dict(values["train/loss"]).items())
+    values = tensorboard_scalars(run_dir / "tensorboard")
+    losses = values["train/loss"]
     assert len(losses) >= 8, losses
     first, last = np.mean([v for _, v in losses[:3]]), np.mean([v for _, v in losses[-3:]])
     assert last < first * 0.9, f"train loss did not go down: first steps {losses[:3]}, last steps {losses[-3:]}"
@@ -495,7 +462,7 @@ def test_zero2_pretraining_exports_a_text_checkpoint_medmplm_accepts(ray_local, 
     assert torch.equal(masked_lm.cls.predictions.decoder.weight, masked_lm.bert.embeddings.word_embeddings.weight)
 
     # MedM-PLM takes the export as its text encoder.
-    pretrain(
+    run_pretraining(
         "model.family=medmplm",
         f"model.text_checkpoint={export}",
         f"data.prepared_dir={synthetic_prepared}",
@@ -506,5 +473,6 @@ def test_zero2_pretraining_exports_a_text_checkpoint_medmplm_accepts(ray_local, 
         "train.max_steps=2",
         "train.global_batch_size=16",
         "train.micro_batch_size=8",
+        "logging.progress_bar=false",
         log=tmp_path / "medmplm.log",
     )

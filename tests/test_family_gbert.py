@@ -6,8 +6,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -24,8 +22,7 @@ from medmplm.models.gbert import GBertConfig, GBertForPretraining, GBertModel
 from medmplm.models.gbert.modeling_gbert import _recall_at_set_size
 from medmplm.models.testing_utils import write_tiny_prepared_dir
 from medmplm.pretraining.gbert import FAMILY, CodeFeaturizer, keep_visits_with_codes
-
-REPO = Path(__file__).resolve().parents[1]
+from medmplm.pretraining.testing_utils import TWO_WORKERS_ZERO2, run_pretraining, tensorboard_scalars
 
 DIAGNOSES = ["D1", "D2", "D3", "D4", "D5"]  # ids 4..8
 MEDICATIONS = ["R1", "R2", "R3"]  # ids 4..6
@@ -298,50 +295,21 @@ def test_build_model_names_the_wrong_key(prepared, section, key):
         FAMILY.build_model(str(prepared), ModelSection(family="gbert", **section))
 
 
-def scalars(tensorboard_dir: Path, tag: str) -> list[tuple[int, float]]:
-    """``tag``'s (step, value) pairs over every event file, by step."""
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
-    values = {}
-    for path in tensorboard_dir.glob("events.out.tfevents.*"):
-        accumulator = EventAccumulator(str(path), size_guidance={"scalars": 0})
-        accumulator.Reload()
-        if tag in accumulator.Tags()["scalars"]:
-            values.update({event.step: event.value for event in accumulator.Scalars(tag)})
-    return sorted(values.items())
-
-
 @pytest.mark.slow
 @pytest.mark.timeout(1800)
 def test_pretrain_gbert_end_to_end_with_zero2(ray_local, synthetic_prepared, tmp_path):
-    import ray
-
-    command = [
-        sys.executable,
-        "-m",
-        "medmplm.pretrain",
+    output = run_pretraining(
         "model.family=gbert",
         f"data.prepared_dir={synthetic_prepared}",
         f"run.storage_path={tmp_path}",
         "run.name=x",
-        "scaling.num_workers=2",
-        "deepspeed.zero_stage=2",
         "train.epochs=3",
-        "train.global_batch_size=16",
-        "train.micro_batch_size=8",
-        "train.lr=3e-3",
-        "train.log_every_steps=1",
-        "train.early_stopping_patience=null",
-        "logging.progress_bar=false",
-    ]
-    env = {**os.environ, "RAY_ADDRESS": ray.get_runtime_context().gcs_address}
-    result = subprocess.run(command, env=env, cwd=REPO, capture_output=True, text=True, timeout=1500)
-    output = result.stdout + result.stderr
-    (tmp_path / "pretrain.log").write_text(output)
-    assert result.returncode == 0, output[-4000:]
+        *TWO_WORKERS_ZERO2,
+        log=tmp_path / "pretrain.log",
+    )
     assert "Pretraining finished: gbert, run x" in output
 
-    losses = scalars(tmp_path / "x" / "tensorboard", "train/loss")
+    losses = tensorboard_scalars(tmp_path / "x" / "tensorboard")["train/loss"]
     assert len(losses) >= 8, losses
     first, last = np.mean([v for _, v in losses[:3]]), np.mean([v for _, v in losses[-3:]])
     assert last < first * 0.9, f"train loss did not go down: first steps {losses[:3]}, last steps {losses[-3:]}"

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -36,9 +34,8 @@ from medmplm.pretraining.medbert import (
     patient_sequences,
     read_patient_visits,
 )
+from medmplm.pretraining.testing_utils import TWO_WORKERS_ZERO2, run_pretraining, tensorboard_scalars
 from medmplm.train.data import keep_row_order
-
-REPO = Path(__file__).resolve().parents[1]
 
 DIAGNOSES = ["4019", "4280", "42731", "5849", "25000"]  # token ids 4..8
 MEDICATIONS = ["N02B", "A02B", "B01A"]  # token ids 9..11
@@ -503,52 +500,25 @@ def test_datasets_group_a_patient_whose_visits_lie_in_two_files(ray_local, prepa
         FAMILY.datasets(str(prepared), tmp_path / "initial", config)
 
 
-def scalars(tensorboard_dir: Path, tag: str) -> list[tuple[int, float]]:
-    """``tag``'s (step, value) pairs over every event file, by step."""
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
-    values = {}
-    for path in tensorboard_dir.glob("events.out.tfevents.*"):
-        accumulator = EventAccumulator(str(path), size_guidance={"scalars": 0})
-        accumulator.Reload()
-        if tag in accumulator.Tags()["scalars"]:
-            values.update({event.step: event.value for event in accumulator.Scalars(tag)})
-    return sorted(values.items())
-
-
 @pytest.mark.slow
 @pytest.mark.timeout(1800)
 def test_pretrain_medbert_end_to_end_with_zero2(ray_local, synthetic_prepared, tmp_path):
-    import ray
-
-    command = [
-        sys.executable,
-        "-m",
-        "medmplm.pretrain",
+    run_pretraining(
         "model.family=medbert",
         f"data.prepared_dir={synthetic_prepared}",
         f"run.storage_path={tmp_path}",
         "run.name=x",
-        "scaling.num_workers=2",
-        "deepspeed.zero_stage=2",
         "train.epochs=4",
-        "train.global_batch_size=16",
-        "train.micro_batch_size=8",
-        "train.lr=3e-3",
-        "train.log_every_steps=1",
-        "train.early_stopping_patience=null",
-        "logging.progress_bar=false",
-    ]
-    env = {**os.environ, "RAY_ADDRESS": ray.get_runtime_context().gcs_address}
-    result = subprocess.run(command, env=env, cwd=REPO, capture_output=True, text=True, timeout=1500)
-    output = result.stdout + result.stderr
-    assert result.returncode == 0, output[-4000:]
+        *TWO_WORKERS_ZERO2,
+        log=tmp_path / "pretrain.log",
+    )
 
-    losses = scalars(tmp_path / "x" / "tensorboard", "train/loss")
+    values = tensorboard_scalars(tmp_path / "x" / "tensorboard")
+    losses = values["train/loss"]
     assert len(losses) >= 8, losses
     first, last = np.mean([v for _, v in losses[:3]]), np.mean([v for _, v in losses[-3:]])
     assert last < first * 0.95, f"train loss did not go down: first steps {losses[:3]}, last steps {losses[-3:]}"
-    assert scalars(tmp_path / "x" / "tensorboard", "train/masked_code_accuracy")
+    assert values["train/masked_code_accuracy"]
 
     export = tmp_path / "x" / "export"
     encoder = AutoModel.from_pretrained(export).eval()

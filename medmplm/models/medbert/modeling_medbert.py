@@ -11,7 +11,7 @@ of three embeddings, as in Med-BERT:
   padding),
 
 then LayerNorm and dropout, and a post-LayerNorm Transformer encoder with GELU (BERT's layer; ``torch.nn``'s
-implementation, the same as the never-pretrained ``medbert-scratch`` baseline of fine-tuning).
+implementation).
 
 Fine-tuning in this project encodes one visit at a time and its task head pools the visits of a history, so
 :meth:`MedBertModel.encode_visits` turns each visit into a one-visit patient sequence and returns its [CLS] vector.
