@@ -103,6 +103,20 @@ def test_finetuning_backbones_come_from_each_familys_export(prepared, tmp_path):
     )
     scratch = build_backbones(config("finetune.model=clinicalbert"), str(prepared))
     assert scratch.text_init is None and record_init(model_spec("clinicalbert"), scratch) == "scratch"
+    # --init names a MedM-PLM; clinicalbert's BERT does not take MedM-PLM's text part from it.
+    torch.manual_seed(0)
+    medmplm = get_family("medmplm").build_model(str(prepared), ModelSection(allow_random_frozen=True)).model
+    with torch.no_grad():
+        medmplm.text_encoder.backbone.encoder.layer[1].output.dense.weight.add_(1.0)  # as if pretrained
+    medmplm.save_pretrained(tmp_path / "medmplm")
+    beside = build_backbones(
+        config("finetune.model=clinicalbert", f"model.init_from={tmp_path / 'medmplm'}"), str(prepared)
+    )
+    assert beside.text is not beside.vocabularies and record_init(model_spec("clinicalbert"), beside) == "scratch"
+    assert not torch.equal(
+        beside.text.text_encoder.backbone.encoder.layer[1].output.dense.weight,
+        medmplm.text_encoder.backbone.encoder.layer[1].output.dense.weight,
+    )
 
     with pytest.raises(
         ConfigError, match=r"finetune.init_text: .* is a bert-mlm export .* medmplm-text takes a MedM-PLM"

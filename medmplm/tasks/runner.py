@@ -212,6 +212,11 @@ def build_backbones(config: FinetuneConfig, prepared_dir: str) -> Backbones:
         else:
             text = medmplm_preset(finetune.init_text)
         text_init = finetune.init_text
+    elif spec.text_backbone == "bert":
+        # A BERT side never inherits MedM-PLM's pretrained text part: without --init-text it is the preset's BERT
+        # (random, or model.text_checkpoint), whatever --init says.
+        text = reference if section.init_from is None else medmplm_preset(section.text_checkpoint)
+        text_init = text.config.text_pretrained
     code, code_init = reference, section.init_from if spec.code_backbone == "medmplm" else None
     if spec.code_backbone in ("gbert", "medbert"):
         code = _family_code_model(spec.code_backbone, config, prepared_dir, reference)
