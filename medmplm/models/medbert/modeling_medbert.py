@@ -163,6 +163,9 @@ class MedBertModel(MedBertPreTrainedModel):
         visit_embedding_size: width of :meth:`encode_visits`' vectors (``hidden_size``).
     """
 
+    # Loaded from a MedBertForPretraining directory (an export), the pretraining heads are left out by design.
+    _keys_to_ignore_on_load_unexpected = [r"^(code_prediction_head|prolonged_los_head)\."]
+
     def __init__(self, config: MedBertConfig) -> None:
         super().__init__(config)
         self.embeddings = MedBertEmbeddings(config)
