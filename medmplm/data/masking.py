@@ -60,15 +60,23 @@ class CodeMasker:
         self.random_token_prob = random_token_prob
 
     @classmethod
-    def from_model(cls, model: Any) -> CodeMasker:
-        """The masker for a MedM-PLM model: its vocabulary sizes and its configured rates."""
-        config = model.config
+    def from_config(cls, config: Any) -> CodeMasker:
+        """The masker of a model configuration holding ``vocabularies`` (code type -> codes) and the masking rates
+        (MedM-PLM's, G-BERT's): read from ``config.json`` alone, without loading weights."""
         return cls(
-            {"diag": len(model.diagnosis_vocab), "med": len(model.medication_vocab)},
+            {
+                "diag": NUM_SPECIAL_TOKENS + len(config.vocabularies["diagnosis"]),
+                "med": NUM_SPECIAL_TOKENS + len(config.vocabularies["medication"]),
+            },
             mask_prob=config.mask_prob,
             mask_token_prob=config.mask_token_prob,
             random_token_prob=config.random_token_prob,
         )
+
+    @classmethod
+    def from_model(cls, model: Any) -> CodeMasker:
+        """The masker for a MedM-PLM model: its vocabulary sizes and its configured rates."""
+        return cls.from_config(model.config)
 
     def mask_codes(
         self, ids: torch.Tensor, mask: torch.Tensor, vocab_size: int, generator: torch.Generator

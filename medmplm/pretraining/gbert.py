@@ -37,7 +37,7 @@ if TYPE_CHECKING:
     import torch
 
     from medmplm.config import ModelSection, PretrainConfig
-    from medmplm.models.gbert import GBertConfig, GBertForPretraining
+    from medmplm.models.gbert import GBertForPretraining
 
 logger = logging.getLogger(__name__)
 
@@ -141,22 +141,12 @@ def read_code_columns(prepared_dir: str, split: str) -> Any:
     return ray.data.read_parquet(location, columns=list(VISIT_COLUMNS))
 
 
-def masker_for(config: GBertConfig) -> CodeMasker:
-    """The :class:`CodeMasker` of a G-BERT configuration: its vocabulary sizes and masking rates."""
-    return CodeMasker(
-        {prefix: NUM_SPECIAL_TOKENS + len(config.vocabularies[t]) for prefix, t in CODE_TYPE_PREFIXES.items()},
-        mask_prob=config.mask_prob,
-        mask_token_prob=config.mask_token_prob,
-        random_token_prob=config.random_token_prob,
-    )
-
-
 @dataclass
 class GBertPretrainingTask:
     """G-BERT pretraining (:class:`medmplm.models.gbert.GBertForPretraining`) for the shared loop.
 
     Args:
-        masker: the masker of the model's configuration (:func:`masker_for`).
+        masker: the masker of the model's configuration (``CodeMasker.from_config``).
     """
 
     masker: CodeMasker
@@ -260,7 +250,7 @@ class GBertFamily:
     def task(self, model_dir: Path) -> GBertPretrainingTask:
         from medmplm.models.gbert import GBertConfig
 
-        return GBertPretrainingTask(masker=masker_for(GBertConfig.from_pretrained(model_dir)))
+        return GBertPretrainingTask(masker=CodeMasker.from_config(GBertConfig.from_pretrained(model_dir)))
 
     def datasets(self, prepared_dir: str, model_dir: Path, config: PretrainConfig) -> dict[str, Any]:
         """Featurised ``train`` and ``val`` Ray Datasets of the model columns, visits without codes dropped."""

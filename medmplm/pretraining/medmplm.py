@@ -107,7 +107,7 @@ class MedMPLMPretrainingTask:
 
     Args:
         masker: the model's :class:`~medmplm.data.masking.CodeMasker` (vocabulary sizes and masking rates), built on the
-            driver with ``CodeMasker.from_model(model)``.
+            driver with ``CodeMasker.from_config(config)``.
     """
 
     masker: CodeMasker
@@ -190,9 +190,9 @@ class MedMPLMFamily:
         return model
 
     def task(self, model_dir: Path) -> MedMPLMPretrainingTask:
-        from medmplm.models import MedMPLMForPretraining
+        from medmplm.models import MedMPLMConfig
 
-        return MedMPLMPretrainingTask(masker=CodeMasker.from_model(MedMPLMForPretraining.from_pretrained(model_dir)))
+        return MedMPLMPretrainingTask(masker=CodeMasker.from_config(MedMPLMConfig.from_pretrained(model_dir)))
 
     def datasets(self, prepared_dir: str, model_dir: Path, config: PretrainConfig) -> dict[str, Any]:
         """Featurised (and, with ``data.text_cache``, prefix-cached) ``train`` and ``val`` Ray Datasets."""
