@@ -37,7 +37,8 @@ def start_local_ray() -> None:
 
     if ray.is_initialized():
         return
-    # Ray gives its raylet a fixed 30 s to register; on a machine loaded by parallel test runs that can be too short.
+    # Ray gives its raylet a fixed 30 s to register, and its dashboard a fixed time to come up; on a machine loaded by
+    # parallel test runs either can be too short.
     for attempt in range(5):
         try:
             ray.init(
@@ -53,7 +54,8 @@ def start_local_ray() -> None:
             break
         except Exception as error:
             ray.shutdown()
-            if attempt == 4 or "timed out during startup" not in str(error):
+            transient = ("timed out during startup", "Failed to start the dashboard")
+            if attempt == 4 or not any(reason in str(error) for reason in transient):
                 raise
     _started_here = True
 
