@@ -31,6 +31,8 @@ import numpy as np
 from medmplm.config import ConfigError
 from medmplm.data.masking import CODE_KEYS, CodeMasker
 from medmplm.data.vocab import NUM_SPECIAL_TOKENS, CodeVocab
+from medmplm.models.configuration_medmplm import PRESETS as MEDMPLM_PRESETS
+from medmplm.models.configuration_medmplm import MedMPLMConfig
 from medmplm.pretraining.family import BuiltModel, preset_values, resolve_options
 
 if TYPE_CHECKING:
@@ -41,28 +43,22 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
+# The fields of G-BERT's encoder, named as MedM-PLM's code side names them.
+CODE_SIDE_FIELDS = (
+    "code_hidden_size",
+    "code_num_layers",
+    "code_num_heads",
+    "code_intermediate_size",
+    "max_codes",
+    "ontology_head_size",
+    "ontology_num_heads",
+)
+# Each preset is MedM-PLM's preset of that name, code side only (tiny: 32-d; paper: G-BERT's 300-d encoder of 2
+# layers of 2 heads, ontology 75 x 4 heads, 61 codes), so that a G-BERT and a MedM-PLM of one preset featurise visits
+# alike and compare as equals.
 PRESETS: dict[str, dict[str, Any]] = {
-    # MedM-PLM tiny's code side (medmplm.models.configuration_medmplm.PRESETS).
-    "tiny": {
-        "code_hidden_size": 32,
-        "code_num_layers": 2,
-        "code_num_heads": 2,
-        "code_intermediate_size": 64,
-        "max_codes": 32,
-        "ontology_head_size": 8,
-        "ontology_num_heads": 4,
-    },
-    # G-BERT's 300-d encoder as MedM-PLM's paper preset sizes its code side: 2 layers of 2 heads, intermediate 300,
-    # ontology embedding 75 x 4 heads.
-    "paper": {
-        "code_hidden_size": 300,
-        "code_num_layers": 2,
-        "code_num_heads": 2,
-        "code_intermediate_size": 300,
-        "max_codes": 61,
-        "ontology_head_size": 75,
-        "ontology_num_heads": 4,
-    },
+    name: {field: getattr(MedMPLMConfig.from_preset(name), field) for field in CODE_SIDE_FIELDS}
+    for name in MEDMPLM_PRESETS
 }
 
 # Visit columns the featuriser reads (hadm_id only names rows in error messages).
