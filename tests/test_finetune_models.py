@@ -198,7 +198,9 @@ def test_unknown_model_is_a_clear_error_listing_the_accepted_names(name):
     assert all(repr(accepted) in str(raised.value) for accepted in MODELS)
 
 
-@pytest.mark.parametrize("model_name", ["medmplm", "medmplm-code+medmplm-text", "cnn", "gbert+clinicalbert", "medbert"])
+@pytest.mark.parametrize(
+    "model_name", ["medmplm", "medmplm-code", "medmplm-code+medmplm-text", "cnn", "rnn", "gbert+clinicalbert", "medbert"]
+)
 def test_save_and_load_give_identical_outputs(setup, family_backbones, tmp_path, model_name):
     backbone, batches, prepared = setup
     task, num_labels, batch = batches["medrec"]
@@ -209,6 +211,11 @@ def test_save_and_load_give_identical_outputs(setup, family_backbones, tmp_path,
     model.eval()
     model.save_pretrained(tmp_path / "saved")
     assert not [p.name for p in (tmp_path / "saved").iterdir() if p.name.startswith(".")]
+    # Backbones are stored as configs: the weights are model.safetensors alone, holding only what the encoder reads
+    # (a code-only model stores no BERT).
+    assert [p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*.safetensors")] == ["saved/model.safetensors"]
+    bert_weights = {name for name in model.state_dict() if ".text_encoder." in name or name.startswith("text_encoder.")}
+    assert bool(bert_weights) == (model_spec(model_name).text_backbone is not None)
     loaded = FineTuningModel.from_pretrained(tmp_path / "saved")
     assert loaded.model_name == model_name and not loaded.training
     for modality in model.no_history:

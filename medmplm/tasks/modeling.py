@@ -18,10 +18,14 @@ A model built by :func:`build_finetuning_model` knows the ``--model`` name and t
 
     <dir>/config.json          model name, head, which backbone directory plays which role (written last)
     <dir>/model.safetensors    every weight of the fine-tuning model
-    <dir>/backbone/            the code-side backbone (``save_pretrained`` of a MedM-PLM, G-BERT or Med-BERT model:
-                               architecture, vocabularies and ontology, and a MedM-PLM's tokenizer), loaded back with
-                               ``transformers.AutoModel``
+    <dir>/backbone/            the code-side backbone's ``config.json`` (a MedM-PLM, G-BERT or Med-BERT model:
+                               architecture, vocabularies and ontology) and a MedM-PLM's tokenizer; no weights
     <dir>/text_backbone/       only when the text side comes from a different backbone (a MedM-PLM)
+
+A backbone directory holds no weights: the encoder's weights are all in ``model.safetensors``, and the parts of a
+backbone the encoder never reads (the BERT of a code-only model, the code encoder of a text-only one) are not worth
+storing in every checkpoint. Loading builds each backbone from its config with ``transformers.AutoModel`` and then
+loads ``model.safetensors`` over the encoder.
 """
 
 from __future__ import annotations
@@ -38,17 +42,19 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
-from transformers import AutoModel
+from transformers import AutoConfig, AutoModel
 from transformers.utils import ModelOutput
 
 from medmplm.models import MedMPLMModel
+from medmplm.models.tokenization import TOKENIZER_MARKER, load_tokenizer
 from medmplm.tasks.encoders import build_encoder
 from medmplm.tasks.encoding import MODALITIES
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
 FORMAT = "medmplm-finetune"
-FORMAT_VERSION = 1
+# 2: backbone directories hold configs only.
+FORMAT_VERSION = 2
 BACKBONE_ROLES = ("code", "text")
 
 
@@ -239,7 +245,7 @@ class FineTuningModel(nn.Module):
             directories = {"code": "backbone", "text": "backbone" if shared else "text_backbone"}
             for role in BACKBONE_ROLES:
                 if not (staging / directories[role]).exists():
-                    self._backbones[role].save_pretrained(staging / directories[role])
+                    _save_backbone_config(self._backbones[role], staging / directories[role])
             state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
             save_file(state, staging / WEIGHTS_FILE, metadata={"format": "pt"})
             config = {
@@ -284,10 +290,7 @@ class FineTuningModel(nn.Module):
                 f"{config_path}: format {config.get('format')!r} version {config.get('format_version')!r}, "
                 f"expected {FORMAT!r} version {FORMAT_VERSION}"
             )
-        loaded = {
-            name: AutoModel.from_pretrained(directory / name, local_files_only=True)
-            for name in set(config["backbones"].values())
-        }
+        loaded = {name: _backbone_from_config(directory / name) for name in set(config["backbones"].values())}
         backbones = {role: loaded[name] for role, name in config["backbones"].items()}
         head = HeadConfig(**{**config["head"], "target_modalities": frozenset(config["head"]["target_modalities"])})
         model = build_finetuning_model(config["model_name"], head, backbones["code"], backbones["text"])
@@ -297,6 +300,21 @@ class FineTuningModel(nn.Module):
             raise ValueError(f"{directory / WEIGHTS_FILE} does not fit model {config['model_name']!r}: {err}") from None
         model.eval()
         return model
+
+
+def _save_backbone_config(backbone: nn.Module, directory: Path) -> None:
+    backbone.config.save_pretrained(directory)
+    tokenizer = getattr(backbone, "tokenizer", None)
+    if tokenizer is not None:
+        tokenizer.save_pretrained(directory)
+
+
+def _backbone_from_config(directory: Path) -> nn.Module:
+    """A backbone with fresh weights from the config saved by :func:`_save_backbone_config`, tokenizer attached."""
+    model = AutoModel.from_config(AutoConfig.from_pretrained(directory, local_files_only=True))
+    if (directory / TOKENIZER_MARKER).is_file():
+        model.tokenizer = load_tokenizer(directory)
+    return model
 
 
 def head_config_for(task, num_labels: int, hidden_size: int = 128, dropout: float = 0.1) -> HeadConfig:
