@@ -21,14 +21,13 @@ import os
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import pandas as pd
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from medmplm.metrics import COUNT_METRICS
+from medmplm.train import storage
 
 RESULT_SCHEMA = pa.schema(
     [
@@ -140,39 +139,41 @@ class ResultRecord:
         return pa.table(rows, schema=RESULT_SCHEMA)
 
 
-def write_result(results_dir: str | os.PathLike, record: ResultRecord) -> Path:
-    """Write ``record`` to ``<results_dir>/<run_id>.parquet`` (temp name, then rename); returns the path.
+def write_result(results_dir: str | os.PathLike, record: ResultRecord) -> str:
+    """Write ``record`` to ``<results_dir>/<run_id>.parquet`` (a local directory or a URI such as ``s3://``; temp
+    name, then move); returns its location.
 
     Raises:
         FileExistsError: when a result with the same run id is already there.
     """
-    results_dir = Path(results_dir)
-    results_dir.mkdir(parents=True, exist_ok=True)
-    path = results_dir / f"{record.run_id}.parquet"
-    if path.exists():
-        raise FileExistsError(f"{path}: a result for run {record.run_id!r} already exists")
-    tmp = results_dir / f".{record.run_id}.parquet.tmp-{os.getpid()}"
-    pq.write_table(record.to_table(), tmp)
-    os.replace(tmp, path)
-    return path
+    location = result_location(results_dir, record.run_id)
+    if storage.exists(location):
+        raise FileExistsError(f"{location}: a result for run {record.run_id!r} already exists")
+    storage.write_parquet(record.to_table(), location)
+    return location
+
+
+def result_location(results_dir: str | os.PathLike, run_id: str) -> str:
+    """Where the record of run ``run_id`` goes under ``results_dir``."""
+    return storage.join(str(results_dir), f"{run_id}.parquet")
 
 
 def gather_results(results_dir: str | os.PathLike) -> pd.DataFrame:
-    """All results under ``results_dir`` as one long DataFrame (columns of :data:`RESULT_SCHEMA`).
+    """All results under ``results_dir`` (a local directory or a URI) as one long DataFrame (columns of
+    :data:`RESULT_SCHEMA`).
 
     Raises:
         FileNotFoundError: when the directory holds no result file.
         ValueError: naming the file whose columns are not the result schema.
     """
-    results_dir = Path(results_dir)
-    files = sorted(p for p in results_dir.glob("*.parquet") if not p.name.startswith("."))
+    files = storage.list_files(str(results_dir), ".parquet")
     if not files:
         raise FileNotFoundError(f"{results_dir}: no result files (*.parquet)")
     tables = []
-    for path in files:
-        table = pq.read_table(path)
+    for location in files:
+        table = storage.read_parquet(location)
         if table.schema.names != RESULT_SCHEMA.names:
-            raise ValueError(f"{path}: columns {table.schema.names} are not the result schema {RESULT_SCHEMA.names}")
+            raise ValueError(f"{location}: columns {table.schema.names} are not the result schema {RESULT_SCHEMA.names}")
         tables.append(table.cast(RESULT_SCHEMA))
     return pa.concat_tables(tables).to_pandas()
 

@@ -12,7 +12,9 @@ import secrets
 import time
 from pathlib import Path
 
+import pyarrow as pa
 import pyarrow.fs as pafs
+import pyarrow.parquet as pq
 
 
 def resolve_storage_path(path: str) -> str:
@@ -92,3 +94,45 @@ def write_text(location: str, text: str) -> None:
     filesystem.create_dir(path.rsplit("/", 1)[0], recursive=True)
     with filesystem.open_output_stream(path) as sink:
         sink.write(text.encode("utf-8"))
+
+
+def read_text(location: str) -> str:
+    """The small text file at ``location`` (local path or URI)."""
+    filesystem, path = _filesystem(location)
+    with filesystem.open_input_stream(path) as source:
+        return source.read().decode("utf-8")
+
+
+def write_parquet(table: pa.Table, location: str) -> None:
+    """Write ``table`` as a Parquet file at ``location`` (local path or URI) under a hidden temporary name beside it,
+    then move it into place: a crash leaves no file that looks complete (readers skip names starting with ``.``)."""
+    filesystem, path = _filesystem(location)
+    parent, name = path.rsplit("/", 1)
+    filesystem.create_dir(parent, recursive=True)
+    temporary = f"{parent}/.{name}.tmp-{os.getpid()}-{secrets.token_hex(3)}"
+    try:
+        pq.write_table(table, temporary, filesystem=filesystem)
+        filesystem.move(temporary, path)
+    except BaseException:
+        if filesystem.get_file_info(temporary).type == pafs.FileType.File:
+            filesystem.delete_file(temporary)
+        raise
+
+
+def read_parquet(location: str) -> pa.Table:
+    """The Parquet file at ``location`` (local path or URI)."""
+    filesystem, path = _filesystem(location)
+    return pq.read_table(path, filesystem=filesystem)
+
+
+def list_files(location: str, suffix: str) -> list[str]:
+    """The files directly under the directory ``location`` whose names end with ``suffix``, hidden ones left out,
+    as locations (sorted); none when the directory does not exist."""
+    filesystem, base = _filesystem(location)
+    infos = filesystem.get_file_info(pafs.FileSelector(base, allow_not_found=True))
+    names = sorted(
+        info.base_name
+        for info in infos
+        if info.type == pafs.FileType.File and info.base_name.endswith(suffix) and not info.base_name.startswith(".")
+    )
+    return [join(location, name) for name in names]
