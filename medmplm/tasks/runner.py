@@ -17,17 +17,19 @@ initialised by its caller and never parses argv.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
 import tempfile
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
+import pyarrow.compute as pc
 import torch
 
 from medmplm.config import ConfigError, to_dict, to_yaml
@@ -44,11 +46,14 @@ from medmplm.tasks.encoders import ModelSpec, build_logistic_regression, model_s
 from medmplm.tasks.featurize import ExampleFeaturizer
 from medmplm.tasks.modeling import FineTuningModel, HeadConfig, build_finetuning_model
 from medmplm.tasks.training import FinetuningTask
+from medmplm.train import storage
 
 logger = logging.getLogger(__name__)
 
 EVAL_SPLITS = ("val", "test")
 EXCLUDED_DIR = "excluded"
+# Examples are keyed by their target admission: one example per target visit and split.
+EXAMPLE_ID = "hadm_id"
 
 # Resolved config keys (a dotted key, or a whole section) that are not part of a run's setting (medmplm.results):
 # they say where a run goes or how its work is spread, not what it computes. Every other key is part of it, keys added
@@ -252,6 +257,73 @@ def example_featurizer(task: Task, label_space: list[str], backbones: Backbones)
     return ExampleFeaturizer(visits, task.max_visits, label_space if task.multilabel else None)
 
 
+def featurizer_key(task: Task, label_space: Sequence[str], backbones: Backbones) -> str:
+    """What a task's featurised examples depend on, hashed: the task and its options, the label space, the
+    tokenizer and the code vocabularies, the note length and the code slots. Runs with the same key featurise every
+    example identically, whatever their model, train ratio or seed."""
+    reference, text = backbones.vocabularies, backbones.text
+    identity = {
+        "task": task.name,
+        "options": task_options(task),
+        "label_space": list(label_space),
+        "tokenizer": text.tokenizer.backend_tokenizer.to_str(),
+        "vocabularies": {name: vocab.codes for name, vocab in reference.vocabs.items()},
+        "text_max_length": text.config.text_max_length,
+        "max_codes": reference.config.max_codes,
+    }
+    return hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+class _FeaturizeWithIds:
+    """The example featuriser, keeping each example's target ``hadm_id`` beside its arrays."""
+
+    def __init__(self, featurizer: ExampleFeaturizer) -> None:
+        self.featurizer = featurizer
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return {**self.featurizer(batch), EXAMPLE_ID: batch[EXAMPLE_ID]}
+
+
+def featurize_all_examples(
+    task: Task, prepared_dir: str, backbones: Backbones, batch_size: int
+) -> tuple[str, dict[str, list[Any]]]:
+    """Every example of every split featurised once with Ray Data (training: the whole split, before any ratio or
+    seed-dependent selection), for runs that share them (a Tune sweep's trials, see ``features`` of
+    :func:`run_finetune`).
+
+    Returns:
+        ``(featurizer_key, {split: [ObjectRef of an Arrow block]})``: the featurised columns plus ``hadm_id``.
+    """
+    import ray.data
+
+    from medmplm.train.data import keep_row_order
+
+    train_visits = read_visits(prepared_dir, "train")
+    label_space = task.label_space(train_visits)
+    featurizer = _FeaturizeWithIds(example_featurizer(task, label_space, backbones))
+    keep_row_order()
+    blocks = {}
+    for split in ("train", *EVAL_SPLITS):
+        visits = train_visits if split == "train" else read_visits(prepared_dir, split)
+        examples = task.build_examples(visits, label_space).examples
+        dataset = ray.data.from_arrow(examples).map_batches(featurizer, batch_format="numpy", batch_size=batch_size)
+        blocks[split] = dataset.to_arrow_refs()
+    return featurizer_key(task, label_space, backbones), blocks
+
+
+def featurized_rows(featurized: pa.Table, examples: pa.Table, split: str) -> pa.Table:
+    """The rows of ``featurized`` (all of a split's examples, featurised) that are ``examples``, matched by
+    ``hadm_id``, in the order of ``examples``, without the id column.
+
+    Raises:
+        ValueError: when some of ``examples`` are not in ``featurized``.
+    """
+    index = pc.index_in(examples.column(EXAMPLE_ID), value_set=featurized.column(EXAMPLE_ID))
+    if index.null_count:
+        raise ValueError(f"{split}: {index.null_count} examples are missing from the shared featurised examples")
+    return featurized.take(index).drop_columns([EXAMPLE_ID])
+
+
 def build_example_sets(
     task: Task, prepared_dir: str, train_ratio: float, seed: int
 ) -> tuple[list[str], dict[str, ExampleSet]]:
@@ -367,11 +439,12 @@ def _run_torch(
     sets: dict[str, ExampleSet],
     run_name: str,
     progress_bar: bool,
+    featurized: dict[str, list[Any]] | None,
+    callbacks: Sequence[Any],
 ) -> tuple[dict[str, tuple[np.ndarray, np.ndarray]], dict[str, Any]]:
     import ray
     import ray.data
 
-    from medmplm.train import storage
     from medmplm.train.bundle import ModelBundle
     from medmplm.train.checkpoint import MODEL_DIR
     from medmplm.train.data import keep_row_order
@@ -398,12 +471,20 @@ def _run_torch(
         logger.info("run %s exists: resuming with its initial model", run_name)
     model_ref = ray.put(bundle)
     keep_row_order()
-    datasets = {
-        split: ray.data.from_arrow(sets[split].examples)
-        .map_batches(featurizer, batch_format="numpy", batch_size=config.data.featurize_batch_size)
-        .materialize()
-        for split in sets
-    }
+    if featurized is not None:
+        datasets = {
+            split: ray.data.from_arrow(
+                featurized_rows(pa.concat_tables(ray.get(featurized[split])), sets[split].examples, split)
+            )
+            for split in sets
+        }
+    else:
+        datasets = {
+            split: ray.data.from_arrow(sets[split].examples)
+            .map_batches(featurizer, batch_format="numpy", batch_size=config.data.featurize_batch_size)
+            .materialize()
+            for split in sets
+        }
     training_task = FinetuningTask(
         task=task, label_space=list(label_space), score_metric=section.score_metric, score_mode=section.score_mode
     )
@@ -420,6 +501,7 @@ def _run_torch(
         config_yaml=config_yaml,
         config_file_name=CONFIG_FILE_NAME,
         progress_bar=progress_bar,
+        callbacks=callbacks,
     )
     with outcome.best_checkpoint.as_directory() as directory:
         best_ref = ray.put(ModelBundle.from_directory(Path(directory) / MODEL_DIR))
@@ -437,8 +519,21 @@ def _run_torch(
     return predictions, info
 
 
-def run_finetune(config: FinetuneConfig, prepared_dir: str, run_name: str, progress_bar: bool = False) -> ResultRecord:
-    """Fine-tune and evaluate one (task, model, init, train ratio, seed); write and return its result record."""
+def run_finetune(
+    config: FinetuneConfig,
+    prepared_dir: str,
+    run_name: str,
+    progress_bar: bool = False,
+    features: Mapping[str, dict[str, list[Any]]] | None = None,
+    callbacks: Sequence[Any] = (),
+) -> ResultRecord:
+    """Fine-tune and evaluate one (task, model, init, train ratio, seed); write and return its result record.
+
+    Args:
+        features: examples featurised once for many runs (:func:`featurize_all_examples`), by featurizer key; a run
+            whose key is there reads its rows from them instead of featurising its own.
+        callbacks: Ray Train callbacks of the training run (torch models).
+    """
     section = config.finetune
     spec = model_spec(section.model)
     task = build_task(section.task, **section.task_options)
@@ -448,7 +543,10 @@ def run_finetune(config: FinetuneConfig, prepared_dir: str, run_name: str, progr
     if spec.build is None:
         predictions, info = _run_logistic_regression(config, task, backbones.vocabularies, featurizer, sets)
     else:
-        predictions, info = _run_torch(config, task, label_space, backbones, featurizer, sets, run_name, progress_bar)
+        featurized = (features or {}).get(featurizer_key(task, label_space, backbones))
+        predictions, info = _run_torch(
+            config, task, label_space, backbones, featurizer, sets, run_name, progress_bar, featurized, callbacks
+        )
 
     metrics = {
         split: task.metrics(labels.astype(np.int64), scores, label_space)
@@ -488,18 +586,15 @@ def run_finetune(config: FinetuneConfig, prepared_dir: str, run_name: str, progr
             "dropped_label_codes": {split: s.dropped_label_codes for split, s in sets.items()},
         },
     )
-    path = write_result(section.results_dir, record)
-    _write_exclusions(Path(section.results_dir) / EXCLUDED_DIR / f"{run_name}.parquet", sets)
-    logger.info("result record written to %s", path)
+    location = write_result(section.results_dir, record)
+    _write_exclusions(storage.join(section.results_dir, EXCLUDED_DIR, f"{run_name}.parquet"), sets)
+    logger.info("result record written to %s", location)
     return record
 
 
-def _write_exclusions(path: Path, sets: dict[str, ExampleSet]) -> None:
+def _write_exclusions(location: str, sets: dict[str, ExampleSet]) -> None:
     tables = [
         s.excluded.append_column("split", pa.array([split] * s.excluded.num_rows, pa.string()))
         for split, s in sets.items()
     ]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    pq.write_table(pa.concat_tables(tables), tmp)
-    tmp.replace(path)
+    storage.write_parquet(pa.concat_tables(tables), location)

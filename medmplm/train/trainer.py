@@ -14,7 +14,7 @@ import copy
 import json
 import logging
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -111,6 +111,7 @@ def fit(
     config_yaml: str,
     config_file_name: str,
     progress_bar: bool = False,
+    callbacks: Sequence[Any] = (),
 ) -> TrainingOutcome:
     """Train ``task`` on ``datasets`` (``train`` and ``val`` Ray Datasets, featurised) with Ray Train + DeepSpeed.
 
@@ -123,6 +124,8 @@ def fit(
             ``run.storage_path`` is resumed.
         config_yaml: the resolved configuration, saved beside every checkpoint as ``config_file_name``.
         progress_bar: show a progress bar (on a terminal); otherwise one line per ``logging.console_interval_s``.
+        callbacks: Ray Train callbacks of the run (a Tune sweep passes ``TuneReportCallback``, which hands every
+            validation's metrics to the trial).
 
     Raises:
         ray.train.TrainingFailedError: when workers keep failing beyond ``run.max_failures``.
@@ -196,6 +199,7 @@ def fit(
             failure_config=ray.train.FailureConfig(max_failures=run.max_failures),
             # Ray Train's per-report INFO lines would drown the loop's own rank-0 log.
             logging_config=ray.train.LoggingConfig(log_level="WARNING"),
+            callbacks=list(callbacks),
         ),
         datasets=datasets,
         dataset_config=ray.train.DataConfig(datasets_to_split=["train"], execution_options=ingest),
