@@ -28,6 +28,7 @@ from medmplm.report.tables import (
     table3_markdown,
 )
 from medmplm.results import gather_results
+from medmplm.sweep.config import CONFIG_FILE_NAME as SWEEP_CONFIG
 
 
 def results_dir_of(path: Path) -> Path:
@@ -42,6 +43,18 @@ def write_atomically(path: Path, write: Callable[[Path], object]) -> None:
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     write(tmp)
     os.replace(tmp, path)
+
+
+def tune_note(sweep_dir: Path) -> str:
+    """What Ray Tune recorded of the sweep's trials: counts by status, and where errored trials keep their error."""
+    from medmplm.sweep.tuner import trial_status
+
+    status = trial_status(str(sweep_dir))
+    counts = ", ".join(f"{count} {name.lower()}" for name, count in sorted(status["by_status"].items()))
+    note = f"Ray Tune: {status['trials']} trials ({counts})."
+    if status["errors"]:
+        note += f" Errors are kept in {len(status['errors'])} trial directories, e.g. {status['errors'][0]}."
+    return note
 
 
 def parse_primary(item: str) -> tuple[str, str]:
@@ -81,6 +94,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
     notes = f"{runs_note(results)} Records: {results_dir}."
+    if (args.dir / SWEEP_CONFIG).is_file():
+        notes += " " + tune_note(args.dir)
     outputs: dict[str, Callable[[Path], object]] = {
         "table3.md": lambda tmp: tmp.write_text(table3_markdown(table, notes), encoding="utf-8"),
         "table3.csv": lambda tmp: table.to_csv(tmp, index=False),

@@ -1,0 +1,256 @@
+"""Ray Tune sweeps (``python -m tuning.sweep``): the grid, trial configs and resources without Ray; a small sweep end
+to end, its report, and a sweep restored after its driver was killed, on 300 synthetic patients (slow)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from medmplm.config import ConfigError, load_config
+from medmplm.sweep.config import SweepConfig
+from medmplm.sweep.trials import (
+    DRIVER_CPU,
+    grid_cells,
+    max_concurrent_trials,
+    trial_config,
+    trial_name,
+    trial_resources,
+)
+from medmplm.tasks.runner import featurized_rows
+
+REPO = Path(__file__).resolve().parents[1]
+SMALL = REPO / "tuning" / "configs" / "small.yaml"
+SWEEP_PATIENTS = 300
+
+
+def _sweep(**overrides) -> SweepConfig:
+    return load_config(SweepConfig, SMALL, {"prepared_dir": "/data/prepared", **overrides})
+
+
+def test_small_preset_grid_has_every_cell_once_and_logreg_without_learning_rates():
+    sweep = _sweep()
+    cells = grid_cells(sweep)
+    # 2 tasks x (rnn: 2 ratios x 2 lrs x 2 seeds + logreg: 2 ratios x 2 seeds)
+    assert len(cells) == 2 * (8 + 4)
+    assert len({trial_name(cell) for cell in cells}) == len(cells)
+    assert {cell["lr"] for cell in cells if cell["variant"] == "logreg"} == {0.0}
+    assert {cell["lr"] for cell in cells if cell["variant"] == "rnn" and cell["task"] == "medrec"} == {1e-3, 3e-3}
+    assert trial_name({"task": "icd", "variant": "gbert+clinicalbert", "train_ratio": 0.25, "lr": 2e-5, "seed": 3}) == (
+        "icd-gbert_clinicalbert-r0.25-lr2e-05-s3"
+    )
+
+
+def test_paper_preset_centres_learning_rates_on_the_papers_values():
+    sweep = load_config(
+        SweepConfig, REPO / "tuning" / "configs" / "table3.yaml", {"prepared_dir": "p", "exports.medmplm": "e"}
+    )
+    assert [rates[1] for rates in (sweep.learning_rates[t] for t in ("medrec", "readmission", "icd", "ner"))] == [
+        5e-5,
+        2e-5,
+        1e-5,
+        3e-5,
+    ]
+    assert sweep.train_ratios == [0.1, 0.2, 0.4, 0.6, 0.8, 1.0] and sweep.seeds == [0, 1, 2, 3, 4]
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"models": ["medmplm"]}, r"exports\.medmplm: model medmplm starts its code side"),
+        ({"models": ["clinicalbert"]}, r"exports\.bert"),
+        ({"models": ["nosuchmodel"]}, r"models: 'nosuchmodel' is not a model"),
+        ({"tasks": ["ner"]}, r"tasks: 'ner' is not a task"),
+        ({"train_ratios": [0.0, 1.0]}, r"train_ratios: each must be in \(0, 1\]"),
+        ({"seeds": [1, 1]}, r"seeds: expected distinct"),
+        ({"learning_rates.medrec": []}, r"learning_rates\.medrec: no learning rates"),
+        ({"resources.max_concurrent_trials": 0}, r"resources\.max_concurrent_trials"),
+    ],
+)
+def test_bad_sweep_configs_name_the_key(overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        _sweep(**overrides)
+
+
+def test_trial_config_is_the_cell_with_the_sweeps_keys():
+    sweep = _sweep(**{"models": ["medmplm", "medmplm-scratch", "logreg"], "exports.medmplm": "/runs/export"})
+    cell = {"task": "readmission", "variant": "medmplm", "train_ratio": 0.5, "lr": 3e-3, "seed": 1}
+    config = trial_config(sweep, "/sweeps/s", cell, "run-a")
+    assert (config.finetune.task, config.finetune.model, config.finetune.train_ratio) == ("readmission", "medmplm", 0.5)
+    assert (config.train.lr, config.train.seed, config.train.epochs) == (3e-3, 1, 3)
+    assert config.model.init_from == "/runs/export"
+    assert config.finetune.results_dir == "/sweeps/s/results" and config.run.storage_path == "/sweeps/s/runs"
+    assert config.finetune.task_options == {"require_note": False}
+    # Checkpoints and early stopping follow the metric that selects learning rates.
+    assert (config.finetune.score_metric, config.finetune.score_mode) == ("val_auroc", "max")
+    scratch = trial_config(sweep, "/sweeps/s", {**cell, "variant": "medmplm-scratch"}, "run-b")
+    assert scratch.finetune.model == "medmplm" and scratch.model.init_from is None
+
+
+def test_trial_resources_and_concurrency_never_oversubscribe():
+    sweep = _sweep()
+    rnn = {"task": "medrec", "variant": "rnn", "train_ratio": 1.0, "lr": 1e-3, "seed": 0}
+    assert trial_resources(sweep, rnn) == {"CPU": DRIVER_CPU}
+    assert trial_resources(sweep, {**rnn, "variant": "logreg"}) == {"CPU": 1.0}
+    assert max_concurrent_trials(sweep, {"CPU": 2.0}) == 2
+    two_core_workers = _sweep(**{"resources.cpus_per_worker": 2, "resources.workers_per_trial": 2})
+    assert max_concurrent_trials(two_core_workers, {"CPU": 16.0}) == 4
+    quarter_gpus = _sweep(**{"resources.gpus_per_worker": 0.25})
+    assert max_concurrent_trials(quarter_gpus, {"CPU": 16.0, "GPU": 1.0}) == 4
+    assert max_concurrent_trials(_sweep(**{"resources.max_concurrent_trials": 3}), {"CPU": 64.0}) == 3
+    assert max_concurrent_trials(two_core_workers, {"CPU": 1.0}) == 1
+
+
+def test_experiments_are_one_grid_or_one_group_per_task_model_and_ratio():
+    from ray import tune
+
+    from medmplm.sweep.tuner import experiments
+
+    grid = experiments(_sweep(), "/sweeps/s")
+    assert len(grid) == 1 and grid[0].path == "/sweeps/s" and grid[0].metric is None
+    optuna = experiments(_sweep(**{"search.algorithm": "optuna", "search.samples": 3}), "/sweeps/s")
+    assert len(optuna) == 2 * 2 * 2
+    rnn = next(e for e in optuna if e.name == "medrec-rnn-r0.5")
+    assert rnn.metric == "val_auc_micro" and rnn.num_samples == 3 * 2
+    assert (
+        isinstance(rnn.param_space["lr"], tune.search.sample.Float) and rnn.path == "/sweeps/s/groups/medrec-rnn-r0.5"
+    )
+    logreg = next(e for e in optuna if e.name == "readmission-logreg-r1")
+    assert logreg.param_space["seed"] == {"grid_search": [0, 1]} and logreg.param_space["cell"]["lr"] == 0.0
+    asha = experiments(_sweep(**{"search.scheduler": "asha"}), "/sweeps/s")
+    assert next(e for e in asha if e.name == "readmission-rnn-r1").param_space["lr"] == {"grid_search": [1e-3, 3e-3]}
+
+
+def test_featurized_rows_follow_the_examples_order_and_refuse_missing_ones():
+    featurized = pa.table({"hadm_id": [10, 11, 12, 13], "input_ids": [[1, 1], [2, 2], [3, 3], [4, 4]]})
+    examples = pa.table({"hadm_id": [13, 10, 12]})
+    rows = featurized_rows(featurized, examples, "train")
+    assert rows.column_names == ["input_ids"] and rows.column("input_ids").to_pylist() == [[4, 4], [1, 1], [3, 3]]
+    with pytest.raises(ValueError, match="train: 1 examples are missing"):
+        featurized_rows(featurized, pa.table({"hadm_id": [10, 99]}), "train")
+
+
+# ------------------------------------------------------------------------------------------------ end to end (slow)
+
+
+@pytest.fixture(scope="module")
+def prepared_300(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A prepared directory of 300 synthetic patients (generated and prepared in a subprocess: its own local Ray)."""
+    root = tmp_path_factory.mktemp("sweep-data")
+    for command in (
+        ["-m", "medmplm.synthetic", "--out", str(root / "mimic"), "--patients", str(SWEEP_PATIENTS), "--seed", "0"],
+        ["-m", "medmplm.prepare", "--mimic", str(root / "mimic"), "--out", str(root / "prepared")],
+    ):
+        subprocess.run([sys.executable, *command], check=True, capture_output=True, cwd=root)
+    return root / "prepared"
+
+
+def _sweep_command(*arguments: str) -> list[str]:
+    return [sys.executable, "-m", "tuning.sweep", *arguments]
+
+
+def _records(sweep_dir: Path) -> dict[str, float]:
+    """Result record file name -> modification time."""
+    return {p.name: p.stat().st_mtime for p in (sweep_dir / "results").glob("*.parquet")}
+
+
+def _trial_results(sweep_dir: Path) -> dict[str, list[dict]]:
+    """Tune trial directory name -> the results Tune recorded for it."""
+    return {
+        path.parent.name: [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        for path in sweep_dir.glob("sweep_trial_*/result.json")
+    }
+
+
+@pytest.mark.slow
+def test_small_sweep_end_to_end_reports_every_epoch_and_writes_records_and_report(prepared_300, tmp_path):
+    out = subprocess.run(
+        _sweep_command(
+            "--config", str(SMALL), f"prepared_dir={prepared_300}", f"storage_path={tmp_path}", "name=small",
+            "finetune.train.epochs=2",
+        ),
+        capture_output=True, text=True, cwd=tmp_path, timeout=1500,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    sweep_dir = tmp_path / "small"
+    assert "24 trials (0 errored)" in out.stdout and "up to 2 at once" in out.stdout
+    records = _records(sweep_dir)
+    assert len(records) == 24
+    cells = Counter(name.rsplit("-", 1)[0] for name in records)
+    assert set(cells.values()) == {1} and len(cells) == 24
+    trials = _trial_results(sweep_dir)
+    assert len(trials) == 24
+    for name, results in trials.items():
+        final = results[-1]
+        primary = "val_auroc" if "readmission" in name else "val_auc_micro"
+        assert primary in final and f"test_{primary[4:]}" in final
+        if "variant_rnn" in name:
+            # One result per validated epoch (Ray Train's TuneReportCallback), then the record's metrics.
+            epochs = [r for r in results[:-1] if "epoch" in r]
+            assert len(epochs) >= 1 and all(primary in r for r in epochs), name
+        else:
+            assert len(results) == 1, name
+
+    report = subprocess.run(
+        [sys.executable, "-m", "tuning.report", str(sweep_dir), "--out", str(tmp_path / "report")],
+        capture_output=True, text=True, cwd=tmp_path, timeout=300,
+    )  # fmt: skip
+    assert report.returncode == 0, report.stderr
+    assert "Ray Tune: 24 trials (24 terminated)" in report.stdout
+    table = (tmp_path / "report" / "table3.md").read_text()
+    assert "## readmission" in table and "## medrec" in table and "rnn" in table and "logreg" in table
+    for task in ("readmission", "medrec"):
+        import matplotlib.image
+
+        pixels = matplotlib.image.imread(tmp_path / "report" / f"ratio_curves_{task}.png")
+        assert np.unique(pixels.reshape(-1, pixels.shape[-1]), axis=0).shape[0] > 2
+
+
+@pytest.mark.slow
+def test_sweep_restored_after_its_driver_is_killed_runs_every_trial_once(prepared_300, tmp_path):
+    arguments = (
+        "--config", str(SMALL), f"prepared_dir={prepared_300}", f"storage_path={tmp_path}", "name=killed",
+        "tasks=[readmission]", "train_ratios=[1.0]", "finetune.train.epochs=2",
+    )  # fmt: skip
+    sweep_dir = tmp_path / "killed"
+    log = open(tmp_path / "first.log", "w")
+    driver = subprocess.Popen(_sweep_command(*arguments), stdout=log, stderr=subprocess.STDOUT, cwd=tmp_path,
+                              start_new_session=True)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 900
+        while len(_records(sweep_dir)) < 2 and driver.poll() is None and time.monotonic() < deadline:
+            time.sleep(1)
+        assert driver.poll() is None, (tmp_path / "first.log").read_text()[-3000:]
+    finally:
+        # The driver and the local Ray it started (same process group) die at once, as on a lost head node.
+        os.killpg(driver.pid, signal.SIGKILL)
+        driver.wait()
+        log.close()
+    before_records = _records(sweep_dir)
+    finished_before = {name: results for name, results in _trial_results(sweep_dir).items() if results}
+    assert 2 <= len(before_records) < 6
+
+    out = subprocess.run(_sweep_command("--resume", str(sweep_dir)), capture_output=True, text=True, cwd=tmp_path,
+                         timeout=1500)  # fmt: skip
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    assert "(resumed)" in out.stdout
+    records = _records(sweep_dir)
+    # 1 task x 1 ratio x (rnn: 2 lrs x 2 seeds + logreg: 2 seeds)
+    assert len(records) == 6
+    assert set(Counter(name.rsplit("-", 1)[0] for name in records).values()) == {1}
+    # Records written before the kill are untouched, and Tune did not run their trials again.
+    assert {name: records[name] for name in before_records} == before_records
+    after = _trial_results(sweep_dir)
+    for name, results in finished_before.items():
+        if "test_auroc" in results[-1]:
+            assert after[name] == results, name
+    assert len(after) == 6

@@ -1,0 +1,112 @@
+"""``python -m tuning.sweep``: the paper's fine-tuning grid as Ray Tune sweeps (models x learning rate x train ratio x
+seeds, for every task), restorable by path, on one machine or a cluster.
+
+Examples::
+
+    python -m tuning.sweep --config tuning/configs/small.yaml prepared_dir=runs/grid/prepared
+    python -m tuning.sweep --config tuning/configs/table3.yaml prepared_dir=DIR exports.medmplm=EXPORT seeds=[0,1,2]
+    python -m tuning.sweep --resume runs/sweeps/table3-20261129-220000-ab12cd
+    ray job submit --working-dir . -- python -m tuning.sweep --config tuning/configs/table3.yaml storage_path=s3://b/sweeps
+
+Each trial is one ``medmplm.tasks.runner.run_finetune`` (its result record goes to ``<sweep dir>/results/``); the
+report is ``python -m tuning.report <sweep dir> --out DIR``. The keys are those of ``medmplm.sweep.config``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+import yaml
+
+from medmplm.config import ConfigError, from_dict, load_config, parse_overrides
+from medmplm.console import configure_output, start_ray
+from medmplm.train import storage
+
+logger = logging.getLogger("medmplm.sweep")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--config", help="sweep YAML (tuning/configs/table3.yaml, tuning/configs/small.yaml, ...)")
+    parser.add_argument("--resume", metavar="SWEEP_DIR", help="continue the sweep in this directory")
+    parser.add_argument("--verbose", action="store_true", help="show Ray's, Tune's and DeepSpeed's output")
+    args, tokens = parser.parse_known_args(argv)
+    configure_output(args.verbose)
+
+    from medmplm.sweep.config import CONFIG_FILE_NAME, SweepConfig
+
+    try:
+        if args.resume:
+            if args.config or tokens:
+                raise ConfigError("--resume: the sweep's own sweep_config.yaml is its config; give no --config or keys")
+            sweep_dir = storage.resolve_storage_path(args.resume)
+            saved = storage.join(sweep_dir, CONFIG_FILE_NAME)
+            if not storage.exists(saved):
+                raise ConfigError(f"--resume {args.resume}: no {CONFIG_FILE_NAME} there; not a sweep directory")
+            sweep = from_dict(SweepConfig, yaml.safe_load(storage.read_text(saved))).validate()
+        else:
+            sweep = load_config(SweepConfig, args.config, parse_overrides(tokens))
+            sweep.name = sweep.name or storage.new_run_name(_stem(args.config))
+            sweep_dir = storage.join(storage.resolve_storage_path(sweep.storage_path), sweep.name)
+            _resolve_paths(sweep)
+        _check_paths(sweep)
+    except (ConfigError, FileNotFoundError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+
+    from medmplm.sweep.trials import grid_cells
+    from medmplm.sweep.tuner import run_sweep
+
+    grid = len(grid_cells(sweep))
+    print(f"sweep    {sweep_dir}{'  (resumed)' if args.resume else ''}")
+    print(f"data     {sweep.prepared_dir}")
+    print(
+        f"grid     tasks {','.join(sweep.tasks)}; models {','.join(sweep.models)}; ratios "
+        f"{','.join(f'{r:g}' for r in sweep.train_ratios)}; seeds {','.join(map(str, sweep.seeds))}; "
+        f"search {sweep.search.algorithm}, scheduler {sweep.search.scheduler}"
+        + (f"; {grid} trials" if sweep.search.algorithm == "grid" else "")
+    )
+    start_ray(args.verbose, include_dashboard=False)
+    import ray
+
+    try:
+        outcome = run_sweep(sweep, sweep_dir, on_trial_end=lambda line: print(line, flush=True))
+    finally:
+        ray.shutdown()
+    minutes = outcome.seconds / 60
+    print(
+        f"\n{outcome.trials} trials ({outcome.errors} errored) in {minutes:.1f} min, "
+        f"up to {outcome.concurrency} at once; records in {storage.join(sweep_dir, 'results')}"
+    )
+    print(f"report:   python -m tuning.report {sweep_dir} --out {storage.join(sweep_dir, 'report')}")
+    if outcome.errors:
+        print(f"errors are kept in the trial directories; retry them: python -m tuning.sweep --resume {sweep_dir}")
+    return 1 if outcome.errors else 0
+
+
+def _stem(config: str | None) -> str:
+    if config is None:
+        return "sweep"
+    name = config.replace("\\", "/").rsplit("/", 1)[-1]
+    return name.rsplit(".", 1)[0] if name.endswith((".yaml", ".yml")) else name
+
+
+def _resolve_paths(sweep) -> None:
+    """Local paths made absolute: trials run in their own directories, on any node."""
+    sweep.prepared_dir = storage.resolve_storage_path(sweep.prepared_dir) if sweep.prepared_dir else None
+    sweep.exports = {kind: storage.resolve_storage_path(p) if p else None for kind, p in sweep.exports.items()}
+
+
+def _check_paths(sweep) -> None:
+    """Local paths the trials read, checked before Ray starts."""
+    from pathlib import Path
+
+    for key, path in (("prepared_dir", sweep.prepared_dir), *((f"exports.{k}", v) for k, v in sweep.exports.items())):
+        if path is not None and "://" not in path and not Path(path).expanduser().is_dir():
+            raise FileNotFoundError(f"{key}: {path} is not a directory")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
