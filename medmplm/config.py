@@ -216,12 +216,16 @@ class ScalingSection:
         use_gpu: one (or ``gpus_per_worker``) GPU per worker.
         gpus_per_worker: GPUs reserved per worker when ``use_gpu``.
         cpus_per_worker: CPUs reserved per worker.
+        extra_resources: other Ray resources each worker asks for, which steer the autoscaler to a node type
+            (``{"accelerator_type:A10G": 0.001}`` for one trial per A10G node, ``{"spot": 0.001}`` for spot nodes;
+            see ``cluster/``).
     """
 
     num_workers: int = 2
     use_gpu: bool = False
     gpus_per_worker: float = 1.0
     cpus_per_worker: float = 1.0
+    extra_resources: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -336,6 +340,11 @@ class PretrainConfig:
         _require(scaling.num_workers >= 1, "scaling.num_workers", "must be >= 1")
         _require(scaling.cpus_per_worker > 0, "scaling.cpus_per_worker", "must be > 0")
         _require(scaling.gpus_per_worker > 0, "scaling.gpus_per_worker", "must be > 0")
+        _require(
+            not {"CPU", "GPU"} & set(scaling.extra_resources) and all(v > 0 for v in scaling.extra_resources.values()),
+            "scaling.extra_resources",
+            "custom resources with positive amounts; CPUs and GPUs are cpus_per_worker and gpus_per_worker",
+        )
         batch_plan(train.global_batch_size, train.micro_batch_size, scaling.num_workers)
         _require(self.run.max_failures >= -1, "run.max_failures", "must be >= -1 (-1: unlimited)")
         _require(bool(self.run.storage_path), "run.storage_path", "must not be empty")

@@ -94,6 +94,15 @@ def test_trial_config_is_the_cell_with_the_sweeps_keys():
     assert (config.finetune.score_metric, config.finetune.score_mode) == ("val_auroc", "max")
     scratch = trial_config(sweep, "/sweeps/s", {**cell, "variant": "medmplm-scratch"}, "run-b")
     assert scratch.finetune.model == "medmplm" and scratch.model.init_from is None
+    gpu = _sweep(**{"resources.gpus_per_worker": 0.5, "resources.extra_resources": {"accelerator_type:A10G": 0.001}})
+    scaling = trial_config(gpu, "/sweeps/s", {**cell, "variant": "rnn"}, "run-c").scaling
+    assert (scaling.use_gpu, scaling.gpus_per_worker, scaling.extra_resources) == (
+        True,
+        0.5,
+        {"accelerator_type:A10G": 0.001},
+    )
+    with pytest.raises(ConfigError, match="scaling.extra_resources"):
+        trial_config(_sweep(**{"resources.extra_resources": {"GPU": 1}}), "/sweeps/s", {**cell, "variant": "rnn"}, "d")
 
 
 def test_trial_resources_and_concurrency_never_oversubscribe():
@@ -254,3 +263,65 @@ def test_sweep_restored_after_its_driver_is_killed_runs_every_trial_once(prepare
         if "test_auroc" in results[-1]:
             assert after[name] == results, name
     assert len(after) == 6
+
+
+@pytest.mark.slow
+def test_shared_featurised_examples_give_the_run_it_would_have_without_them(synthetic_prepared, ray_local, tmp_path):
+    from medmplm.results import gather_results
+    from medmplm.tasks import build_task
+    from medmplm.tasks.config import FinetuneConfig
+    from medmplm.tasks.runner import build_backbones, featurize_all_examples, run_finetune
+
+    def config(name: str) -> FinetuneConfig:
+        return load_config(
+            FinetuneConfig,
+            None,
+            {
+                "data.prepared_dir": str(synthetic_prepared),
+                "finetune.task": "readmission",
+                "finetune.model": "rnn",
+                "finetune.train_ratio": 0.5,
+                "finetune.results_dir": str(tmp_path / "results"),
+                "train.epochs": 1,
+                "train.global_batch_size": 8,
+                "train.micro_batch_size": 8,
+                "run.storage_path": str(tmp_path / "runs"),
+                "run.name": name,
+            },
+        )
+
+    shared = config("shared")
+    key, blocks = featurize_all_examples(
+        build_task("readmission"), str(synthetic_prepared), build_backbones(shared, str(synthetic_prepared)), 64
+    )
+    run_finetune(shared, str(synthetic_prepared), "shared", features={key: blocks})
+    run_finetune(config("own"), str(synthetic_prepared), "own")
+    results = gather_results(tmp_path / "results").pivot_table(
+        index=["split", "metric"], columns="run_id", values="value"
+    )
+    assert len(results) > 5
+    np.testing.assert_array_equal(results["shared"].to_numpy(), results["own"].to_numpy())
+
+
+@pytest.mark.slow
+def test_optuna_learning_rates_with_asha_run_every_seed_of_each_proposal(prepared_300, tmp_path):
+    out = subprocess.run(
+        _sweep_command(
+            "--config", str(SMALL), f"prepared_dir={prepared_300}", f"storage_path={tmp_path}", "name=optuna",
+            "tasks=[readmission]", "models=[rnn]", "train_ratios=[1.0]", "finetune.train.epochs=3",
+            "search.algorithm=optuna", "search.samples=2", "search.scheduler=asha", "search.grace_period=1",
+        ),
+        capture_output=True, text=True, cwd=tmp_path, timeout=1500,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    group = tmp_path / "optuna" / "groups" / "readmission-rnn-r1"
+    trials = _trial_results(group)
+    assert len(trials) == 2 * 2
+    configs = [json.loads((group / name / "params.json").read_text()) for name in trials]
+    # Two proposed learning rates, each run with both seeds (Repeater's index), inside the task's grid range.
+    by_lr = Counter(config["lr"] for config in configs)
+    assert len(by_lr) == 2 and set(by_lr.values()) == {2}
+    assert all(1e-3 <= lr <= 3e-3 for lr in by_lr)
+    assert sorted(config["__trial_index__"] for config in configs) == [0, 0, 1, 1]
+    # A trial ASHA stopped early has no record; every other one has exactly one.
+    assert 2 <= len(_records(tmp_path / "optuna")) <= 4

@@ -4,9 +4,9 @@ seeds, for every task), restorable by path, on one machine or a cluster.
 Examples::
 
     python -m tuning.sweep --config tuning/configs/small.yaml prepared_dir=runs/grid/prepared
-    python -m tuning.sweep --config tuning/configs/table3.yaml prepared_dir=DIR exports.medmplm=EXPORT seeds=[0,1,2]
+    python -m tuning.sweep --config table3 prepared_dir=DIR exports.medmplm=EXPORT seeds=[0,1,2]
     python -m tuning.sweep --resume runs/sweeps/table3-20261129-220000-ab12cd
-    ray job submit --working-dir . -- python -m tuning.sweep --config tuning/configs/table3.yaml storage_path=s3://b/sweeps
+    ray job submit --working-dir . -- python -m tuning.sweep --config table3 storage_path=s3://b/sweeps ...
 
 Each trial is one ``medmplm.tasks.runner.run_finetune`` (its result record goes to ``<sweep dir>/results/``); the
 report is ``python -m tuning.report <sweep dir> --out DIR``. The keys are those of ``medmplm.sweep.config``.
@@ -15,8 +15,8 @@ report is ``python -m tuning.report <sweep dir> --out DIR``. The keys are those 
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
+from pathlib import Path
 
 import yaml
 
@@ -24,7 +24,7 @@ from medmplm.config import ConfigError, from_dict, load_config, parse_overrides
 from medmplm.console import configure_output, start_ray
 from medmplm.train import storage
 
-logger = logging.getLogger("medmplm.sweep")
+CONFIGS_DIR = Path(__file__).resolve().parent / "configs"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -47,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
                 raise ConfigError(f"--resume {args.resume}: no {CONFIG_FILE_NAME} there; not a sweep directory")
             sweep = from_dict(SweepConfig, yaml.safe_load(storage.read_text(saved))).validate()
         else:
-            sweep = load_config(SweepConfig, args.config, parse_overrides(tokens))
+            sweep = load_config(SweepConfig, _config_file(args.config), parse_overrides(tokens))
             sweep.name = sweep.name or storage.new_run_name(_stem(args.config))
             sweep_dir = storage.join(storage.resolve_storage_path(sweep.storage_path), sweep.name)
             _resolve_paths(sweep)
@@ -86,6 +86,17 @@ def main(argv: list[str] | None = None) -> int:
     return 1 if outcome.errors else 0
 
 
+def _config_file(name: str | None) -> str | None:
+    """``--config``: a file, or the name of a sweep shipped in ``tuning/configs`` (``table3``, ``small``)."""
+    if name is None or Path(name).expanduser().is_file():
+        return name
+    shipped = CONFIGS_DIR / (name if name.endswith((".yaml", ".yml")) else f"{name}.yaml")
+    if shipped.is_file():
+        return str(shipped)
+    known = ", ".join(sorted(p.stem for p in CONFIGS_DIR.glob("*.yaml")))
+    raise ConfigError(f"--config {name}: no such file, nor a sweep shipped in tuning/configs ({known})")
+
+
 def _stem(config: str | None) -> str:
     if config is None:
         return "sweep"
@@ -101,10 +112,13 @@ def _resolve_paths(sweep) -> None:
 
 def _check_paths(sweep) -> None:
     """Local paths the trials read, checked before Ray starts."""
-    from pathlib import Path
-
     for key, path in (("prepared_dir", sweep.prepared_dir), *((f"exports.{k}", v) for k, v in sweep.exports.items())):
-        if path is not None and "://" not in path and not Path(path).expanduser().is_dir():
+        if path is not None and "://" in path:
+            raise ConfigError(
+                f"{key}: {path}: trials read prepared data and exports from a path every node sees (a local copy or "
+                "a shared file system), not from an object store; sync it there first (docs/scale_out.md)"
+            )
+        if path is not None and not Path(path).expanduser().is_dir():
             raise FileNotFoundError(f"{key}: {path} is not a directory")
 
 

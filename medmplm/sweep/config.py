@@ -59,12 +59,15 @@ class ResourcesSection:
         workers_per_trial: Ray Train workers of a torch trial.
         cpus_per_worker: CPUs each worker holds; its torch threads use exactly these.
         gpus_per_worker: GPUs (a fraction shares one GPU between trials); 0 trains on CPUs.
+        extra_resources: other Ray resources each worker asks for, to steer the autoscaler
+            (``{"accelerator_type:A10G": 0.001}``: one trial per A10G node; ``{"spot": 0.001}``: spot nodes).
         max_concurrent_trials: trials run at once; none: as many as the cluster's CPUs (and GPUs) hold.
     """
 
     workers_per_trial: int = 1
     cpus_per_worker: float = 1.0
     gpus_per_worker: float = 0.0
+    extra_resources: dict[str, float] = field(default_factory=dict)
     max_concurrent_trials: int | None = None
 
 

@@ -93,6 +93,7 @@ def resource_keys(sweep: SweepConfig) -> dict[str, Any]:
         "scaling.num_workers": resources.workers_per_trial,
         "scaling.cpus_per_worker": resources.cpus_per_worker,
         "scaling.use_gpu": resources.gpus_per_worker > 0,
+        "scaling.extra_resources": dict(resources.extra_resources),
     }
     if resources.gpus_per_worker > 0:
         keys["scaling.gpus_per_worker"] = resources.gpus_per_worker
@@ -109,7 +110,8 @@ def trial_resources(sweep: SweepConfig, cell: Mapping[str, Any]) -> dict[str, fl
 
 def max_concurrent_trials(sweep: SweepConfig, cluster: Mapping[str, float]) -> int:
     """Trials at once: ``resources.max_concurrent_trials``, else as many torch trials as the cluster's CPUs (and GPUs,
-    when trials use them) hold, so that no trial waits on another's workers and no core runs two trials' threads."""
+    when trials use them) hold now, so that no trial waits on another's workers and no core runs two trials' threads.
+    An autoscaling cluster starts smaller than it grows: give it ``resources.max_concurrent_trials``."""
     resources = sweep.resources
     if resources.max_concurrent_trials is not None:
         return resources.max_concurrent_trials

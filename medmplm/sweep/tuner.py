@@ -141,6 +141,8 @@ def build_tuner(
             search_alg=search_alg,
             scheduler=scheduler,
             max_concurrent_trials=None if search_alg is not None else concurrency,
+            # A finished trial's process takes the next trial: no new Python, torch and transformers import.
+            reuse_actors=True,
         ),
         run_config=tune.RunConfig(
             name=experiment.name,

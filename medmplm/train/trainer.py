@@ -173,7 +173,7 @@ def fit(
         spe,
         spec.total_steps,
     )
-    resources = {"CPU": scaling.cpus_per_worker}
+    resources = {"CPU": scaling.cpus_per_worker, **scaling.extra_resources}
     if scaling.use_gpu:
         resources["GPU"] = scaling.gpus_per_worker
     # Deterministic ingest: with preserve_order the streaming split deals blocks in order instead of by locality.
