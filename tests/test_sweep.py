@@ -325,3 +325,41 @@ def test_optuna_learning_rates_with_asha_run_every_seed_of_each_proposal(prepare
     assert sorted(config["__trial_index__"] for config in configs) == [0, 0, 1, 1]
     # A trial ASHA stopped early has no record; every other one has exactly one.
     assert 2 <= len(_records(tmp_path / "optuna")) <= 4
+
+
+def test_trial_slots_admit_one_holder_at_a_time_and_reclaim_a_dead_holders_slot(ray_local):
+    import ray
+
+    from medmplm.sweep.slots import start_slots, trial_slot
+
+    slots = start_slots("test-sweep-slots", 1)
+
+    @ray.remote(num_cpus=0)
+    class Trial:
+        def __init__(self) -> None:
+            self.log = []
+
+        def train(self, hold: bool) -> None:
+            with trial_slot("test-sweep-slots"):
+                self.log.append("in")
+                while hold:
+                    time.sleep(0.1)
+            self.log.append("out")
+
+        def events(self) -> list[str]:
+            return self.log
+
+    try:
+        holder, waiter = Trial.options(max_concurrency=2).remote(), Trial.remote()
+        holder.train.remote(hold=True)
+        while ray.get(slots.held.remote()) == 0:
+            time.sleep(0.1)
+        waiting = waiter.train.remote(hold=False)
+        ready, _ = ray.wait([waiting], timeout=3)
+        assert not ready, "a second trial got the only slot while the first held it"
+        ray.kill(holder)  # a trial stopped by ASHA or killed by an error: its slot comes back
+        ray.get(waiting, timeout=60)
+        assert ray.get(waiter.events.remote()) == ["in", "out"]
+        assert ray.get(slots.held.remote()) == 0
+    finally:
+        ray.kill(slots)

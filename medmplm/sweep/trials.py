@@ -18,6 +18,7 @@ from typing import Any
 
 from medmplm.config import load_config
 from medmplm.sweep.config import SweepConfig, init_keys, model_variant
+from medmplm.sweep.slots import trial_slot
 
 logger = logging.getLogger(__name__)
 
@@ -161,10 +162,11 @@ def featurize_for_sweep(sweep: SweepConfig) -> dict[str, dict[str, list[Any]]]:
 
 
 def run_trial(
-    cell: dict[str, Any], *, sweep: SweepConfig, sweep_dir: str, features: Mapping[str, Any]
+    cell: dict[str, Any], *, sweep: SweepConfig, sweep_dir: str, features: Mapping[str, Any], slots: str
 ) -> dict[str, Any]:
     """Tune's trainable: fine-tune and evaluate one cell, or read back its record when an earlier attempt of the
-    same trial already wrote it (a driver killed between the record and Tune's bookkeeping)."""
+    same trial already wrote it (a driver killed between the record and Tune's bookkeeping). A torch trial trains
+    while holding one of the sweep's slots (the actor named ``slots``, see :mod:`medmplm.sweep.slots`)."""
     import ray.tune
     from ray.tune.integration.ray_train import TuneReportCallback
 
@@ -179,9 +181,12 @@ def run_trial(
     location = result_location(results_dir(sweep_dir), run_name)
     model, _ = model_variant(cell["variant"])
     if not storage.exists(location):
-        callbacks = [TuneReportCallback()] if has_learning_rate(model) else []
         config = trial_config(sweep, sweep_dir, cell, run_name)
-        run_finetune(config, sweep.prepared_dir, run_name, features=features, callbacks=callbacks)
+        if has_learning_rate(model):
+            with trial_slot(slots):
+                run_finetune(config, sweep.prepared_dir, run_name, features=features, callbacks=[TuneReportCallback()])
+        else:
+            run_finetune(config, sweep.prepared_dir, run_name)
     return {**record_metrics(location), "record": location, "run_name": run_name}
 
 

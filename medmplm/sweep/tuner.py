@@ -10,6 +10,7 @@ again, errored ones are retried up to ``max_failures`` times, their errors kept 
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
 from collections.abc import Callable
@@ -20,6 +21,7 @@ from ray.tune import Callback
 
 from medmplm.config import to_yaml
 from medmplm.sweep.config import CONFIG_FILE_NAME, SweepConfig, model_variant
+from medmplm.sweep.slots import SLOTS_ACTOR_PREFIX, start_slots
 from medmplm.sweep.trials import (
     REPEAT_INDEX,
     featurize_for_sweep,
@@ -106,16 +108,22 @@ def sweep_trial(config: dict[str, Any], **parameters: Any) -> dict[str, Any]:
 
 
 def build_tuner(
-    sweep: SweepConfig, sweep_dir: str, experiment: Experiment, features: dict, concurrency: int, callbacks: list
+    sweep: SweepConfig,
+    sweep_dir: str,
+    experiment: Experiment,
+    features: dict,
+    concurrency: int,
+    slots: str,
+    callbacks: list,
 ) -> Any:
-    """A new or restored ``ray.tune.Tuner`` of one experiment."""
+    """A new or restored ``ray.tune.Tuner`` of one experiment; its torch trials train in the slots actor ``slots``."""
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
     from ray.tune.search import ConcurrencyLimiter, Repeater
     from ray.tune.search.optuna import OptunaSearch
 
     trainable = tune.with_resources(
-        tune.with_parameters(sweep_trial, sweep=sweep, sweep_dir=sweep_dir, features=features),
+        tune.with_parameters(sweep_trial, sweep=sweep, sweep_dir=sweep_dir, features=features, slots=slots),
         resources=lambda config: trial_resources(sweep, _cell_of(config)),
     )
     if tune.Tuner.can_restore(experiment.path):
@@ -189,12 +197,17 @@ def run_sweep(sweep: SweepConfig, sweep_dir: str, on_trial_end: Callable[[str], 
     if not storage.exists(config_location):
         storage.write_text(config_location, to_yaml(sweep))
     concurrency = max_concurrent_trials(sweep, ray.cluster_resources())
+    slots = f"{SLOTS_ACTOR_PREFIX}-{hashlib.sha256(sweep_dir.encode()).hexdigest()[:12]}"
+    slots_actor = start_slots(slots, concurrency)
     features = featurize_for_sweep(sweep)
     callbacks = [TrialLines(on_trial_end)] if on_trial_end is not None else []
     grids = []
-    for experiment in experiments(sweep, sweep_dir):
-        tuner = build_tuner(sweep, sweep_dir, experiment, features, concurrency, callbacks)
-        grids.append(tuner.fit())
+    try:
+        for experiment in experiments(sweep, sweep_dir):
+            tuner = build_tuner(sweep, sweep_dir, experiment, features, concurrency, slots, callbacks)
+            grids.append(tuner.fit())
+    finally:
+        ray.kill(slots_actor)
     return SweepOutcome(grids, concurrency, time.perf_counter() - start)
 
 

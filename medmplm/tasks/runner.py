@@ -433,7 +433,12 @@ def _predict(
     import ray.data
 
     splits = list(datasets)
-    tagged = [datasets[split].map_batches(_TagSplit(index), batch_format="numpy") for index, split in enumerate(splits)]
+    # Tagging reserves no CPU: a run's evaluation must need only the CPUs of its predicting actor, or two runs
+    # evaluating at once can each hold one CPU for their actor while their tagging tasks wait for another.
+    tagged = [
+        datasets[split].map_batches(_TagSplit(index), batch_format="numpy", num_cpus=0)
+        for index, split in enumerate(splits)
+    ]
     predicted = (
         tagged[0]
         .union(*tagged[1:])
