@@ -17,8 +17,9 @@ import pyarrow as pa
 import pytest
 
 from medmplm.config import ConfigError, load_config
-from medmplm.sweep.config import SweepConfig
-from medmplm.sweep.trials import (
+from medmplm.tasks.runner import featurized_rows
+from tuning.config import SweepConfig
+from tuning.trials import (
     DRIVER_CPU,
     grid_cells,
     max_concurrent_trials,
@@ -26,7 +27,6 @@ from medmplm.sweep.trials import (
     trial_name,
     trial_resources,
 )
-from medmplm.tasks.runner import featurized_rows
 
 REPO = Path(__file__).resolve().parents[1]
 SMALL = REPO / "tuning" / "configs" / "small.yaml"
@@ -122,7 +122,7 @@ def test_trial_resources_and_concurrency_never_oversubscribe():
 def test_experiments_are_one_grid_or_one_group_per_task_model_and_ratio():
     from ray import tune
 
-    from medmplm.sweep.tuner import experiments
+    from tuning.tuner import experiments
 
     grid = experiments(_sweep(), "/sweeps/s")
     assert len(grid) == 1 and grid[0].path == "/sweeps/s" and grid[0].metric is None
@@ -330,7 +330,7 @@ def test_optuna_learning_rates_with_asha_run_every_seed_of_each_proposal(prepare
 def test_trial_slots_admit_one_holder_at_a_time_and_reclaim_a_dead_holders_slot(ray_local):
     import ray
 
-    from medmplm.sweep.slots import start_slots, trial_slot
+    from tuning.slots import start_slots, trial_slot
 
     slots = start_slots("test-sweep-slots", 1)
 

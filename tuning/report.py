@@ -28,7 +28,7 @@ from medmplm.report.tables import (
     table3_markdown,
 )
 from medmplm.results import gather_results
-from medmplm.sweep.config import CONFIG_FILE_NAME as SWEEP_CONFIG
+from tuning.config import CONFIG_FILE_NAME as SWEEP_CONFIG
 
 
 def results_dir_of(path: Path) -> Path:
@@ -47,7 +47,7 @@ def write_atomically(path: Path, write: Callable[[Path], object]) -> None:
 
 def tune_note(sweep_dir: Path) -> str:
     """What Ray Tune recorded of the sweep's trials: counts by status, and where errored trials keep their error."""
-    from medmplm.sweep.tuner import trial_status
+    from tuning.tuner import trial_status
 
     status = trial_status(str(sweep_dir))
     counts = ", ".join(f"{count} {name.lower()}" for name, count in sorted(status["by_status"].items()))

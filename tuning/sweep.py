@@ -9,7 +9,7 @@ Examples::
     ray job submit --working-dir . -- python -m tuning.sweep --config table3 storage_path=s3://b/sweeps ...
 
 Each trial is one ``medmplm.tasks.runner.run_finetune`` (its result record goes to ``<sweep dir>/results/``); the
-report is ``python -m tuning.report <sweep dir> --out DIR``. The keys are those of ``medmplm.sweep.config``.
+report is ``python -m tuning.report <sweep dir> --out DIR``. The keys are those of ``tuning.config``.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     args, tokens = parser.parse_known_args(argv)
     configure_output(args.verbose)
 
-    from medmplm.sweep.config import CONFIG_FILE_NAME, SweepConfig
+    from tuning.config import CONFIG_FILE_NAME, SweepConfig
 
     try:
         if args.resume:
@@ -56,8 +56,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
 
-    from medmplm.sweep.trials import grid_cells
-    from medmplm.sweep.tuner import run_sweep
+    from tuning.trials import grid_cells
+    from tuning.tuner import run_sweep
 
     grid = len(grid_cells(sweep))
     print(f"sweep    {sweep_dir}{'  (resumed)' if args.resume else ''}")

@@ -17,8 +17,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from medmplm.config import load_config
-from medmplm.sweep.config import SweepConfig, init_keys, model_variant
-from medmplm.sweep.slots import trial_slot
+from tuning.config import SweepConfig, init_keys, model_variant
+from tuning.slots import trial_slot
 
 logger = logging.getLogger(__name__)
 
@@ -166,7 +166,7 @@ def run_trial(
 ) -> dict[str, Any]:
     """Tune's trainable: fine-tune and evaluate one cell, or read back its record when an earlier attempt of the
     same trial already wrote it (a driver killed between the record and Tune's bookkeeping). A torch trial trains
-    while holding one of the sweep's slots (the actor named ``slots``, see :mod:`medmplm.sweep.slots`)."""
+    while holding one of the sweep's slots (the actor named ``slots``, see :mod:`tuning.slots`)."""
     import ray.tune
     from ray.tune.integration.ray_train import TuneReportCallback
 

@@ -1,4 +1,4 @@
-"""Driver side of a sweep: Ray Tune experiments over the cells of :mod:`medmplm.sweep.trials`, restorable by path.
+"""Driver side of a sweep: Ray Tune experiments over the cells of :mod:`tuning.trials`, restorable by path.
 
 A grid without a scheduler is one Tune experiment, ``<storage_path>/<name>/`` (the sweep directory), whose trials are
 every cell of the grid. With Optuna or ASHA the learning rates of one (task, model, train ratio) compete with each
@@ -20,9 +20,10 @@ from typing import Any
 from ray.tune import Callback
 
 from medmplm.config import to_yaml
-from medmplm.sweep.config import CONFIG_FILE_NAME, SweepConfig, model_variant
-from medmplm.sweep.slots import SLOTS_ACTOR_PREFIX, start_slots
-from medmplm.sweep.trials import (
+from medmplm.train import storage
+from tuning.config import CONFIG_FILE_NAME, SweepConfig, model_variant
+from tuning.slots import SLOTS_ACTOR_PREFIX, start_slots
+from tuning.trials import (
     REPEAT_INDEX,
     featurize_for_sweep,
     grid_cells,
@@ -32,7 +33,6 @@ from medmplm.sweep.trials import (
     trial_name,
     trial_resources,
 )
-from medmplm.train import storage
 
 logger = logging.getLogger(__name__)
 
