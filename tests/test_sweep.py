@@ -181,6 +181,7 @@ def _trial_results(sweep_dir: Path) -> dict[str, list[dict]]:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(2400)
 def test_small_sweep_end_to_end_reports_every_epoch_and_writes_records_and_report(prepared_300, tmp_path):
     out = subprocess.run(
         _sweep_command(
@@ -225,6 +226,7 @@ def test_small_sweep_end_to_end_reports_every_epoch_and_writes_records_and_repor
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(2400)
 def test_sweep_restored_after_its_driver_is_killed_runs_every_trial_once(prepared_300, tmp_path):
     arguments = (
         "--config", str(SMALL), f"prepared_dir={prepared_300}", f"storage_path={tmp_path}", "name=killed",
@@ -304,6 +306,7 @@ def test_shared_featurised_examples_give_the_run_it_would_have_without_them(synt
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)
 def test_optuna_learning_rates_with_asha_run_every_seed_of_each_proposal(prepared_300, tmp_path):
     out = subprocess.run(
         _sweep_command(
