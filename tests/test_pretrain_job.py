@@ -135,7 +135,7 @@ def test_ray_job_submit_from_the_repository_root(tmp_path):
                 "learning_rates.readmission=[1.0e-3]", "finetune.train.epochs=1",
             ],
         )  # fmt: skip
-        assert "1 trials (0 errored)" in output
+        assert "1 trials (0 errored, 0 unfinished)" in output
         assert len(list((tmp_path / "sweeps" / "job" / "results").glob("readmission-medmplm-r1-*.parquet"))) == 1
     finally:
         # Only the instance started above: SIGTERM makes `ray start --block` stop the processes it started.

@@ -77,13 +77,15 @@ def main(argv: list[str] | None = None) -> int:
         ray.shutdown()
     minutes = outcome.seconds / 60
     print(
-        f"\n{outcome.trials} trials ({outcome.errors} errored) in {minutes:.1f} min, "
+        f"\n{outcome.trials} trials ({outcome.errors} errored, {outcome.unfinished} unfinished) in {minutes:.1f} min, "
         f"up to {outcome.concurrency} at once; records in {storage.join(sweep_dir, 'results')}"
     )
     print(f"report:   python -m tuning.report {sweep_dir} --out {storage.join(sweep_dir, 'report')}")
-    if outcome.errors:
+    if outcome.unfinished:
+        print(f"interrupted; continue it: python -m tuning.sweep --resume {sweep_dir}")
+    elif outcome.errors:
         print(f"errors are kept in the trial directories; retry them: python -m tuning.sweep --resume {sweep_dir}")
-    return 1 if outcome.errors else 0
+    return 1 if outcome.errors or outcome.unfinished else 0
 
 
 def _config_file(name: str | None) -> str | None:

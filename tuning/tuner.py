@@ -184,6 +184,11 @@ class SweepOutcome:
     def errors(self) -> int:
         return sum(grid.num_errors for grid in self.result_grids)
 
+    @property
+    def unfinished(self) -> int:
+        """Trials neither finished nor errored: the sweep was interrupted (Ctrl-C, a stopped job)."""
+        return sum(len(grid) - grid.num_terminated - grid.num_errors for grid in self.result_grids)
+
 
 def run_sweep(sweep: SweepConfig, sweep_dir: str, on_trial_end: Callable[[str], None] | None = None) -> SweepOutcome:
     """Run (or continue) every experiment of the sweep; Ray must be initialised.
@@ -206,6 +211,8 @@ def run_sweep(sweep: SweepConfig, sweep_dir: str, on_trial_end: Callable[[str], 
         for experiment in experiments(sweep, sweep_dir):
             tuner = build_tuner(sweep, sweep_dir, experiment, features, concurrency, slots, callbacks)
             grids.append(tuner.fit())
+            if len(grids[-1]) > grids[-1].num_terminated + grids[-1].num_errors:
+                break  # interrupted: the remaining experiments wait for --resume too
     finally:
         ray.kill(slots_actor)
     return SweepOutcome(grids, concurrency, time.perf_counter() - start)
