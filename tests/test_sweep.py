@@ -105,6 +105,28 @@ def test_trial_config_is_the_cell_with_the_sweeps_keys():
         trial_config(_sweep(**{"resources.extra_resources": {"GPU": 1}}), "/sweeps/s", {**cell, "variant": "rnn"}, "d")
 
 
+def test_finetune_keys_nested_by_the_command_line_set_one_key_each():
+    sweep = _sweep(**{"finetune.train.epochs": 7, "finetune.model.overrides": {"text_num_frozen_layers": 0}})
+    config = trial_config(
+        sweep, "/s", {"task": "medrec", "variant": "rnn", "train_ratio": 1.0, "lr": 1e-3, "seed": 0}, "r"
+    )
+    # The preset's other train keys stay (patience 2, batch 16), the fine-tuning defaults too (epoch-end checkpoints).
+    assert (config.train.epochs, config.train.early_stopping_patience, config.train.global_batch_size) == (7, 2, 16)
+    assert config.train.checkpoint_every_steps is None and config.train.keep_checkpoints == 1
+    assert config.model.overrides == {"text_num_frozen_layers": 0} and config.model.preset == "tiny"
+
+
+def test_only_validated_reports_reach_tune():
+    from tuning.trials import ValidatedReports
+
+    forwarded = []
+    callback = ValidatedReports.__new__(ValidatedReports)
+    callback._training_actor_item_queue = type("Queue", (), {"put": lambda self, item: forwarded.append(item)})()
+    callback.after_report(None, [{"val_auroc": -1e9, "validated": 0}], None)
+    callback.after_report(None, [{"val_auroc": 0.7, "validated": 1, "epoch": 1}], None)
+    assert forwarded == [{"val_auroc": 0.7, "validated": 1, "epoch": 1}]
+
+
 def test_trial_resources_and_concurrency_never_oversubscribe():
     sweep = _sweep()
     rnn = {"task": "medrec", "variant": "rnn", "train_ratio": 1.0, "lr": 1e-3, "seed": 0}

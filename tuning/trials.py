@@ -2,8 +2,9 @@
 
 A trial's Tune config is a *cell*: ``task``, ``variant`` (model, pretrained or ``-scratch``), ``train_ratio``,
 ``seed`` and ``lr``. :func:`run_trial` turns it into a fine-tuning config (the sweep's ``finetune`` keys, the task's
-options, the variant's exports), runs it with Ray Train's ``TuneReportCallback`` so that every validation reaches Tune
-(schedulers such as ASHA act on it), and returns the record's validation and test metrics as the trial's last result.
+options, the variant's exports), runs it with Ray Train's ``TuneReportCallback`` (:class:`ValidatedReports`) so that
+every validation reaches Tune (schedulers such as ASHA act on it), and returns the record's validation and test
+metrics as the trial's last result.
 
 Trials share their featurised examples: the driver featurises every (task, featuriser) once
 (:func:`featurize_for_sweep`) and hands the blocks to every trial through the object store.
@@ -15,6 +16,8 @@ import logging
 import math
 from collections.abc import Mapping
 from typing import Any
+
+from ray.tune.integration.ray_train import TuneReportCallback
 
 from medmplm.config import load_config
 from tuning.config import SweepConfig, init_keys, model_variant
@@ -66,7 +69,7 @@ def trial_config(sweep: SweepConfig, sweep_dir: str, cell: Mapping[str, Any], ru
     model, _ = model_variant(cell["variant"])
     task = cell["task"]
     overrides = {
-        **sweep.finetune,
+        **dotted(sweep.finetune),
         "data.prepared_dir": sweep.prepared_dir,
         "finetune.task": task,
         "finetune.model": model,
@@ -85,6 +88,27 @@ def trial_config(sweep: SweepConfig, sweep_dir: str, cell: Mapping[str, Any], ru
         overrides.setdefault("finetune.score_metric", f"val_{sweep.primary_metric[task]}")
         overrides.setdefault("finetune.score_mode", "max")
     return load_config(FinetuneConfig, None, overrides)
+
+
+def dotted(keys: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested mappings as dotted keys: ``finetune.train.epochs=4`` on the command line arrives nested, and must set
+    one key of the run's config rather than replace its whole ``train`` section."""
+    flat: dict[str, Any] = {}
+    for key, value in keys.items():
+        if isinstance(value, Mapping):
+            flat.update(dotted(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+class ValidatedReports(TuneReportCallback):
+    """Ray Train's ``TuneReportCallback`` for the reports that carry a validation: a mid-epoch checkpoint reports a
+    placeholder score (``medmplm.train.loop``), which a scheduler must never compare."""
+
+    def after_report(self, run_context: Any, metrics: list, checkpoint: Any) -> None:
+        if metrics and metrics[0].get("validated") == 1:
+            super().after_report(run_context, metrics, checkpoint)
 
 
 def resource_keys(sweep: SweepConfig) -> dict[str, Any]:
@@ -168,7 +192,6 @@ def run_trial(
     same trial already wrote it (a driver killed between the record and Tune's bookkeeping). A torch trial trains
     while holding one of the sweep's slots (the actor named ``slots``, see :mod:`tuning.slots`)."""
     import ray.tune
-    from ray.tune.integration.ray_train import TuneReportCallback
 
     from medmplm.results import result_location
     from medmplm.tasks.runner import run_finetune
@@ -184,7 +207,7 @@ def run_trial(
         config = trial_config(sweep, sweep_dir, cell, run_name)
         if has_learning_rate(model):
             with trial_slot(slots):
-                run_finetune(config, sweep.prepared_dir, run_name, features=features, callbacks=[TuneReportCallback()])
+                run_finetune(config, sweep.prepared_dir, run_name, features=features, callbacks=[ValidatedReports()])
         else:
             run_finetune(config, sweep.prepared_dir, run_name)
     return {**record_metrics(location), "record": location, "run_name": run_name}
