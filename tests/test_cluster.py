@@ -546,7 +546,7 @@ def test_dockerignore_is_an_allowlist_that_keeps_data_out():
     ]
     assert patterns[0] == "*", ".dockerignore must start by excluding everything"
     allowed = {p[1:] for p in patterns if p.startswith("!")}
-    assert allowed <= {"pyproject.toml", "README.md", "medmplm"}
+    assert allowed <= {"pyproject.toml", "README.md", "medmplm", "tuning"}
     for data_pattern in ("**/*.csv", "**/*.csv.gz", "**/*.parquet", "**/*.safetensors", "**/.env"):
         assert data_pattern in patterns, f".dockerignore does not exclude {data_pattern}"
     assert patterns.index("**/*.csv") > max(patterns.index("!" + a) for a in allowed), (
