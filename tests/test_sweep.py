@@ -114,6 +114,9 @@ def test_finetune_keys_nested_by_the_command_line_set_one_key_each():
     assert (config.train.epochs, config.train.early_stopping_patience, config.train.global_batch_size) == (7, 2, 16)
     assert config.train.checkpoint_every_steps is None and config.train.keep_checkpoints == 1
     assert config.model.overrides == {"text_num_frozen_layers": 0} and config.model.preset == "tiny"
+    by_loss = _sweep(**{"finetune.finetune.score_metric": "val_loss", "finetune.finetune.score_mode": "min"})
+    cell = {"task": "readmission", "variant": "rnn", "train_ratio": 1.0, "lr": 1e-3, "seed": 0}
+    assert trial_config(by_loss, "/s", cell, "r").finetune.score_metric == "val_loss"
 
 
 def test_only_validated_reports_reach_tune():

@@ -381,6 +381,13 @@ class _Worker:
             raise KeyError(f"validation produced no {task.score_metric!r}; it produced {sorted(validation)}")
         score = validation[task.score_metric]
         if math.isnan(score):
+            if not math.isnan(validation.get("val_loss", math.nan)):
+                # The loss is finite, so the metric is undefined rather than the training diverged (an AUC on a
+                # validation split with one class).
+                raise ValueError(
+                    f"validation {task.score_metric} is undefined (NaN) on this validation split while val_loss is "
+                    "finite (an AUC needs both classes); rank by another metric, e.g. finetune.score_metric=val_loss"
+                )
             raise FloatingPointError(f"validation {task.score_metric} is NaN after step {state.global_step}: training diverged")
         sign = 1.0 if task.score_mode == "min" else -1.0
         if state.best_score is None or sign * (state.best_score - score) > train.early_stopping_min_delta:
