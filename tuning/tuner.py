@@ -149,8 +149,9 @@ def build_tuner(
             search_alg=search_alg,
             scheduler=scheduler,
             max_concurrent_trials=None if search_alg is not None else concurrency,
-            # A finished trial's process takes the next trial: no new Python, torch and transformers import.
-            reuse_actors=True,
+            # A finished trial's process takes the next trial (no new Python, torch and transformers import), but not
+            # under ASHA: a stopped trial's process must die, and its Ray Train run and slot with it.
+            reuse_actors=scheduler is None,
         ),
         run_config=tune.RunConfig(
             name=experiment.name,
