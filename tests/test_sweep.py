@@ -236,7 +236,8 @@ def test_small_sweep_end_to_end_reports_every_epoch_and_writes_records_and_repor
             assert len(results) == 1, name
 
     report = subprocess.run(
-        [sys.executable, "-m", "tuning.report", str(sweep_dir), "--out", str(tmp_path / "report")],
+        # A relative sweep directory, as a user types it.
+        [sys.executable, "-m", "tuning.report", "small", "--out", str(tmp_path / "report")],
         capture_output=True, text=True, cwd=tmp_path, timeout=300,
     )  # fmt: skip
     assert report.returncode == 0, report.stderr

@@ -247,7 +247,8 @@ def experiment_paths(sweep_dir: str) -> list[str]:
     """The Tune experiments of a local sweep directory: itself (a grid), or each of ``groups/``."""
     from pathlib import Path
 
-    root = Path(sweep_dir)
+    # Absolute: Tune reads a path without a scheme as a URI.
+    root = Path(sweep_dir).resolve()
     groups = sorted(p for p in (root / GROUPS_DIR).iterdir() if p.is_dir()) if (root / GROUPS_DIR).is_dir() else []
     return (
         [str(root)] + [str(p) for p in groups] if any(root.glob("experiment_state*.json")) else [str(p) for p in groups]
