@@ -20,6 +20,7 @@ from typing import Any
 from ray.tune.integration.ray_train import TuneReportCallback
 
 from medmplm.config import load_config
+from medmplm.train import storage
 from tuning.config import SweepConfig, init_keys, model_variant
 from tuning.slots import trial_slot
 
@@ -77,7 +78,7 @@ def trial_config(sweep: SweepConfig, sweep_dir: str, cell: Mapping[str, Any], ru
         "finetune.results_dir": results_dir(sweep_dir),
         "train.seed": cell["seed"],
         "run.name": run_name,
-        "run.storage_path": f"{sweep_dir.rstrip('/')}/{RUNS_DIR}",
+        "run.storage_path": storage.join(sweep_dir, RUNS_DIR),
         **resource_keys(sweep),
         **init_keys(cell["variant"], sweep.exports),
         **{f"finetune.task_options.{key}": value for key, value in sweep.task_options.get(task, {}).items()},
@@ -149,7 +150,7 @@ def max_concurrent_trials(sweep: SweepConfig, cluster: Mapping[str, float]) -> i
 
 def results_dir(sweep_dir: str) -> str:
     """Where the sweep's result records go."""
-    return f"{sweep_dir.rstrip('/')}/{RESULTS_DIR}"
+    return storage.join(sweep_dir, RESULTS_DIR)
 
 
 def featurize_for_sweep(sweep: SweepConfig) -> dict[str, dict[str, list[Any]]]:

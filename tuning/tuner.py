@@ -67,10 +67,8 @@ def experiments(sweep: SweepConfig, sweep_dir: str) -> list[Experiment]:
     from ray import tune
 
     if sweep.search.algorithm == "grid" and sweep.search.scheduler == "none":
-        name = sweep_dir.rstrip("/").rsplit("/", 1)[-1]
-        return [
-            Experiment(name, sweep_dir.rstrip("/")[: -len(name) - 1], {"cell": tune.grid_search(grid_cells(sweep))})
-        ]
+        parent, name = sweep_dir.rstrip("/").rsplit("/", 1)
+        return [Experiment(name, parent, {"cell": tune.grid_search(grid_cells(sweep))})]
     groups = []
     for task in sweep.tasks:
         for variant in sweep.models:
