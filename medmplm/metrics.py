@@ -34,6 +34,13 @@ ICD coding (``icd_metrics``):
   averaged over visits (the definition of CAML, Mullenbach et al. 2018).
 - ``accuracy`` (subset) and ``hamming_accuracy`` as above.
 
+Concept extraction (``ner_metrics``), from seqeval in strict mode with the IOB2 scheme (a predicted concept counts only
+when its type and both boundaries equal a true concept's, as the i2b2/VA challenge's exact match):
+
+- ``precision``, ``recall``, ``f1``: micro averages over all concepts (the paper's strict F1 is ``f1``).
+- ``precision_<type>``, ``recall_<type>``, ``f1_<type>``: the same over one concept type (``f1_problem``, ...).
+- ``concepts`` (a count): the true concepts scored.
+
 A metric that is undefined on the given data (an AUC when ``y_true`` holds one class only) is ``nan``, never an
 exception, so one degenerate evaluation split does not lose a whole run's record.
 """
@@ -57,7 +64,7 @@ from sklearn.metrics import (
 )
 
 # Entries of the metric dicts that count something rather than measure it (printed as integers).
-COUNT_METRICS = frozenset({"auc_macro_codes"})
+COUNT_METRICS = frozenset({"auc_macro_codes", "concepts"})
 
 DEFAULT_MEDREC_THRESHOLD = 0.3
 DEFAULT_BINARY_THRESHOLD = 0.5
@@ -233,6 +240,33 @@ def icd_metrics(y_true: np.ndarray, y_score: np.ndarray, threshold: float = DEFA
     }
     for k in (5, 8):
         metrics[f"p_at_{k}"] = precision_at_k(y_true, y_score, k) if k <= y_true.shape[1] else float("nan")
+    return metrics
+
+
+def ner_metrics(y_true: Sequence[Sequence[str]], y_pred: Sequence[Sequence[str]]) -> dict[str, float]:
+    """Strict concept-extraction metrics of IOB2 tag sequences (one list of tags per sentence; definitions in the
+    module docstring). A type never true and never predicted is absent; precision of no prediction is 0.
+
+    Raises:
+        ValueError: when the sentences or their lengths differ.
+    """
+    from seqeval.metrics.v1 import precision_recall_fscore_support
+    from seqeval.scheme import IOB2, Entities
+
+    if len(y_true) != len(y_pred) or any(len(t) != len(p) for t, p in zip(y_true, y_pred)):
+        raise ValueError("y_true and y_pred must hold the same sentences, of the same lengths")
+    if not y_true:
+        raise ValueError("no sentences to evaluate")
+    y_true, y_pred = [list(t) for t in y_true], [list(p) for p in y_pred]
+    options = {"mode": "strict", "scheme": IOB2, "zero_division": 0}
+    precision, recall, f1, support = precision_recall_fscore_support(y_true, y_pred, average="micro", **options)
+    metrics = {"precision": float(precision), "recall": float(recall), "f1": float(f1), "concepts": float(support)}
+    # The types of both sides, in the order seqeval's per-type arrays use (sorted).
+    types = sorted(Entities(y_true, IOB2).unique_tags | Entities(y_pred, IOB2).unique_tags)
+    if types:
+        per_type = precision_recall_fscore_support(y_true, y_pred, average=None, **options)
+        for kind, p, r, f in zip(types, *per_type[:3]):
+            metrics.update({f"precision_{kind}": float(p), f"recall_{kind}": float(r), f"f1_{kind}": float(f)})
     return metrics
 
 
