@@ -1,7 +1,7 @@
 """The model families, transformers style: ``configuration_<family>.py`` + ``modeling_<family>.py``.
 
 MedM-PLM lives here at the top (configuration, encoders, cross-modal module, pretraining objectives); G-BERT and
-Med-BERT in ``gbert/`` and ``medbert/``; ``bert-mlm`` is transformers' own BERT (``bert_mlm/``). Importing this
+Med-BERT in ``gbert/`` and ``medbert/``; the NER check's BiLSTM-CRF in ``ner/``; ``bert-mlm`` is transformers' own BERT (``bert_mlm/``). Importing this
 package registers every family with ``AutoConfig``, ``AutoModel`` and ``AutoModelForPreTraining``, so an export of
 any family loads with ``AutoModel.from_pretrained(directory)``.
 """
@@ -19,7 +19,7 @@ from medmplm.models.ontology_embedding import OntologyEmbedding, OntologyTree
 from medmplm.models.text_encoder import TextEncoder
 
 # Imported for their Auto class registration (after MedM-PLM, whose code encoder G-BERT reuses).
-from medmplm.models import gbert, medbert  # noqa: E402, F401  isort: skip
+from medmplm.models import gbert, medbert, ner  # noqa: E402, F401  isort: skip
 
 __all__ = [
     "PRESETS",
