@@ -34,6 +34,9 @@ def configure_output(verbose: bool) -> None:
         from transformers.utils import logging as transformers_logging
 
         transformers_logging.disable_progress_bar()
+        # Ray Tune's default console engine prints an experiment table and result paths even at verbose=0; its
+        # legacy engine is silent at 0. The sweep prints its own line per trial.
+        os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
 
 
 def _ignore_deprecations() -> None:
