@@ -94,9 +94,8 @@ class Corpus:
 
     def concept_types(self) -> list[str]:
         """Every concept type the documents' tags hold, sorted."""
-        return sorted(
-            {tag[2:] for docs in self.documents.values() for d in docs for tags in d.tags for tag in tags if tag != OUTSIDE}
-        )
+        tags = {tag for documents in self.documents.values() for d in documents for line in d.tags for tag in line}
+        return sorted({tag[2:] for tag in tags - {OUTSIDE}})
 
 
 def spans_to_iob2(length: int, spans: list[tuple[int, int, str]]) -> list[str]:
@@ -160,8 +159,11 @@ def read_document(
         start_line, end_line = int(match["start_line"]), int(match["end_line"])
         start, end = int(match["start"]), int(match["end"])
         if start_line != end_line:
-            fail(number, "multi_line", f"the concept starts on line {start_line} and ends on line {end_line}; "
-                 "i2b2 concepts lie on one line")
+            fail(
+                number,
+                "multi_line",
+                f"the concept starts on line {start_line} and ends on line {end_line}; i2b2 concepts lie on one line",
+            )
             continue
         if not 1 <= start_line <= len(lines):
             fail(number, "out_of_range", f"line {start_line} is not in {txt_path.name} (lines 1 to {len(lines)})")
