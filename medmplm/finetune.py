@@ -15,6 +15,10 @@ Examples::
     python -m medmplm.finetune --task medrec --model medmplm-code --init DIR --train-ratio 0.1 --seed 2
     python -m medmplm.finetune --task icd --model logreg data.prepared_dir=DIR finetune.task_options.top_k=20
     python -m medmplm.finetune --task readmission --model medmplm model.preset=tiny   # from scratch (no --init)
+    python -m medmplm.finetune --task ner --ner-corpus DIR --model bilstm-crf+bert --init-text BERT_MLM_EXPORT
+
+The ``ner`` task (the NER auxiliary check) reads an i2b2-2010-format corpus (``--ner-corpus``) instead of prepared
+visits; its models are ``bilstm-crf``, ``bilstm-crf+bert`` (``--init-text``) and ``bilstm-crf+medmplm`` (``--init``).
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from pathlib import Path
 
 from medmplm.config import ConfigError, load_config, parse_overrides, to_yaml
 from medmplm.console import configure_output, start_ray
@@ -34,9 +39,25 @@ def resolve_inputs(config: FinetuneConfig) -> None:
     """Set ``data.prepared_dir`` to the data the run reads and check it against ``model.init_from``, before Ray
     starts; say first when the data is synthetic.
 
+    The ``ner`` task reads no prepared directory: its corpus must be a directory, and the export its model reads a
+    model export of the right kind.
+
     Raises:
         DataSourceError: a path is missing or of the wrong kind, or the model's vocabularies are not the data's.
     """
+    from medmplm.tasks.data_source import DataSourceError
+
+    if config.finetune.task == "ner":
+        from medmplm.tasks.ner import encoder_export
+
+        if not Path(config.finetune.ner_corpus).expanduser().is_dir():
+            raise DataSourceError(f"finetune.ner_corpus: {config.finetune.ner_corpus} is not a directory")
+        try:
+            encoder_export(config.finetune.model, config)
+        except ConfigError as error:
+            raise DataSourceError(str(error)) from None
+        config.data.prepared_dir = None
+        return
     from medmplm.tasks.data_source import check_vocabularies, is_synthetic, resolve_prepared_dir, synthetic_notice
 
     config.data.prepared_dir = resolve_prepared_dir(config)
@@ -65,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     """Command-line entry point."""
     parser = argparse.ArgumentParser(
         prog="python -m medmplm.finetune",
-        description="Fine-tune MedM-PLM (or a baseline) on medrec, readmission or icd and record its metrics.",
+        description="Fine-tune MedM-PLM (or a baseline) on medrec, readmission, icd or ner and record its metrics.",
         epilog=f"Short flags: {', '.join('--' + k.replace('_', '-') + ' -> ' + v for k, v in SHORT_FLAGS.items())}. "
         "Other overrides: key=value or --key value with dotted keys, e.g. train.epochs=10 "
         "finetune.task_options.top_k=50 finetune.results_dir=runs/table (see medmplm/tasks/config.py).",
@@ -92,9 +113,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
 
+    from medmplm.data.i2b2 import CorpusError
     from medmplm.metrics import format_metric
     from medmplm.pretrain import ensure_prepared
     from medmplm.tasks.base import NoExamplesError
+    from medmplm.tasks.ner import NerDataError
     from medmplm.tasks.encoders import model_spec
     from medmplm.tasks.runner import run_finetune
     from medmplm.train import storage
@@ -105,12 +128,13 @@ def main(argv: list[str] | None = None) -> int:
     progress_bar = config.logging.progress_bar if config.logging.progress_bar is not None else sys.stdout.isatty()
     # The logreg baseline on an existing prepared directory runs entirely in this process.
     spec = model_spec(section.model)
-    needs_ray = spec.build is not None or config.data.prepared_dir is None
+    own_corpus = section.task == "ner"
+    needs_ray = spec.trains_in_loop or config.data.prepared_dir is None
     if needs_ray:
         # address="local": never attach to a stale cluster some other process recorded in /tmp/ray.
         start_ray(config.logging.verbose, address="local", include_dashboard=False)
     try:
-        prepared_dir = ensure_prepared(config.data)
+        prepared_dir = None if own_corpus else ensure_prepared(config.data)
         config.data.prepared_dir = prepared_dir
         logger.info(
             "%s with %s (%s), train ratio %g, seed %d; data %s; run %s",
@@ -119,11 +143,11 @@ def main(argv: list[str] | None = None) -> int:
             ", ".join(f"{k}={v}" for k, v in init_keys(config).items()) or "no pretrained weights",
             section.train_ratio,
             config.train.seed,
-            prepared_dir,
+            section.ner_corpus if own_corpus else prepared_dir,
             config.run.name,
         )
         record = run_finetune(config, prepared_dir, config.run.name, progress_bar)
-    except NoExamplesError as error:
+    except (NoExamplesError, CorpusError, NerDataError, ConfigError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     finally:

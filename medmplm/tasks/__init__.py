@@ -1,16 +1,19 @@
-"""Fine-tuning tasks: medication recommendation, 30-day readmission, ICD coding (see each module)."""
+"""Fine-tuning tasks: medication recommendation, 30-day readmission, ICD coding, and the NER auxiliary check (see each
+module)."""
 
 from __future__ import annotations
 
 from medmplm.tasks.base import ExampleSet, NoExamplesError, PreparedDataError, Task, read_visits
 from medmplm.tasks.icd import IcdCoding
 from medmplm.tasks.medrec import MedicationRecommendation
+from medmplm.tasks.ner import ConceptExtraction
 from medmplm.tasks.readmission import Readmission
 
 TASKS: dict[str, type] = {
     MedicationRecommendation.name: MedicationRecommendation,
     Readmission.name: Readmission,
     IcdCoding.name: IcdCoding,
+    ConceptExtraction.name: ConceptExtraction,
 }
 
 
@@ -32,6 +35,7 @@ def build_task(name: str, **options) -> Task:
 
 __all__ = [
     "TASKS",
+    "ConceptExtraction",
     "ExampleSet",
     "IcdCoding",
     "MedicationRecommendation",

@@ -6,6 +6,10 @@ puts the patient's earlier visits before the target. Each task decides, when it 
 which visit are visible (e.g. the target visit's medications are blanked out for medication recommendation, its
 diagnoses for ICD coding), so a model cannot see a label whatever it reads.
 
+A task may instead read its own corpus (NER reads i2b2-format documents, not visits): it then has an
+``own_examples(config)`` method returning :class:`OwnExamples`, and the runner trains and scores what it returns
+through the same loop, checkpoints and result records (:func:`reads_own_examples`).
+
 Visits a task cannot use (no label, no history, ...) are never dropped silently: they are listed, with the reason, in
 :attr:`ExampleSet.excluded`, which the fine-tuning entry point writes beside its results.
 """
@@ -18,7 +22,7 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import pyarrow as pa
@@ -168,6 +172,37 @@ class Task(Protocol):
     def metrics(self, y_true: np.ndarray, y_score: np.ndarray, label_space: Sequence[str]) -> dict[str, float]:
         """Evaluation metrics (``medmplm.metrics``) of predicted probabilities."""
         ...
+
+
+@dataclass
+class OwnExamples:
+    """What a task that reads its own corpus hands the runner (``medmplm.tasks.runner``).
+
+    Attributes:
+        featurized: split (``train``, ``val``, ``test``) -> column -> array of fixed shape per split: the training
+            task's model inputs, and any columns its ``model_inputs`` leaves out (they reach ``evaluate`` of the final
+            predictions, e.g. to join windows of one sentence).
+        num_examples: split -> examples as the task counts them (sentences, not windows).
+        training_task: trains and scores the model in the shared loop (``medmplm.train.task.TrainingTask`` with
+            ``collect`` and ``evaluate``); ``evaluate`` also gives the record's metrics.
+        build_model: ``build_model(directory)`` saves the initial model there (``save_pretrained``).
+        init: the export the model's pretrained weights came from; ``None`` when trained from scratch.
+        data: what was read (a corpus directory), in place of a prepared directory.
+        details: JSON-serialisable counts and settings for the result record.
+    """
+
+    featurized: dict[str, dict[str, np.ndarray]]
+    num_examples: dict[str, int]
+    training_task: Any
+    build_model: Any
+    init: str | None
+    data: str
+    details: dict[str, Any]
+
+
+def reads_own_examples(task: Any) -> bool:
+    """Whether ``task`` reads its own corpus (``own_examples``) rather than prepared visits."""
+    return callable(getattr(task, "own_examples", None))
 
 
 def read_visits(prepared_dir: str | os.PathLike, split: str) -> pa.Table:

@@ -35,6 +35,7 @@ SHORT_FLAGS = {
     "train_ratio": "finetune.train_ratio",
     "seed": "train.seed",
     "lr": "train.lr",
+    "ner_corpus": "finetune.ner_corpus",
 }
 
 
@@ -43,8 +44,11 @@ class FinetuneSection:
     """What to fine-tune, on how much data, and where the result goes.
 
     Attributes:
-        task: ``medrec``, ``readmission`` or ``icd``.
-        model: a model of ``medmplm.tasks.encoders.MODELS`` (``medmplm``, ``medmplm-code``, ``logreg``, ...).
+        task: ``medrec``, ``readmission``, ``icd``, or ``ner`` (the NER auxiliary check, on ``ner_corpus``).
+        model: a model of ``medmplm.tasks.encoders.MODELS`` (``medmplm``, ``medmplm-code``, ``logreg``, ...; for
+            ``ner``: ``bilstm-crf``, ``bilstm-crf+bert``, ``bilstm-crf+medmplm``); none: the task's first model
+            (``medmplm``, or ``bilstm-crf`` for ``ner``), set when the config is validated.
+        ner_corpus: the i2b2-2010-format corpus the ``ner`` task reads (``--ner-corpus``, ``medmplm.data.i2b2``).
         init_code: a ``gbert`` or ``medbert`` pretraining export for the code side of the ``gbert`` / ``medbert``
             models and their concatenations (``--init-code``); none: that side starts from random weights.
         init_text: the text side's export when it comes from another pretraining run than ``model.init_from``
@@ -53,9 +57,9 @@ class FinetuneSection:
         train_ratio: fraction of training patients kept (nested across ratios for a seed, see
             ``medmplm.data.splits``); validation and test are always whole.
         task_options: keyword options of the task (``threshold``, ``top_k``, ``max_history``, ``subsample_negatives``,
-            ``require_note``, ``label_column``, ``ddi_table``).
-        head_hidden_size: width of the MLP head's hidden layer.
-        head_dropout: dropout in the MLP head.
+            ``require_note``, ``label_column``, ``ddi_table``; for ``ner`` see ``medmplm.tasks.ner.ConceptExtraction``).
+        head_hidden_size: width of the MLP head's hidden layer (``ner``: of each direction of the BiLSTM).
+        head_dropout: dropout in the MLP head (``ner``: on the word vectors and the BiLSTM's output).
         score_metric: validation metric that ranks checkpoints and drives early stopping: ``val_loss`` or
             ``val_<task metric>`` (e.g. ``val_auroc``).
         score_mode: ``min`` or ``max`` for ``score_metric``.
@@ -65,8 +69,9 @@ class FinetuneSection:
         logreg_max_iter: solver iterations of the ``logreg`` model.
     """
 
-    task: Literal["medrec", "readmission", "icd"] = "readmission"
-    model: str = "medmplm"
+    task: Literal["medrec", "readmission", "icd", "ner"] = "readmission"
+    model: str | None = None
+    ner_corpus: str | None = None
     init_code: str | None = None
     init_text: str | None = None
     train_ratio: float = 1.0
@@ -124,13 +129,26 @@ class FinetuneConfig:
         ).validate()
         # Imported here, not at module level: `--help` parses flags from this module and must not load torch.
         from medmplm.tasks import TASKS
-        from medmplm.tasks.encoders import MODELS
+        from medmplm.tasks.encoders import MODELS, models_for
 
         section = self.finetune
+        if section.task in TASKS and section.model is None:
+            section.model = models_for(section.task)[0]
         if section.model not in MODELS:
             raise ConfigError(f"finetune.model: expected one of {sorted(MODELS)}, got {section.model!r}")
         if section.task not in TASKS:
             raise ConfigError(f"finetune.task: expected one of {sorted(TASKS)}, got {section.task!r}")
+        if section.model not in models_for(section.task):
+            raise ConfigError(
+                f"finetune.model: {section.model!r} is not a model of task {section.task}; expected one of "
+                f"{models_for(section.task)}"
+            )
+        if (section.task == "ner") != (section.ner_corpus is not None):
+            raise ConfigError(
+                "finetune.ner_corpus: required by --task ner (--ner-corpus DIR)"
+                if section.task == "ner"
+                else f"finetune.ner_corpus: only the ner task reads a corpus, not {section.task}"
+            )
         if not 0.0 < section.train_ratio <= 1.0:
             raise ConfigError(f"finetune.train_ratio: must be in (0, 1], got {section.train_ratio}")
         if section.head_hidden_size < 1 or not 0.0 <= section.head_dropout < 1.0:

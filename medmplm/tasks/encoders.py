@@ -34,6 +34,11 @@ name                             reads          representation of a visit
 ``medmplm-code+medmplm-text``    text + codes   MedM-PLM's two parts, each from its own backbone, concatenated
 ===============================  =============  ==============================================================
 
+The ``ner`` task reads sentences, not visits, and has models of its own (``medmplm.tasks.ner``,
+``medmplm.models.ner``): ``bilstm-crf`` (word embeddings from scratch), ``bilstm-crf+bert`` (a BERT's token states,
+``--init-text``: a ``bert-mlm`` export or a local BERT) and ``bilstm-crf+medmplm`` (MedM-PLM's text component's states,
+``--init``). Their specs say ``task="ner"`` and build no visit encoder.
+
 Which weights a run started from is recorded with its result (``medmplm.tasks.runner``).
 """
 
@@ -205,13 +210,21 @@ class ModelSpec:
         text_backbone: the kind of text-side backbone whose weights enter the model: ``medmplm`` (``--init`` or a
             MedM-PLM ``--init-text``), ``bert`` (a ``bert-mlm`` export or BERT checkpoint as ``--init-text``), or
             ``None``.
-        build: ``(code_backbone, text_backbone) -> encoder module``; ``None`` for the scikit-learn model.
+        build: ``(code_backbone, text_backbone) -> encoder module``; ``None`` for the scikit-learn model and for the
+            models of a task that builds its own (``task``).
+        task: the one task the model serves, which builds it (``ner``); ``None``: a visit encoder for every visit task.
     """
 
     modalities: frozenset[str]
     code_backbone: str | None
     text_backbone: str | None
     build: Callable[[nn.Module, MedMPLMModel], nn.Module] | None
+    task: str | None = None
+
+    @property
+    def trains_in_loop(self) -> bool:
+        """The model trains in the shared loop with a learning rate (every torch model; not ``logreg``)."""
+        return self.build is not None or self.task is not None
 
 
 TEXT_AND_CODES = frozenset({"text", "codes"})
@@ -252,6 +265,9 @@ MODELS: dict[str, ModelSpec] = {
         "medmplm",
         lambda code, text: ConcatEncoder(CodeOnlyEncoder(code), TextOnlyEncoder(text)),
     ),
+    "bilstm-crf": ModelSpec(TEXT, None, None, None, task="ner"),
+    "bilstm-crf+bert": ModelSpec(TEXT, None, "bert", None, task="ner"),
+    "bilstm-crf+medmplm": ModelSpec(TEXT, None, "medmplm", None, task="ner"),
 }
 
 
@@ -266,9 +282,17 @@ def model_spec(name: str) -> ModelSpec:
     return MODELS[name]
 
 
+def models_for(task: str) -> list[str]:
+    """The models of ``task``: its own (``ModelSpec.task``) when it has some, else the visit models."""
+    own = [name for name, spec in MODELS.items() if spec.task == task]
+    return own or [name for name, spec in MODELS.items() if spec.task is None]
+
+
 def build_encoder(name: str, code_backbone: nn.Module, text_backbone: MedMPLMModel | None = None) -> nn.Module:
     """The visit encoder of ``--model name`` (not ``logreg``: see :func:`build_logistic_regression`)."""
     spec = model_spec(name)
+    if spec.task is not None:
+        raise ValueError(f"model {name!r} is not a visit encoder; the {spec.task} task builds it")
     if spec.build is None:
         raise ValueError(f"model {name!r} is not a torch module; build it with build_logistic_regression")
     return spec.build(code_backbone, text_backbone if text_backbone is not None else code_backbone)

@@ -13,6 +13,10 @@ initialised by its caller and never parses argv.
 4. The best checkpoint predicts the validation and test splits (Ray Data), the task's metrics are computed, and the
    record goes to ``finetune.results_dir/<run>.parquet``; the visits each split could not use go to
    ``finetune.results_dir/excluded/<run>.parquet``.
+
+A task that reads its own corpus (``ner``, see :func:`medmplm.tasks.base.reads_own_examples`) replaces steps 1 and 2:
+it hands over featurised examples, its initial model and its training task; training, prediction and the record are
+the same.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import json
 import logging
 import os
 import tempfile
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,14 +44,15 @@ from medmplm.models import MedMPLMConfig, MedMPLMModel
 from medmplm.pretraining.medmplm import build_medmplm
 from medmplm.results import SCRATCH, ResultRecord, setting_of, write_result
 from medmplm.tasks import build_task, read_visits
-from medmplm.tasks.base import ExampleSet, NoExamplesError, Task, task_options
+from medmplm.tasks.base import ExampleSet, NoExamplesError, OwnExamples, Task, reads_own_examples, task_options
 from medmplm.tasks.config import CONFIG_FILE_NAME, FinetuneConfig
 from medmplm.tasks.data_source import is_synthetic
 from medmplm.tasks.encoders import ModelSpec, build_logistic_regression, model_spec
 from medmplm.tasks.featurize import ExampleFeaturizer
-from medmplm.tasks.modeling import FineTuningModel, HeadConfig, build_finetuning_model
+from medmplm.tasks.modeling import HeadConfig, build_finetuning_model
 from medmplm.tasks.training import FinetuningTask
 from medmplm.train import storage
+from medmplm.train.task import concatenate_collected
 
 logger = logging.getLogger(__name__)
 
@@ -97,24 +103,28 @@ PATH_KEYS = (
     "finetune.init_code",
     "model.text_checkpoint",
     "model.tokenizer_dir",
+    "finetune.ner_corpus",
 )
 
 
-def run_setting(config: FinetuneConfig, prepared_dir: str) -> tuple[str, str]:
+def run_setting(config: FinetuneConfig, prepared_dir: str | None) -> tuple[str, str]:
     """``(setting, setting_json)`` of a fine-tuning run (``medmplm.results.setting_of``).
 
     The values are the resolved config as ``section.key``, with ``data.prepared_dir`` the directory read and
     ``finetune.task_options`` every option of the task (defaults included, so an option given at its default value
     is the same setting), less :data:`NOT_IN_SETTING` and the keys the model does not read. Local paths are
-    normalised (``runs/x/`` is ``runs/x``).
+    normalised (``runs/x/`` is ``runs/x``). ``finetune.ner_corpus`` is left out when unset, so that the visit
+    tasks' settings are those they had before the ``ner`` task came.
     """
     values = {f"{section}.{key}": value for section, fields in to_dict(config).items() for key, value in fields.items()}
     values["data.prepared_dir"] = prepared_dir
+    if values["finetune.ner_corpus"] is None:
+        del values["finetune.ner_corpus"]
     values["finetune.task_options"] = task_options(build_task(config.finetune.task, **config.finetune.task_options))
     for key in PATH_KEYS:
-        if values[key] is not None and "://" not in values[key]:
+        if values.get(key) is not None and "://" not in values[key]:
             values[key] = os.path.normpath(values[key])
-    torch_model = model_spec(config.finetune.model).build is not None
+    torch_model = model_spec(config.finetune.model).trains_in_loop
     left_out = (*NOT_IN_SETTING, *(LOGREG_ONLY_KEYS if torch_model else TORCH_ONLY_KEYS))
     return setting_of(
         {key: value for key, value in values.items() if not any(key == p or key.startswith(f"{p}.") for p in left_out)}
@@ -397,22 +407,26 @@ def _run_logistic_regression(
 
 
 class _Predictor:
-    """Ray Data actor: featurised examples -> labels, predicted probabilities and the split tag of a saved
-    fine-tuning model."""
+    """Ray Data actor: featurised examples -> what the training task collects at validation (``collect``: labels and
+    probabilities, or true and predicted tags) from a saved model in eval mode, plus the split tag and the columns the
+    task's ``model_inputs`` leaves out (window ids)."""
 
-    def __init__(self, bundle: Any) -> None:
+    def __init__(self, bundle: Any, task: Any) -> None:
         import ray
 
         bundle = ray.get(bundle) if isinstance(bundle, ray.ObjectRef) else bundle
+        self.task = task
         with tempfile.TemporaryDirectory(prefix="medmplm-predict-") as directory:
-            self.model = FineTuningModel.from_pretrained(bundle.write_to(directory))
+            self.model = task.load_model(bundle.write_to(directory)).eval()
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         # torch.tensor copies: Ray Data hands out read-only arrays.
-        inputs = {key: torch.tensor(value) for key, value in batch.items() if key not in ("labels", SPLIT_TAG)}
+        columns = {key: torch.tensor(value) for key, value in batch.items() if key != SPLIT_TAG}
+        inputs = self.task.model_inputs(columns, torch.Generator(), training=False)
         with torch.no_grad():
-            scores = torch.sigmoid(self.model(**inputs).logits.float()).numpy()
-        return {"labels": batch["labels"], "scores": scores, SPLIT_TAG: batch[SPLIT_TAG]}
+            collected = self.task.collect(self.model(**inputs), inputs)
+        passed = {key: batch[key] for key in batch if key not in inputs}
+        return {**passed, **collected}
 
 
 class _TagSplit:
@@ -426,10 +440,11 @@ class _TagSplit:
 
 
 def _predict(
-    datasets: dict[str, Any], bundle_ref: Any, batch_size: int, num_cpus: float
-) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """Labels and predicted probabilities of every split in ``datasets``, in one pass of one model-loading actor
-    (loading the model once rather than once per split: most of a small run's evaluation time)."""
+    datasets: dict[str, Any], bundle_ref: Any, task: Any, batch_size: int, num_cpus: float
+) -> dict[str, dict[str, np.ndarray]]:
+    """What ``task`` (a training task) collects of every split in ``datasets`` (see :class:`_Predictor`), in one pass
+    of one model-loading actor (loading the model once rather than once per split: most of a small run's evaluation
+    time)."""
     import ray.data
 
     splits = list(datasets)
@@ -444,20 +459,85 @@ def _predict(
         .union(*tagged[1:])
         .map_batches(
             _Predictor,
-            fn_constructor_kwargs={"bundle": bundle_ref},
+            fn_constructor_kwargs={"bundle": bundle_ref, "task": task},
             batch_format="numpy",
             batch_size=batch_size,
             compute=ray.data.ActorPoolStrategy(size=1),
             num_cpus=num_cpus,
         )
     )
-    parts: dict[str, tuple[list, list]] = {split: ([], []) for split in splits}
+    parts: dict[str, list[dict[str, np.ndarray]]] = {split: [] for split in splits}
     for batch in predicted.iter_batches(batch_format="numpy", batch_size=None):
         for index, split in enumerate(splits):
             rows = batch[SPLIT_TAG] == index
-            parts[split][0].append(batch["labels"][rows])
-            parts[split][1].append(batch["scores"][rows])
-    return {split: (np.concatenate(labels), np.concatenate(scores)) for split, (labels, scores) in parts.items()}
+            parts[split].append({key: value[rows] for key, value in batch.items() if key != SPLIT_TAG})
+    return {split: concatenate_collected(split_parts) for split, split_parts in parts.items()}
+
+
+def _train_and_predict(
+    config: FinetuneConfig,
+    training_task: Any,
+    build: Any,
+    datasets: dict[str, Any],
+    run_name: str,
+    progress_bar: bool,
+    callbacks: Sequence[Any],
+) -> tuple[dict[str, dict[str, np.ndarray]], dict[str, Any]]:
+    """Train in the shared loop from the initial model ``build(directory)`` saves (or the run's stored one, when it
+    resumes), then let the best checkpoint predict the validation and test splits of ``datasets`` (Ray Datasets).
+
+    Returns:
+        What ``training_task`` collects of each evaluation split, and the run's details (epochs, steps, paths).
+    """
+    import ray
+
+    from medmplm.train.bundle import ModelBundle
+    from medmplm.train.checkpoint import MODEL_DIR
+    from medmplm.train.trainer import fit, initial_model_bundle
+
+    run_dir = storage.join(storage.resolve_storage_path(config.run.storage_path), run_name)
+    config_yaml = to_yaml(config)
+    storage.write_text(storage.join(run_dir, CONFIG_FILE_NAME), config_yaml)
+    bundle, reused = initial_model_bundle(run_dir, build)
+    if reused:
+        logger.info("run %s exists: resuming with its initial model", run_name)
+    started = time.perf_counter()
+    outcome = fit(
+        training_task,
+        {"train": datasets["train"], "val": datasets["val"]},
+        ray.put(bundle),
+        train=config.train,
+        deepspeed=config.deepspeed,
+        scaling=config.scaling,
+        run=config.run,
+        logging=config.logging,
+        run_name=run_name,
+        config_yaml=config_yaml,
+        config_file_name=CONFIG_FILE_NAME,
+        progress_bar=progress_bar,
+        callbacks=callbacks,
+    )
+    train_seconds = time.perf_counter() - started
+    with outcome.best_checkpoint.as_directory() as directory:
+        best_ref = ray.put(ModelBundle.from_directory(Path(directory) / MODEL_DIR))
+    collected = _predict(
+        {split: datasets[split] for split in EVAL_SPLITS},
+        best_ref,
+        training_task,
+        config.finetune.eval_batch_size,
+        config.scaling.cpus_per_worker,
+    )
+    info = {
+        "epochs": int(outcome.best_metrics.get("epoch", 0)),
+        "best_step": int(outcome.best_metrics.get("global_step", 0)),
+        "steps_per_epoch": outcome.steps_per_epoch,
+        "epochs_run": int(outcome.latest_metrics.get("epoch", 0)),
+        # Wall time of the whole training run (workers' start and validations included).
+        "train_seconds": train_seconds,
+        "run_dir": run_dir,
+        "best_checkpoint": outcome.best_checkpoint.path,
+    }
+    return collected, info
 
 
 def _run_torch(
@@ -475,10 +555,7 @@ def _run_torch(
     import ray
     import ray.data
 
-    from medmplm.train.bundle import ModelBundle
-    from medmplm.train.checkpoint import MODEL_DIR
     from medmplm.train.data import keep_row_order
-    from medmplm.train.trainer import fit, initial_model_bundle
 
     section = config.finetune
     head = HeadConfig(
@@ -488,18 +565,11 @@ def _run_torch(
         hidden_size=section.head_hidden_size,
         dropout=section.head_dropout,
     )
-    run_dir = storage.join(storage.resolve_storage_path(config.run.storage_path), run_name)
-    config_yaml = to_yaml(config)
-    storage.write_text(storage.join(run_dir, CONFIG_FILE_NAME), config_yaml)
 
     def build(directory: Path) -> None:
         torch.manual_seed(config.train.seed)
         build_finetuning_model(section.model, head, backbones.code, backbones.text).save_pretrained(directory)
 
-    bundle, reused = initial_model_bundle(run_dir, build)
-    if reused:
-        logger.info("run %s exists: resuming with its initial model", run_name)
-    model_ref = ray.put(bundle)
     keep_row_order()
     if featurized is not None:
         datasets = {
@@ -518,48 +588,78 @@ def _run_torch(
     training_task = FinetuningTask(
         task=task, label_space=list(label_space), score_metric=section.score_metric, score_mode=section.score_mode
     )
-    outcome = fit(
-        training_task,
-        {"train": datasets["train"], "val": datasets["val"]},
-        model_ref,
-        train=config.train,
-        deepspeed=config.deepspeed,
-        scaling=config.scaling,
-        run=config.run,
-        logging=config.logging,
-        run_name=run_name,
-        config_yaml=config_yaml,
-        config_file_name=CONFIG_FILE_NAME,
-        progress_bar=progress_bar,
-        callbacks=callbacks,
+    collected, info = _train_and_predict(config, training_task, build, datasets, run_name, progress_bar, callbacks)
+    return {split: (collected[split]["labels"], collected[split]["scores"]) for split in EVAL_SPLITS}, info
+
+
+def _arrow_columns(columns: dict[str, np.ndarray]) -> pa.Table:
+    """Featurised columns as an Arrow table Ray Data reads back as the same arrays (2-D columns as tensors)."""
+    from ray.data.extensions import ArrowTensorArray
+
+    return pa.table(
+        {name: ArrowTensorArray.from_numpy(value) if value.ndim > 1 else value for name, value in columns.items()}
     )
-    with outcome.best_checkpoint.as_directory() as directory:
-        best_ref = ray.put(ModelBundle.from_directory(Path(directory) / MODEL_DIR))
-    predictions = _predict(
-        {split: datasets[split] for split in EVAL_SPLITS},
-        best_ref,
-        section.eval_batch_size,
-        config.scaling.cpus_per_worker,
+
+
+def _run_own_examples(
+    config: FinetuneConfig, task: Any, run_name: str, progress_bar: bool, callbacks: Sequence[Any]
+) -> ResultRecord:
+    """Fine-tune and evaluate a task that reads its own corpus (:class:`OwnExamples`); write its result record."""
+    import ray.data
+
+    from medmplm.train.data import keep_row_order
+
+    section = config.finetune
+    spec = model_spec(section.model)
+    own: OwnExamples = task.own_examples(config)
+    keep_row_order()
+    datasets = {split: ray.data.from_arrow(_arrow_columns(columns)) for split, columns in own.featurized.items()}
+    collected, info = _train_and_predict(
+        config, own.training_task, own.build_model, datasets, run_name, progress_bar, callbacks
     )
-    info = {
-        "epochs": int(outcome.best_metrics.get("epoch", 0)),
-        "best_step": int(outcome.best_metrics.get("global_step", 0)),
-        "steps_per_epoch": outcome.steps_per_epoch,
-        "run_dir": run_dir,
-        "best_checkpoint": outcome.best_checkpoint.path,
-    }
-    return predictions, info
+    setting, setting_json = run_setting(config, None)
+    record = ResultRecord(
+        run_id=run_name,
+        task=task.name,
+        model=section.model,
+        init=own.init or SCRATCH,
+        train_ratio=section.train_ratio,
+        seed=config.train.seed,
+        setting=setting,
+        setting_json=setting_json,
+        synthetic_data=False,
+        lr=config.train.lr,
+        epochs=info.pop("epochs"),
+        num_train=own.num_examples["train"],
+        metrics={split: own.training_task.evaluate(collected[split]) for split in EVAL_SPLITS},
+        num_examples={split: own.num_examples[split] for split in EVAL_SPLITS},
+        details={
+            **info,
+            "global_batch_size": config.train.global_batch_size,
+            "max_epochs": config.train.epochs,
+            "task_options": task_options(task),
+            "text_backbone": spec.text_backbone,
+            "text_init": own.init,
+            "data": own.data,
+            **own.details,
+        },
+    )
+    location = write_result(section.results_dir, record)
+    logger.info("result record written to %s", location)
+    return record
 
 
 def run_finetune(
     config: FinetuneConfig,
-    prepared_dir: str,
+    prepared_dir: str | None,
     run_name: str,
     progress_bar: bool = False,
     features: Mapping[str, dict[str, list[Any]]] | None = None,
     callbacks: Sequence[Any] = (),
 ) -> ResultRecord:
     """Fine-tune and evaluate one (task, model, init, train ratio, seed); write and return its result record.
+
+    ``prepared_dir`` is not read by a task that reads its own corpus (``ner``: ``finetune.ner_corpus``).
 
     Args:
         features: examples featurised once for many runs (:func:`featurize_all_examples`), by featurizer key; a run
@@ -569,6 +669,8 @@ def run_finetune(
     section = config.finetune
     spec = model_spec(section.model)
     task = build_task(section.task, **section.task_options)
+    if reads_own_examples(task):
+        return _run_own_examples(config, task, run_name, progress_bar, callbacks)
     label_space, sets = build_example_sets(task, prepared_dir, section.train_ratio, config.train.seed)
     backbones = build_backbones(config, prepared_dir)
     featurizer = example_featurizer(task, label_space, backbones)
