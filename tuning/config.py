@@ -6,19 +6,25 @@ Same machinery as the run configs (``medmplm.config``): dataclass defaults, then
 
 Learning rates are a grid per task, centred on the paper's values (5e-5 medication recommendation, 2e-5
 readmission, 1e-5 ICD coding, 3e-5 NER) with a factor of two either side.
+
+NER (the auxiliary check) is a task of its own data and models: ``tasks: [ner]`` with ``ner_corpus`` (an
+i2b2-2010-format corpus) and ``models`` among ``bilstm-crf``, ``bilstm-crf+bert`` (``exports.bert``) and
+``bilstm-crf+medmplm`` (``exports.medmplm``); every model of a sweep must be a model of each of its tasks, so NER
+sweeps apart from the visit tasks.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal
 
 from medmplm.config import ConfigError
 
 CONFIG_FILE_NAME = "sweep_config.yaml"
 PAPER_LEARNING_RATES = {"medrec": 5e-5, "readmission": 2e-5, "icd": 1e-5, "ner": 3e-5}
-# The paper's primary metric is the AUC; each task's AUC in medmplm.metrics.
-PRIMARY_METRICS = {"medrec": "auc_micro", "readmission": "auroc", "icd": "auc_micro"}
+# The paper's primary metric is the AUC; each task's AUC in medmplm.metrics. NER's is strict micro F1.
+PRIMARY_METRICS = {"medrec": "auc_micro", "readmission": "auroc", "icd": "auc_micro", "ner": "f1"}
 # Kind of pretrained backbone -> the key of `exports` naming its export.
 EXPORT_KINDS = ("medmplm", "bert", "gbert", "medbert")
 SCRATCH_SUFFIX = "-scratch"
@@ -78,7 +84,9 @@ class SweepConfig:
     Attributes:
         name: the sweep's directory name under ``storage_path``; none: ``<config file stem>-<time>-<hex>``.
         storage_path: where sweeps live: a local directory, a shared file system, ``s3://`` or ``gs://``.
-        prepared_dir: the prepared directory (``python -m medmplm.prepare``) every trial reads.
+        prepared_dir: the prepared directory (``python -m medmplm.prepare``) every trial of a visit task reads.
+        ner_corpus: the i2b2-2010-format corpus the ``ner`` task reads (made absolute when validated: trials run in
+            directories of their own).
         exports: the pretrained export of each backbone kind the models start from: ``medmplm`` (MedM-PLM,
             ``python -m medmplm.pretrain``), ``bert`` (a ``bert-mlm`` export, for ``clinicalbert``), ``gbert``,
             ``medbert``.
@@ -99,6 +107,7 @@ class SweepConfig:
     name: str | None = None
     storage_path: str = "runs/sweeps"
     prepared_dir: str | None = None
+    ner_corpus: str | None = None
     exports: dict[str, str | None] = field(default_factory=lambda: dict.fromkeys(EXPORT_KINDS))
     tasks: list[str] = field(default_factory=lambda: ["medrec", "readmission", "icd"])
     models: list[str] = field(
@@ -130,9 +139,17 @@ class SweepConfig:
             ConfigError: naming the first offending key.
         """
         from medmplm.tasks import TASKS
+        from medmplm.tasks.encoders import models_for
+        from medmplm.train import storage
 
-        if self.prepared_dir is None:
+        if self.prepared_dir is None and any(task != "ner" for task in self.tasks):
             raise ConfigError("prepared_dir: required (a directory written by python -m medmplm.prepare)")
+        if "ner" in self.tasks:
+            if self.ner_corpus is None:
+                raise ConfigError("ner_corpus: required by the ner task (an i2b2-2010-format corpus directory)")
+            if "://" in self.ner_corpus or not Path(self.ner_corpus).expanduser().is_dir():
+                raise ConfigError(f"ner_corpus: {self.ner_corpus} is not a local directory (a corpus every node sees)")
+            self.ner_corpus = storage.resolve_storage_path(self.ner_corpus)
         for key, values in (("tasks", self.tasks), ("models", self.models), ("train_ratios", self.train_ratios)):
             if not values:
                 raise ConfigError(f"{key}: must not be empty")
@@ -156,8 +173,16 @@ class SweepConfig:
         if unknown:
             raise ConfigError(f"exports: unknown kinds {sorted(unknown)}; expected {list(EXPORT_KINDS)}")
         for model in self.models:
-            model_variant(model)
+            name, pretrained = model_variant(model)
             init_keys(model, self.exports)
+            for task in self.tasks:
+                if name not in models_for(task):
+                    raise ConfigError(
+                        f"models: {model} is not a model of task {task} ({', '.join(models_for(task))}); a sweep's "
+                        "models run on each of its tasks, so sweep ner and the visit tasks apart"
+                    )
+            if name in models_for("ner") and name != "bilstm-crf" and not pretrained:
+                raise ConfigError(f"models: {model}: a NER model with a text encoder reads a pretrained export")
         search, resources = self.search, self.resources
         if search.samples < 1 or search.grace_period < 1 or search.reduction_factor < 2:
             raise ConfigError("search: samples and grace_period must be >= 1, reduction_factor >= 2")

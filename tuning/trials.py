@@ -53,7 +53,7 @@ def has_learning_rate(model: str) -> bool:
     """Whether ``model`` trains with a learning rate (every torch model; not the scikit-learn ``logreg``)."""
     from medmplm.tasks.encoders import model_spec
 
-    return model_spec(model).build is not None
+    return model_spec(model).trains_in_loop
 
 
 def trial_name(cell: Mapping[str, Any]) -> str:
@@ -83,6 +83,8 @@ def trial_config(sweep: SweepConfig, sweep_dir: str, cell: Mapping[str, Any], ru
         **init_keys(cell["variant"], sweep.exports),
         **{f"finetune.task_options.{key}": value for key, value in sweep.task_options.get(task, {}).items()},
     }
+    if task == "ner":
+        overrides["finetune.ner_corpus"] = sweep.ner_corpus
     if has_learning_rate(model):
         overrides["train.lr"] = cell["lr"]
         # Checkpoints are ranked, and training stopped early, on the sweep's primary metric: the one that selects.
@@ -157,14 +159,17 @@ def featurize_for_sweep(sweep: SweepConfig) -> dict[str, dict[str, list[Any]]]:
     """Every task's examples featurised once per distinct featuriser among the sweep's models (in practice once per
     task: the models of one prepared directory share its tokenizer and vocabularies), as object-store blocks keyed
     by featurizer key (see ``medmplm.tasks.runner.featurize_all_examples``). ``logreg`` trials featurise nothing
-    shared: they read multi-hot codes in process."""
+    shared: they read multi-hot codes in process; nor do tasks that read their own corpus (``ner``), whose trials
+    featurise its sentences themselves."""
     from medmplm.tasks import build_task, read_visits
+    from medmplm.tasks.base import reads_own_examples
     from medmplm.tasks.runner import build_backbones, featurize_all_examples, featurizer_key
 
-    train_visits = read_visits(sweep.prepared_dir, "train")
+    visit_tasks = [name for name in sweep.tasks if not reads_own_examples(build_task(name))]
+    train_visits = read_visits(sweep.prepared_dir, "train") if visit_tasks else None
     features: dict[str, dict[str, list[Any]]] = {}
     seen: set[tuple[str, ...]] = set()
-    for task_name in sweep.tasks:
+    for task_name in visit_tasks:
         for variant in sweep.models:
             model, _ = model_variant(variant)
             if not has_learning_rate(model):
