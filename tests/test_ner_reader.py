@@ -43,7 +43,8 @@ def test_concepts_become_iob2_tags_of_their_sentences(tmp_path):
 
 
 def test_concept_text_is_compared_case_insensitively(tmp_path):
-    document, _ = read_document(*write_document(tmp_path, "d", "Chest PAIN today\n", 'c="chest pain" 1:0 1:1||t="problem"\n'))
+    files = write_document(tmp_path, "d", "Chest PAIN today\n", 'c="chest pain" 1:0 1:1||t="problem"\n')
+    document, _ = read_document(*files)
     assert document.tags == [["B-problem", "I-problem", "O"]]
 
 

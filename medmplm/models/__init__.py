@@ -1,9 +1,10 @@
 """The model families, transformers style: ``configuration_<family>.py`` + ``modeling_<family>.py``.
 
 MedM-PLM lives here at the top (configuration, encoders, cross-modal module, pretraining objectives); G-BERT and
-Med-BERT in ``gbert/`` and ``medbert/``; the NER check's BiLSTM-CRF in ``ner/``; ``bert-mlm`` is transformers' own BERT (``bert_mlm/``). Importing this
+Med-BERT in ``gbert/`` and ``medbert/``; ``bert-mlm`` is transformers' own BERT (``bert_mlm/``). Importing this
 package registers every family with ``AutoConfig``, ``AutoModel`` and ``AutoModelForPreTraining``, so an export of
-any family loads with ``AutoModel.from_pretrained(directory)``.
+any family loads with ``AutoModel.from_pretrained(directory)``. The NER check's BiLSTM-CRF (``ner/``) registers with
+``AutoConfig`` and ``AutoModelForTokenClassification``.
 """
 
 from medmplm.models.configuration_medmplm import PRESETS, MedMPLMConfig
