@@ -42,6 +42,13 @@ def test_concepts_become_iob2_tags_of_their_sentences(tmp_path):
     assert document.tags[2] == ["O", "O", "B-treatment", "B-problem"]
 
 
+def test_only_newlines_end_lines(tmp_path):
+    # A form feed inside a line (seen in clinical text) does not start a new line the offsets would miss.
+    files = write_document(tmp_path, "d", "Page\x0c 2\nchest pain\n", 'c="chest pain" 2:0 2:1||t="problem"\n')
+    document, _ = read_document(*files)
+    assert document.tags == [["O", "O"], ["B-problem", "I-problem"]]
+
+
 def test_concept_text_is_compared_case_insensitively(tmp_path):
     files = write_document(tmp_path, "d", "Chest PAIN today\n", 'c="chest pain" 1:0 1:1||t="problem"\n')
     document, _ = read_document(*files)

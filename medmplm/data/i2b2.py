@@ -139,7 +139,10 @@ def read_document(
             document, spans two lines, differs from the tokens at its offsets, or overlaps an earlier concept.
     """
     txt_path, con_path = Path(txt_path), Path(con_path)
-    lines = [line.split() for line in txt_path.read_text(encoding="utf-8").splitlines()]
+    # Lines end at "\n" only: str.splitlines also breaks at form feeds and other separators, which would shift the
+    # line numbers the concepts point at.
+    text = txt_path.read_text(encoding="utf-8").removesuffix("\n")
+    lines = [line.split() for line in text.split("\n")] if text else []
     spans: dict[int, list[tuple[int, int, str]]] = {}
     skipped: list[SkippedConcept] = []
 
