@@ -208,3 +208,33 @@ def test_ner_is_a_sweep_task_with_its_own_models(tmp_path, corpus):
         load_config(SweepConfig, None, {**values, "tasks": ["ner", "readmission"], "prepared_dir": "/p"})
     with pytest.raises(ConfigError, match="bilstm-crf\\+bert-scratch: a NER model with a text encoder"):
         load_config(SweepConfig, None, {**values, "models": ["bilstm-crf+bert-scratch"]})
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1200)
+def test_a_ner_sweep_runs_its_trials_and_reports_them_in_table_v_layout(ray_local, tmp_path, corpus):
+    # In process on the test's own local Ray: `python -m tuning.sweep` would join any `ray start` cluster of the machine.
+    from tuning.config import SweepConfig
+    from tuning.report import main as report_main
+    from tuning.tuner import run_sweep
+
+    values = {
+        "tasks": ["ner"],
+        "ner_corpus": str(corpus),
+        "models": ["bilstm-crf"],
+        "train_ratios": [1.0],
+        "seeds": [0, 1],
+        "learning_rates.ner": [5e-3],
+        "finetune": {"train.epochs": 2, "train.global_batch_size": 16, "train.micro_batch_size": 16},
+        "resources.max_concurrent_trials": 1,
+    }
+    sweep = load_config(SweepConfig, None, values)
+    sweep_dir = str(tmp_path / "sweep")
+    outcome = run_sweep(sweep, sweep_dir)
+    assert (outcome.trials, outcome.errors, outcome.unfinished) == (2, 0, 0)
+    df = gather_results(tmp_path / "sweep" / "results")
+    assert set(df.task) == {"ner"} and sorted(df.seed.unique()) == [0, 1]
+    assert report_main([sweep_dir, "--out", str(tmp_path / "report")]) == 0
+    table = (tmp_path / "report" / "table3.md").read_text()
+    assert "## ner (primary: f1; the paper's Table V" in table
+    assert "| model | train ratio | lr | seeds | Precision | Recall | F1 |" in table
