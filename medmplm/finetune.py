@@ -45,13 +45,17 @@ def resolve_inputs(config: FinetuneConfig) -> None:
     Raises:
         DataSourceError: a path is missing or of the wrong kind, or the model's vocabularies are not the data's.
     """
+    from medmplm.data.manifest import is_synthetic_release
     from medmplm.tasks.data_source import DataSourceError
 
     if config.finetune.task == "ner":
         from medmplm.tasks.ner import encoder_export
 
-        if not Path(config.finetune.ner_corpus).expanduser().is_dir():
-            raise DataSourceError(f"finetune.ner_corpus: {config.finetune.ner_corpus} is not a directory")
+        corpus = config.finetune.ner_corpus
+        if not Path(corpus).expanduser().is_dir():
+            raise DataSourceError(f"finetune.ner_corpus: {corpus} is not a directory")
+        if is_synthetic_release(Path(corpus).expanduser()):
+            print(f"SYNTHETIC DATA: this run reads a generated synthetic i2b2-format corpus ({corpus}), not patient notes")
         try:
             encoder_export(config.finetune.model, config)
         except ConfigError as error:

@@ -74,6 +74,7 @@ def test_a_missing_corpus_or_export_is_one_line_before_ray_starts(tmp_path, corp
         "error: finetune.init_text: --model bilstm-crf+bert reads a pretrained bert export; "
         "name it with --init-text DIR"
     )
+    assert result.stdout.startswith("SYNTHETIC DATA: this run reads a generated synthetic i2b2-format corpus")
     medmplm = ["--model", "bilstm-crf+medmplm", "--init", str(corpus)]
     result = finetune_cli("--task", "ner", "--ner-corpus", str(corpus), *medmplm)
     assert result.returncode == 2 and "model.init_from: " in result.stderr and "holds no config.json" in result.stderr
@@ -170,6 +171,7 @@ def test_each_model_fine_tunes_through_the_loop_and_its_loss_falls(ray_local, tm
     losses = validation_losses(tmp_path / "runs" / config.run.name)
     assert len(losses) == 3 and losses[-1] < losses[0]
     assert record.task == "ner" and record.model == model and record.init == (init[1] if init else "scratch")
+    assert record.synthetic_data  # the generated corpus carries the synthetic-data marker
     assert {"precision", "recall", "f1", "f1_problem", "f1_test", "f1_treatment"} <= set(record.metrics["test"])
     counts = record.details["ner_counts"]
     # max_words=12 splits long sentences; the record counts sentences, the windows were joined back for scoring.

@@ -26,6 +26,10 @@ def test_layout_and_counts(corpus):
     assert texts == concepts and len(texts) == counts["documents"] == 25
     assert counts["concepts"] > 25 * 10
     assert sum(len((out / "txt" / f"{name}.txt").read_text().splitlines()) for name in texts) == counts["lines"]
+    # The synthetic-data marker a generated MIMIC release carries: runs on this corpus record synthetic data.
+    from medmplm.data.manifest import is_synthetic_release
+
+    assert is_synthetic_release(out)
 
 
 def test_offsets_point_at_the_concept_tokens(corpus):

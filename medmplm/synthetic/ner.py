@@ -13,6 +13,7 @@ notes use.
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import shutil
@@ -21,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from medmplm.data.manifest import SYNTHETIC_MARKER_FILE
 from medmplm.synthetic.catalogue.conditions import (
     ADMISSION_REASONS,
     CHRONIC_CONDITIONS,
@@ -201,6 +203,10 @@ def generate_ner_corpus(
             )
             counts["lines"] += len(lines)
             counts["concepts"] += len(concepts)
+        # The synthetic-data marker (as in a generated MIMIC release): records of runs on this corpus say synthetic.
+        (partial / SYNTHETIC_MARKER_FILE).write_text(
+            json.dumps({"generator": "ner", "seed": seed, **counts}, indent=2) + "\n", encoding="utf-8"
+        )
     except BaseException:
         shutil.rmtree(partial, ignore_errors=True)
         raise

@@ -38,6 +38,7 @@ import pyarrow.compute as pc
 import torch
 
 from medmplm.config import ConfigError, to_dict, to_yaml
+from medmplm.data.manifest import is_synthetic_release
 from medmplm.data.features import VisitFeaturizer
 from medmplm.data.splits import subset_train_visits
 from medmplm.models import MedMPLMConfig, MedMPLMModel
@@ -627,7 +628,7 @@ def _run_own_examples(
         seed=config.train.seed,
         setting=setting,
         setting_json=setting_json,
-        synthetic_data=False,
+        synthetic_data=is_synthetic_release(Path(section.ner_corpus).expanduser()),
         lr=config.train.lr,
         epochs=info.pop("epochs"),
         num_train=own.num_examples["train"],
