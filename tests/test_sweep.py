@@ -166,6 +166,25 @@ def test_experiments_are_one_grid_or_one_group_per_task_model_and_ratio():
     assert next(e for e in asha if e.name == "readmission-rnn-r1").param_space["lr"] == {"grid_search": [1e-3, 3e-3]}
 
 
+def test_an_interrupted_sweep_counts_the_trials_tune_never_created_as_unfinished():
+    from types import SimpleNamespace
+
+    from tuning.tuner import SweepOutcome, experiments, is_complete
+
+    # small.yaml: 2 tasks x (rnn: 2 ratios x 2 lrs x 2 seeds + logreg: 2 ratios x 2 seeds) = 24 trials.
+    (grid,) = experiments(_sweep(), "/sweeps/s")
+    assert grid.expected_trials == 24
+    groups = experiments(_sweep(**{"search.algorithm": "optuna", "search.samples": 3}), "/sweeps/s")
+    assert sum(e.expected_trials for e in groups) == 2 * 2 * (3 * 2 + 2)
+    # Tune creates a grid's trials as slots free up: interrupted after 10, its ResultGrid holds 11 (one running).
+    interrupted = SimpleNamespace(num_terminated=10, num_errors=0)
+    assert not is_complete(interrupted, grid)
+    outcome = SweepOutcome([interrupted], grid.expected_trials, concurrency=2, seconds=1.0)
+    assert (outcome.trials, outcome.errors, outcome.unfinished) == (24, 0, 14)
+    finished = SimpleNamespace(num_terminated=23, num_errors=1)
+    assert is_complete(finished, grid) and SweepOutcome([finished], 24, 2, 1.0).unfinished == 0
+
+
 def test_featurized_rows_follow_the_examples_order_and_refuse_missing_ones():
     featurized = pa.table({"hadm_id": [10, 11, 12, 13], "input_ids": [[1, 1], [2, 2], [3, 3], [4, 4]]})
     examples = pa.table({"hadm_id": [13, 10, 12]})

@@ -61,6 +61,16 @@ class Experiment:
     def path(self) -> str:
         return storage.join(self.storage_path, self.name)
 
+    @property
+    def expected_trials(self) -> int:
+        """Trials the experiment runs when it runs to its end: ``num_samples`` times every grid's size. Tune creates
+        a grid's trials as slots free up, so an interrupted experiment's ``ResultGrid`` holds fewer."""
+        count = self.num_samples
+        for value in self.param_space.values():
+            if isinstance(value, dict) and "grid_search" in value:
+                count *= len(value["grid_search"])
+        return count
+
 
 def experiments(sweep: SweepConfig, sweep_dir: str) -> list[Experiment]:
     """The sweep's Tune experiments (see the module docstring)."""
@@ -166,18 +176,16 @@ class SweepOutcome:
     """What a sweep's driver saw.
 
     Attributes:
-        result_grids: Tune's ``ResultGrid`` of each experiment.
+        result_grids: Tune's ``ResultGrid`` of each experiment run (the sweep's first ones, when interrupted).
+        trials: trials of the whole sweep (every experiment's :attr:`Experiment.expected_trials`).
         concurrency: trials run at once.
         seconds: wall time of this driver's run.
     """
 
     result_grids: list[Any]
+    trials: int
     concurrency: int
     seconds: float
-
-    @property
-    def trials(self) -> int:
-        return sum(len(grid) for grid in self.result_grids)
 
     @property
     def errors(self) -> int:
@@ -185,8 +193,14 @@ class SweepOutcome:
 
     @property
     def unfinished(self) -> int:
-        """Trials neither finished nor errored: the sweep was interrupted (Ctrl-C, a stopped job)."""
-        return sum(len(grid) - grid.num_terminated - grid.num_errors for grid in self.result_grids)
+        """Trials neither finished nor errored, the ones never started included: the sweep was interrupted (Ctrl-C, a
+        stopped job)."""
+        return self.trials - sum(grid.num_terminated + grid.num_errors for grid in self.result_grids)
+
+
+def is_complete(grid: Any, experiment: Experiment) -> bool:
+    """Whether every trial of ``experiment`` finished or errored in its ``ResultGrid``."""
+    return grid.num_terminated + grid.num_errors >= experiment.expected_trials
 
 
 def run_sweep(sweep: SweepConfig, sweep_dir: str, on_trial_end: Callable[[str], None] | None = None) -> SweepOutcome:
@@ -206,15 +220,17 @@ def run_sweep(sweep: SweepConfig, sweep_dir: str, on_trial_end: Callable[[str], 
     features = featurize_for_sweep(sweep)
     callbacks = [TrialLines(on_trial_end)] if on_trial_end is not None else []
     grids = []
+    planned = experiments(sweep, sweep_dir)
     try:
-        for experiment in experiments(sweep, sweep_dir):
+        for experiment in planned:
             tuner = build_tuner(sweep, sweep_dir, experiment, features, concurrency, slots, callbacks)
             grids.append(tuner.fit())
-            if len(grids[-1]) > grids[-1].num_terminated + grids[-1].num_errors:
+            if not is_complete(grids[-1], experiment):
                 break  # interrupted: the remaining experiments wait for --resume too
     finally:
         ray.kill(slots_actor)
-    return SweepOutcome(grids, concurrency, time.perf_counter() - start)
+    trials = sum(experiment.expected_trials for experiment in planned)
+    return SweepOutcome(grids, trials, concurrency, time.perf_counter() - start)
 
 
 def _trial_line(trial: Any, status: str) -> str:
