@@ -38,8 +38,8 @@ import pyarrow.compute as pc
 import torch
 
 from medmplm.config import ConfigError, to_dict, to_yaml
-from medmplm.data.manifest import is_synthetic_release
 from medmplm.data.features import VisitFeaturizer
+from medmplm.data.manifest import is_synthetic_release
 from medmplm.data.splits import subset_train_visits
 from medmplm.models import MedMPLMConfig, MedMPLMModel
 from medmplm.pretraining.medmplm import build_medmplm
