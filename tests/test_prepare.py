@@ -109,7 +109,7 @@ def test_all_admissions_present_once_and_rows_sorted(prepared) -> None:
 def test_manifest_counts(prepared) -> None:
     _, out = prepared
     manifest = read_manifest(out)
-    assert manifest.schema_version == 1
+    assert manifest.schema_version == 2
     assert manifest.tables["ADMISSIONS"]["rows_read"] == 8
     assert manifest.tables["ADMISSIONS"]["dropped"] == {q.DUPLICATE_ROW: 1}
     assert manifest.tables["ADMISSIONS"]["quarantined"] == {q.DISCHTIME_BEFORE_ADMITTIME: 1}

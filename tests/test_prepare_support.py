@@ -58,6 +58,7 @@ COLUMNS = {
         "ISERROR",
         "TEXT",
     ],
+    "PATIENTS": ["ROW_ID", "SUBJECT_ID", "GENDER", "DOB", "DOD", "DOD_HOSP", "DOD_SSN", "EXPIRE_FLAG"],
 }
 
 NDC_TO_RXCUI = {"00002751001": "1001", "00338004904": "1002", "51079025520": "1003", "00000000001": ""}
@@ -120,6 +121,19 @@ def lab(row_id, subject, hadm, itemid, charttime, value="1.0", valuenum="1.0", u
         "VALUENUM": valuenum,
         "VALUEUOM": unit,
         "FLAG": flag,
+    }
+
+
+def patient(row_id, subject, gender, dob):
+    return {
+        "ROW_ID": row_id,
+        "SUBJECT_ID": subject,
+        "GENDER": gender,
+        "DOB": dob,
+        "DOD": None,
+        "DOD_HOSP": None,
+        "DOD_SSN": None,
+        "EXPIRE_FLAG": "0",
     }
 
 
@@ -188,6 +202,12 @@ BASE_TABLES = {
         note(4, 101, 1002, "2101-02-10", "Erroneous summary.", iserror="1"),
         note(5, 101, None, "2101-03-01", "Outpatient summary with no admission."),
         note(6, 102, 2001, "2120-03-02", "Death summary."),
+    ],
+    "PATIENTS": [
+        patient(1, 101, "M", "2051-01-01 00:00:00"),
+        # Older than 89: MIMIC-III shifts the DOB about 300 years back.
+        patient(2, 102, "F", "1820-03-01 00:00:00"),
+        patient(3, 103, "F", "2150-05-05 00:00:00"),
     ],
 }
 

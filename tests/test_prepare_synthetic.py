@@ -13,7 +13,7 @@ from medmplm.data.manifest import read_manifest
 from medmplm.data.pipeline import PrepareOptions, prepare
 from medmplm.data.schema import SPLITS, VISIT_SCHEMA
 from medmplm.data.vocab_io import read_vocab
-from medmplm.ontology import ATC3_PATTERN, ICD9_DIAGNOSIS_PATTERN, read_ontology
+from medmplm.ontology import ATC3_PATTERN, ICD9_DIAGNOSIS_PATTERN, read_ontology, split_system_code
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("ray_local")]
 
@@ -58,7 +58,10 @@ def test_synthetic_output_is_consistent(synthetic_prepared) -> None:
     assert manifest.tables["PRESCRIPTIONS"]["dropped"].get("ndc_missing_or_zero", 0) > 0
     assert manifest.medications["unmapped_ndc_rows"] > 0
     diagnoses = pc.list_flatten(visits["diagnoses"]).to_pylist()
-    assert diagnoses and all(re.match(ICD9_DIAGNOSIS_PATTERN, c) for c in diagnoses)
+    assert diagnoses and all(re.match(ICD9_DIAGNOSIS_PATTERN, split_system_code(c)[1]) for c in diagnoses)
+    assert {split_system_code(c)[0] for c in diagnoses} == {"ICD9CM"}
+    assert visits["gender"].null_count == 0 and set(visits["gender"].to_pylist()) == {"F", "M"}
+    assert 0 <= pc.min(visits["age"]).as_py() and pc.max(visits["age"]).as_py() <= 90.0
     medications = pc.list_flatten(visits["medications"]).to_pylist()
     assert medications and all(re.match(ATC3_PATTERN, c) for c in medications)
     assert pc.sum(pc.greater(visits["num_notes"], 0)).as_py() > 0.5 * visits.num_rows

@@ -59,8 +59,8 @@ def test_output_schema_and_order(ndc_atc3) -> None:
 def test_lists_are_ordered_and_codes_keep_leading_zeros(ndc_atc3) -> None:
     _, by_hadm, _, _ = build(base_tables(), ndc_atc3)
     first = by_hadm[1001]
-    assert first["diagnoses"] == ["0389", "4019", "V3000"]  # SEQ_NUM 1, 2, 3
-    assert first["procedures"] == ["9604", "0040"]
+    assert first["diagnoses"] == ["ICD9CM:0389", "ICD9CM:4019", "ICD9CM:V3000"]  # SEQ_NUM 1, 2, 3
+    assert first["procedures"] == ["ICD9Proc:9604", "ICD9Proc:0040"]
     # Insulin (A10A) was prescribed first; acetaminophen (N02B) twice but listed once.
     assert first["medications"] == ["A10A", "N02B"]
     assert [e["itemid"] for e in first["labs"]] == ["50931", "50912"]
@@ -130,7 +130,7 @@ def test_exact_duplicates_dropped_once_each(ndc_atc3) -> None:
     tables["LABEVENTS"].append(dict(tables["LABEVENTS"][0]))
     tables["ADMISSIONS"].append(dict(tables["ADMISSIONS"][0], ROW_ID=77))
     _, by_hadm, ledger, _ = build(tables, ndc_atc3)
-    assert by_hadm[1001]["diagnoses"] == ["0389", "4019", "V3000"]
+    assert by_hadm[1001]["diagnoses"] == ["ICD9CM:0389", "ICD9CM:4019", "ICD9CM:V3000"]
     assert len(by_hadm[1001]["labs"]) == 2
     for table in ("DIAGNOSES_ICD", "LABEVENTS", "ADMISSIONS"):
         assert ledger.counts[("dropped", table, q.DUPLICATE_ROW)] == 1
@@ -186,7 +186,7 @@ def test_bad_rows_quarantined_with_reasons(ndc_atc3) -> None:
     # Quarantine rows carry every input column as a string.
     bad_note = ledger.quarantined_table("NOTEEVENTS").to_pylist()[0]
     assert set(bad_note) == set(COLUMNS["NOTEEVENTS"]) | {"reason"}
-    assert by_hadm[1001]["diagnoses"] == ["0389", "4019", "V3000"]
+    assert by_hadm[1001]["diagnoses"] == ["ICD9CM:0389", "ICD9CM:4019", "ICD9CM:V3000"]
     assert sum(v for (kind, _, _), v in ledger.counts.items() if kind == "quarantined") == 15
 
 
@@ -224,3 +224,20 @@ def test_header_only_tables_give_empty_lists(ndc_atc3) -> None:
     assert visits.num_rows == 6
     assert visits["procedures"].to_pylist() == [[]] * 6
     assert visits["labs"].to_pylist() == [[]] * 6
+
+
+def test_gender_and_age_from_patients(ndc_atc3) -> None:
+    _, by_hadm, ledger, _ = build(base_tables(), ndc_atc3)
+    assert by_hadm[1001]["gender"] == "M"
+    assert by_hadm[1001]["age"] == pytest.approx(50.0, abs=0.01)
+    assert by_hadm[2001]["age"] == 90.0  # DOB shifted ~300 years back: older than 89
+    assert by_hadm[3001]["age"] == pytest.approx(0.0, abs=0.01)  # newborn
+    tables = base_tables()
+    tables["PATIENTS"] = [dict(tables["PATIENTS"][0], DOB="not a date"), *tables["PATIENTS"][1:]]
+    tables["PATIENTS"].append(dict(tables["PATIENTS"][1], ROW_ID=9, GENDER="M"))  # 102 twice, differing
+    _, by_hadm, ledger, _ = build(tables, ndc_atc3)
+    assert by_hadm[1001]["gender"] is None and by_hadm[1001]["age"] is None
+    assert by_hadm[2001]["gender"] is None
+    assert by_hadm[3001]["gender"] == "F"
+    reasons = sorted(ledger.quarantined_table("PATIENTS")["reason"].to_pylist())
+    assert reasons == [q.CONFLICTING_SUBJECT_ID, q.CONFLICTING_SUBJECT_ID, q.INVALID_DOB]

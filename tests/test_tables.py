@@ -24,8 +24,8 @@ from medmplm.data.tables import (
 def test_finds_csv_and_csv_gz_case_insensitively(tmp_path) -> None:
     (tmp_path / "admissions.csv").write_text("A\n")
     (tmp_path / "DIAGNOSES_ICD.csv.gz").write_bytes(gzip.compress(b"A\n"))
-    assert find_table(tmp_path, "ADMISSIONS").name == "admissions.csv"
-    assert find_table(tmp_path, "DIAGNOSES_ICD").name == "DIAGNOSES_ICD.csv.gz"
+    assert find_table(tmp_path, "ADMISSIONS") == str(tmp_path / "admissions.csv")
+    assert find_table(tmp_path, "DIAGNOSES_ICD") == str(tmp_path / "DIAGNOSES_ICD.csv.gz")
 
 
 def test_missing_table_error_names_the_expected_files(tmp_path) -> None:

@@ -13,6 +13,13 @@ Definitions (recorded in the manifest too):
   there is no next admission (A is the last one) or it starts later.
 * Null when the label is undefined: A ended in hospital death, or A is a NEWBORN admission.
 * ``hospital_death`` = HOSPITAL_EXPIRE_FLAG is 1.
+
+MIMIC-IV has no NEWBORN admissions, and other admission types: its non-elective types are the emergency and urgent
+ones (``MIMIC4_NON_ELECTIVE_TYPES``). Readmission studies on MIMIC-IV also leave out index admissions that end where
+a readmission cannot be seen or means something else (transfer to another acute hospital, discharge against medical
+advice, hospice; the CMS readmission measures' exclusions): ``excluded`` admissions get null labels too, and the
+prepare option ``--readmission-exclude-discharge`` chooses them by DISCHARGE_LOCATION (``MIMIC4_EXCLUDED_DISCHARGE``
+is the list the README suggests). They can still be another admission's next admission.
 """
 
 from __future__ import annotations
@@ -25,6 +32,9 @@ import pyarrow.compute as pc
 READMISSION_WINDOW = pd.Timedelta(days=30)
 NEWBORN = "NEWBORN"
 NON_ELECTIVE_TYPES = ("EMERGENCY", "URGENT")
+# MIMIC-IV's emergency and urgent admission types (EW: emergency ward, EU: emergency unit).
+MIMIC4_NON_ELECTIVE_TYPES = ("EW EMER.", "DIRECT EMER.", "EU OBSERVATION", "URGENT")
+MIMIC4_EXCLUDED_DISCHARGE = ("DIED", "AGAINST ADVICE", "ACUTE HOSPITAL", "HOSPICE")
 
 
 def _next_admittime(visits: pd.DataFrame, candidates: pd.DataFrame) -> pd.Series:
@@ -50,6 +60,9 @@ def readmission_labels(
     dischtime: pa.Array,
     admission_type: pa.Array,
     hospital_death: pa.Array,
+    *,
+    non_elective_types: tuple[str, ...] = NON_ELECTIVE_TYPES,
+    excluded: pa.Array | None = None,
 ) -> tuple[pa.Array, pa.Array]:
     """30-day readmission labels for a set of admissions holding *all* kept admissions of their patients.
 
@@ -58,6 +71,8 @@ def readmission_labels(
         admittime, dischtime: ``timestamp[s]``, not null.
         admission_type: strings (compared trimmed and upper-cased).
         hospital_death: booleans, not null.
+        non_elective_types: the admission types the non-elective label counts as a next admission.
+        excluded: booleans (null counts as false): admissions whose own labels are null (e.g. by discharge location).
 
     Returns:
         ``(readmission_30d, readmission_30d_nonelective)``: int8 arrays aligned with the inputs,
@@ -65,8 +80,12 @@ def readmission_labels(
     """
     kind = pc.utf8_upper(pc.utf8_trim_whitespace(admission_type))
     newborn = pc.fill_null(pc.equal(kind, NEWBORN), False).to_numpy(zero_copy_only=False)
-    non_elective = pc.fill_null(pc.is_in(kind, pa.array(NON_ELECTIVE_TYPES)), False).to_numpy(zero_copy_only=False)
+    non_elective = pc.fill_null(pc.is_in(kind, pa.array(non_elective_types, pa.string())), False).to_numpy(
+        zero_copy_only=False
+    )
     undefined = newborn | hospital_death.to_numpy(zero_copy_only=False)
+    if excluded is not None:
+        undefined = undefined | pc.fill_null(excluded, False).to_numpy(zero_copy_only=False)
     visits = pd.DataFrame(
         {
             "subject_id": subject_id.to_numpy(zero_copy_only=False),

@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from medmplm.data import locations
 from medmplm.data.schema import MANIFEST_FILE
 
 # Written by the synthetic MIMIC-III generator (medmplm.synthetic, its MANIFEST_FILE) into every release it makes;
@@ -35,7 +36,9 @@ class Manifest:
         vocab: which split the vocabularies count, and their sizes.
         definitions: how labels, splits, ordering and duplicates are defined.
         versions: library versions that produced the output.
-        synthetic: the input was a release of the synthetic MIMIC-III generator, not patient records.
+        synthetic: the input was a release of the synthetic MIMIC generator, not patient records.
+        source: the input layout: ``mimic3``, ``mimic4`` or ``meds``.
+        codes: distinct diagnosis and procedure codes per code system, and ICD-10 -> ICD-9 mapping counts.
     """
 
     schema_version: int
@@ -50,6 +53,8 @@ class Manifest:
     definitions: dict[str, str]
     versions: dict[str, str] = field(default_factory=dict)
     synthetic: bool = False
+    source: str = "mimic3"
+    codes: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -60,8 +65,8 @@ class Manifest:
 
 
 def is_synthetic_release(mimic_dir: str | os.PathLike) -> bool:
-    """Whether ``mimic_dir`` was written by the synthetic MIMIC-III generator (it holds the generator's marker)."""
-    return (Path(mimic_dir) / SYNTHETIC_MARKER_FILE).is_file()
+    """Whether ``mimic_dir`` (a local path or URI) was written by the synthetic generator (it holds its marker)."""
+    return locations.is_file(locations.join(locations.resolve(str(mimic_dir)), SYNTHETIC_MARKER_FILE))
 
 
 def write_manifest(directory: str | os.PathLike, manifest: Manifest) -> Path:
@@ -74,6 +79,6 @@ def write_manifest(directory: str | os.PathLike, manifest: Manifest) -> Path:
 
 
 def read_manifest(directory: str | os.PathLike) -> Manifest:
-    """Read ``manifest.json`` from a prepared directory."""
-    path = Path(directory) / MANIFEST_FILE
-    return Manifest.from_dict(json.loads(path.read_text(encoding="utf-8")))
+    """Read ``manifest.json`` from a prepared directory (a local path or URI)."""
+    with locations.open_input_stream(locations.join(locations.resolve(str(directory)), MANIFEST_FILE)) as stream:
+        return Manifest.from_dict(json.loads(stream.read().decode("utf-8")))

@@ -13,12 +13,12 @@ from __future__ import annotations
 import ast
 import os
 import re
-from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
+from medmplm.data import locations
 from medmplm.data.tables import PrepareInputError
 from medmplm.ontology import ATC3_PATTERN
 
@@ -40,23 +40,25 @@ class MissingNdcMapError(PrepareInputError):
     """The NDC -> ATC mapping files are missing or malformed."""
 
 
-def find_ndc_map(*candidate_dirs: str | os.PathLike | None) -> Path:
-    """The first directory among ``candidate_dirs`` that holds both mapping files.
+def find_ndc_map(*candidate_dirs: str | os.PathLike | None) -> str:
+    """The first directory among ``candidate_dirs`` (local paths or URIs) that holds both mapping files.
 
     Raises:
         MissingNdcMapError: saying which files to supply and where users usually get them.
     """
-    searched = [Path(d) for d in candidate_dirs if d is not None]
+    searched = [locations.resolve(str(d)) for d in candidate_dirs if d is not None]
     for directory in searched:
-        if all((directory / name).is_file() for name in NDC_MAP_FILES):
+        if all(locations.is_file(locations.join(directory, name)) for name in NDC_MAP_FILES):
             return directory
     where = ", ".join(str(d) for d in searched) or "(no directory given)"
     raise MissingNdcMapError(f"NDC -> ATC mapping not found in {where}: {NDC_MAP_HELP}")
 
 
-def _read_ndc_to_rxcui(path: Path) -> dict[str, str]:
+def _read_ndc_to_rxcui(path: str) -> dict[str, str]:
+    with locations.open_input_stream(path) as stream:
+        text = stream.read().decode("utf-8")
     try:
-        mapping = ast.literal_eval(path.read_text(encoding="utf-8"))
+        mapping = ast.literal_eval(text)
     except (ValueError, SyntaxError) as err:
         raise MissingNdcMapError(f"{path}: not a Python dict literal of NDC -> RXCUI strings ({err})") from None
     if not isinstance(mapping, dict):
@@ -64,8 +66,9 @@ def _read_ndc_to_rxcui(path: Path) -> dict[str, str]:
     return {str(ndc).strip(): str(rxcui).strip() for ndc, rxcui in mapping.items()}
 
 
-def _read_rxcui_to_atc3(path: Path) -> dict[str, str]:
-    table = pacsv.read_csv(path, convert_options=pacsv.ConvertOptions(strings_can_be_null=True, null_values=[""]))
+def _read_rxcui_to_atc3(path: str) -> dict[str, str]:
+    with locations.open_input_stream(path) as stream:
+        table = pacsv.read_csv(stream, convert_options=pacsv.ConvertOptions(strings_can_be_null=True, null_values=[""]))
     columns = {name.upper(): name for name in table.column_names}
     missing = [name for name in ("RXCUI", "ATC4") if name not in columns]
     if missing:
@@ -95,8 +98,8 @@ def load_ndc_to_atc3(ndc_map_dir: str | os.PathLike) -> pa.Table:
         MissingNdcMapError: when a file is missing or malformed (naming the file, and line where it helps).
     """
     directory = find_ndc_map(ndc_map_dir)
-    ndc_to_rxcui = _read_ndc_to_rxcui(directory / NDC_TO_RXCUI_FILE)
-    rxcui_to_atc3 = _read_rxcui_to_atc3(directory / RXCUI_TO_ATC4_FILE)
+    ndc_to_rxcui = _read_ndc_to_rxcui(locations.join(directory, NDC_TO_RXCUI_FILE))
+    rxcui_to_atc3 = _read_rxcui_to_atc3(locations.join(directory, RXCUI_TO_ATC4_FILE))
     pairs = sorted((ndc, rxcui_to_atc3[rxcui]) for ndc, rxcui in ndc_to_rxcui.items() if rxcui in rxcui_to_atc3)
     return pa.table(
         {"ndc": pa.array([p[0] for p in pairs], pa.string()), "atc3": pa.array([p[1] for p in pairs], pa.string())},

