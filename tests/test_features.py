@@ -5,6 +5,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import tokenizers
 
 from medmplm.data.features import VisitFeaturizer, clean_note_text
 from medmplm.data.vocab import CLS_ID, PAD_ID, UNK_ID, CodeVocab, VocabMismatchError
@@ -140,3 +141,107 @@ def test_bad_input_names_the_column_and_visit(featurizer: VisitFeaturizer) -> No
     }
     with pytest.raises(ValueError, match=r"'diagnoses', hadm_id 8"):
         featurizer(batch)
+
+
+# --- long notes: head, head_tail, windows ------------------------------------------------------------------------
+
+WINDOW = 8  # [CLS] + 6 note tokens + [SEP]
+
+
+def _note_batch(*notes: str | None) -> dict[str, np.ndarray]:
+    return {
+        "note_text": np.array(list(notes), dtype=object),
+        "diagnoses": np.array([[] for _ in notes] + [None], dtype=object)[:-1],
+        "medications": np.array([[] for _ in notes] + [None], dtype=object)[:-1],
+    }
+
+
+def _words(featurizer: VisitFeaturizer, count: int) -> list[str]:
+    """``count`` words of the tokenizer's vocabulary that are one token each, so a note of n of them is n tokens."""
+    vocab = featurizer.text_tokenizer.get_vocab()
+    words = sorted(w for w in vocab if w.isalpha() and len(_note_ids(featurizer, w)) == 1)
+    assert len(words) >= count
+    return words[:count]
+
+
+def _windowed(featurizer: VisitFeaturizer, **options) -> VisitFeaturizer:
+    return VisitFeaturizer(
+        featurizer.text_tokenizer,
+        featurizer.diagnosis_vocab,
+        featurizer.medication_vocab,
+        text_max_length=WINDOW,
+        max_codes=MAX_CODES,
+        pad_token_id=PAD_ID,
+        **options,
+    )
+
+
+def _note_ids(featurizer: VisitFeaturizer, note: str) -> list[int]:
+    """The note's token ids, whole (no special tokens)."""
+    whole = tokenizers.Tokenizer.from_str(featurizer.text_tokenizer.to_str())
+    whole.no_truncation()
+    whole.no_padding()
+    return whole.encode(clean_note_text(note), add_special_tokens=False).ids
+
+
+def test_windows_overlap_by_the_stride_and_the_last_window_holds_the_notes_end(featurizer: VisitFeaturizer) -> None:
+    windows = _windowed(featurizer, long_note="windows", max_windows=4, stride=4)
+    note = " ".join(_words(featurizer, 13))  # two windows of 6 starting 4 apart (0 and 4) cannot hold it; three can
+    ids = _note_ids(windows, note)
+    assert len(ids) == 13
+    out = windows(_note_batch(note))
+    laid_out = out["input_ids"][0].reshape(4, WINDOW)
+    mask = out["attention_mask"][0].reshape(4, WINDOW)
+    cls, sep = laid_out[0, 0], laid_out[0, WINDOW - 1]
+    for k in range(3):
+        content = laid_out[k][mask[k] == 1][1:-1].tolist()
+        assert content == ids[4 * k : 4 * k + 6]  # overlapping by 6 - 4 = 2 tokens
+        assert laid_out[k][mask[k] == 1][0] == cls and laid_out[k][mask[k] == 1][-1] == sep
+    # The third window ends with the note's last token; the fourth is absent: all padding, all masked out.
+    assert laid_out[2][mask[2] == 1][-2] == ids[-1]
+    assert mask[3].sum() == 0 and (laid_out[3] == PAD_ID).all()
+    assert out["text_windows"][0] == 3 and out["text_truncated"][0] == 0
+
+
+def test_a_note_shorter_than_one_window_and_an_empty_note_fill_the_first_window_only(featurizer: VisitFeaturizer) -> None:
+    windows = _windowed(featurizer, long_note="windows", max_windows=3)
+    out = windows(_note_batch(_words(featurizer, 1)[0], "", None))
+    mask = out["attention_mask"].reshape(3, 3, WINDOW)
+    assert mask[0, 0].sum() == 3 and mask[1, 0].sum() == 2 and mask[2, 0].sum() == 2  # [CLS] fever [SEP]; [CLS] [SEP]
+    assert mask[:, 1:].sum() == 0
+    assert out["has_note"].tolist() == [1, 0, 0] and out["text_windows"].tolist() == [1, 1, 1]
+    assert out["text_truncated"].sum() == 0
+
+
+def test_more_windows_than_max_windows_are_counted_as_truncated(featurizer: VisitFeaturizer) -> None:
+    windows = _windowed(featurizer, long_note="windows", max_windows=2, stride=6)
+    note = " ".join(_words(featurizer, 20))
+    out = windows(_note_batch(note))
+    assert out["input_ids"].shape == (1, 2 * WINDOW)
+    assert out["attention_mask"].sum() == 2 * WINDOW
+    assert out["text_truncated"][0] == 1 and out["text_windows"][0] == 4  # 20 tokens in windows of 6, none shared
+
+
+def test_head_tail_keeps_a_quarter_from_the_start_and_the_rest_from_the_end(featurizer: VisitFeaturizer) -> None:
+    words = _words(featurizer, 18)
+    note = " ".join(words)
+    ids = _note_ids(featurizer, note)
+    head_tail = _windowed(featurizer, long_note="head_tail")
+    head = _windowed(featurizer, long_note="head")
+    out, first = head_tail(_note_batch(note, words[0])), head(_note_batch(note, words[0]))
+    assert out["input_ids"].shape == (2, WINDOW)
+    # 6 note tokens: 6 // 4 = 1 from the start, 5 from the end.
+    assert out["input_ids"][0, 1:-1].tolist() == ids[:1] + ids[-5:]
+    assert first["input_ids"][0, 1:-1].tolist() == ids[:6]
+    # A note that fits is read whole either way.
+    assert out["input_ids"][1].tolist() == first["input_ids"][1].tolist()
+    assert out["text_truncated"].tolist() == first["text_truncated"].tolist() == [1, 0]
+
+
+def test_long_note_settings_out_of_range_are_errors(featurizer: VisitFeaturizer) -> None:
+    with pytest.raises(ValueError, match="long_note must be one of"):
+        _windowed(featurizer, long_note="middle")
+    with pytest.raises(ValueError, match="max_windows"):
+        _windowed(featurizer, long_note="head", max_windows=2)
+    with pytest.raises(ValueError, match=r"stride must be in \[1, 6\]"):
+        _windowed(featurizer, long_note="windows", max_windows=2, stride=7)

@@ -6,14 +6,17 @@
 ==================  ==============  ====================================================
 key                 shape           meaning
 ==================  ==============  ====================================================
-``input_ids``       [B, L_text]     WordPiece ids of the cleaned note, [CLS] ... [SEP], padded
-``attention_mask``  [B, L_text]     1 on real tokens
+``input_ids``       [B, K * L]      WordPiece ids of the cleaned note: K windows of L tokens, each
+                                    [CLS] ... [SEP] and padded (K = 1 unless ``long_note="windows"``)
+``attention_mask``  [B, K * L]      1 on real tokens; all 0 over a window the note does not reach
 ``has_note``        [B]             1 when the visit has a non-empty note
+``text_windows``    [B]             windows the note fills (1 for a note of one window or less)
 ``diag_ids``        [B, 1 + C]      [CLS] + distinct diagnosis code ids, padded with [PAD]
 ``diag_mask``       [B, 1 + C]      1 on [CLS] and codes
 ``med_ids``         [B, 1 + C]      [CLS] + medication code ids
 ``med_mask``        [B, 1 + C]
-``text_truncated``  [B]             1 when the note was cut at L_text tokens
+``text_truncated``  [B]             1 when part of the note is not read (beyond the head, between head
+                                    and tail, or beyond ``max_windows`` windows)
 ``diag_truncated``  [B]             distinct diagnosis codes dropped beyond C
 ``med_truncated``   [B]
 ``diag_unknown``    [B]             diagnosis codes not in the vocabulary (encoded [UNK])
@@ -24,8 +27,18 @@ key                 shape           meaning
 A code listed twice in one visit (MIMIC lists a diagnosis once per sequence number) is kept once, where it first
 appears: a second copy would stay visible when masked pretraining hides the first, and leak the masked code.
 
-A visit without a note still gets a valid text input (``[CLS] [SEP]``) so the text encoder never
+A visit without a note still gets a valid text input (``[CLS] [SEP]`` in its first window) so the text encoder never
 sees an all-padding row; ``has_note = 0`` tells the model to mask the text modality out.
+
+A note longer than one window of L tokens is read in one of three ways (``long_note``):
+
+* ``head``: its first L - 2 tokens (BERT's and the paper's truncation);
+* ``head_tail``: its first quarter and last three quarters of L - 2 tokens, joined (Sun et al. 2019, "How to fine-tune
+  BERT for text classification", found head + tail best for long documents); the discharge diagnoses and medications
+  sit at the end of a discharge summary;
+* ``windows``: overlapping windows, each [CLS] ... [SEP], whose starts are ``stride`` tokens apart, up to
+  ``max_windows`` of them. The note is tokenised once; the tokenizers library splits it (its ``stride`` argument is
+  the overlap, L - 2 - ``stride`` here).
 """
 
 from __future__ import annotations
@@ -41,6 +54,8 @@ from medmplm.data.vocab import CLS_ID, PAD_ID, UNK_ID, CodeVocab
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
+
+LONG_NOTE_MODES = ("head", "head_tail", "windows")
 
 _LINE_BREAKS = re.compile(r"[\r\n]+")
 _SPACES = re.compile(r"[ \t\f\v]+")
@@ -65,7 +80,10 @@ def _backend_tokenizer(tokenizer: PreTrainedTokenizerBase | tokenizers.Tokenizer
     if backend is None:
         raise TypeError(f"VisitFeaturizer needs a fast (tokenizers-backed) tokenizer, got {type(tokenizer).__name__}")
     # A private copy: enabling padding/truncation mutates the tokenizer in place.
-    return tokenizers.Tokenizer.from_str(backend.to_str())
+    copy = tokenizers.Tokenizer.from_str(backend.to_str())
+    copy.no_truncation()
+    copy.no_padding()
+    return copy
 
 
 def encode_code_column(
@@ -108,9 +126,14 @@ class VisitFeaturizer:
             post-processor adds the model's special tokens (BERT: [CLS] ... [SEP]).
         diagnosis_vocab: ids for diagnosis codes.
         medication_vocab: ids for medication codes.
-        text_max_length: tokens per note, special tokens included; longer notes are truncated.
+        text_max_length: tokens per window L, special tokens included (the whole note under ``head`` and
+            ``head_tail``).
         max_codes: distinct codes per type kept (first ones, in record order); the sequence adds [CLS].
         pad_token_id: the text tokenizer's padding id (read from ``tokenizer`` when it has one).
+        long_note: ``head``, ``head_tail`` or ``windows`` (see the module docstring).
+        max_windows: K, windows per note under ``windows`` (must be 1 otherwise).
+        stride: note tokens between the starts of consecutive windows, in [1, L - 2]; ``None``: three quarters of
+            L - 2 (a quarter of each window repeats the end of the previous one).
     """
 
     def __init__(
@@ -121,6 +144,9 @@ class VisitFeaturizer:
         text_max_length: int,
         max_codes: int,
         pad_token_id: int | None = None,
+        long_note: str = "head",
+        max_windows: int = 1,
+        stride: int | None = None,
     ) -> None:
         if text_max_length < 2:
             raise ValueError(f"text_max_length must be >= 2 (room for the special tokens), got {text_max_length}")
@@ -129,15 +155,38 @@ class VisitFeaturizer:
         pad_token_id = pad_token_id if pad_token_id is not None else getattr(tokenizer, "pad_token_id", None)
         if pad_token_id is None:
             raise ValueError("the text tokenizer has no padding token; pass pad_token_id")
+        if long_note not in LONG_NOTE_MODES:
+            raise ValueError(f"long_note must be one of {list(LONG_NOTE_MODES)}, got {long_note!r}")
+        if max_windows < 1 or (long_note != "windows" and max_windows != 1):
+            raise ValueError(f"max_windows must be >= 1, and 1 unless long_note is 'windows'; got {max_windows}")
         self.text_tokenizer = _backend_tokenizer(tokenizer)
-        self.text_tokenizer.enable_truncation(max_length=text_max_length)
-        self.text_tokenizer.enable_padding(length=text_max_length, pad_id=pad_token_id)
-        if len(self.text_tokenizer.encode("").ids) == 0 or self.text_tokenizer.encode("").attention_mask[0] != 1:
+        probe = self.text_tokenizer.encode("a")
+        if not any(probe.special_tokens_mask):
             raise ValueError("the text tokenizer adds no special tokens; it needs a post-processor ([CLS] ... [SEP])")
+        # Special tokens around a note's content: [CLS] and [SEP] for BERT, <s> and </s> for RoBERTa.
+        special = probe.special_tokens_mask
+        self.num_prefix_tokens = special.index(0)
+        self.num_suffix_tokens = special[::-1].index(0)
+        content_length = text_max_length - self.num_prefix_tokens - self.num_suffix_tokens
+        if content_length < 1:
+            raise ValueError(f"text_max_length {text_max_length} leaves no room beside the special tokens")
+        self.long_note, self.max_windows = long_note, max_windows
+        self.stride = window_stride(content_length, stride)
+        # head_tail reads the whole note, then keeps its two ends.
+        self.full_tokenizer = _backend_tokenizer(tokenizer) if long_note == "head_tail" else None
+        overlap = content_length - self.stride if long_note == "windows" else 0
+        self.text_tokenizer.enable_truncation(max_length=text_max_length, stride=overlap)
+        self.text_tokenizer.enable_padding(length=text_max_length, pad_id=pad_token_id)
+        self.pad_token_id = pad_token_id
         self.diagnosis_vocab = diagnosis_vocab
         self.medication_vocab = medication_vocab
         self.text_max_length = text_max_length
         self.max_codes = max_codes
+
+    @property
+    def num_windows(self) -> int:
+        """K: windows per note in the output (1 unless ``long_note="windows"``)."""
+        return self.max_windows if self.long_note == "windows" else 1
 
     @classmethod
     def from_model(cls, model: Any) -> VisitFeaturizer:
@@ -150,6 +199,9 @@ class VisitFeaturizer:
             model.medication_vocab,
             text_max_length=model.config.text_max_length,
             max_codes=model.config.max_codes,
+            long_note=model.config.text_long_note,
+            max_windows=model.config.text_max_windows,
+            stride=model.config.text_window_stride,
         )
 
     def __call__(self, batch: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -175,19 +227,16 @@ class VisitFeaturizer:
             else:
                 where = f"hadm_id {row_ids[row]}" if row_ids is not None else f"row {row}"
                 raise ValueError(f"column 'note_text', {where}: expected a string or null, got {type(note).__name__}")
-        encodings = self.text_tokenizer.encode_batch(texts)
+        input_ids, attention_mask, windows, truncated = self._encode_notes(texts)
 
         out: dict[str, np.ndarray] = {}
         if row_ids is not None:
             out["hadm_id"] = row_ids
-        out["input_ids"] = np.array([e.ids for e in encodings], dtype=np.int64).reshape(
-            batch_size, self.text_max_length
-        )
-        out["attention_mask"] = np.array([e.attention_mask for e in encodings], dtype=np.int64).reshape(
-            batch_size, self.text_max_length
-        )
+        out["input_ids"] = input_ids
+        out["attention_mask"] = attention_mask
         out["has_note"] = np.array([1 if t else 0 for t in texts], dtype=np.int64)
-        out["text_truncated"] = np.array([1 if e.overflowing else 0 for e in encodings], dtype=np.int64)
+        out["text_windows"] = windows
+        out["text_truncated"] = truncated
         for prefix, column, vocab in (
             ("diag", "diagnoses", self.diagnosis_vocab),
             ("med", "medications", self.medication_vocab),
@@ -198,3 +247,53 @@ class VisitFeaturizer:
             out[f"{prefix}_truncated"] = truncated
             out[f"{prefix}_unknown"] = unknown
         return out
+
+    def _encode_notes(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Cleaned notes -> (input_ids [B, K * L], attention_mask [B, K * L], windows filled [B], truncated [B])."""
+        batch_size, length, num_windows = len(texts), self.text_max_length, self.num_windows
+        input_ids = np.full((batch_size, num_windows, length), self.pad_token_id, dtype=np.int64)
+        attention_mask = np.zeros((batch_size, num_windows, length), dtype=np.int64)
+        windows = np.ones(batch_size, dtype=np.int64)
+        truncated = np.zeros(batch_size, dtype=np.int64)
+        for row, encoding in enumerate(self.text_tokenizer.encode_batch(texts)):
+            parts = [encoding, *encoding.overflowing]
+            kept = parts[:num_windows]
+            for k, part in enumerate(kept):
+                input_ids[row, k] = part.ids
+                attention_mask[row, k] = part.attention_mask
+            windows[row] = len(parts)
+            truncated[row] = len(parts) > len(kept)
+        if self.full_tokenizer is not None:
+            long_rows = np.flatnonzero(truncated)
+            for row, encoding in zip(long_rows, self.full_tokenizer.encode_batch([texts[i] for i in long_rows])):
+                input_ids[row, 0] = self._head_and_tail(encoding.ids)
+        return (
+            input_ids.reshape(batch_size, num_windows * length),
+            attention_mask.reshape(batch_size, num_windows * length),
+            windows,
+            truncated,
+        )
+
+    def _head_and_tail(self, ids: list[int]) -> list[int]:
+        """A note's token ids (special tokens included) longer than one window -> its head and tail in one window."""
+        prefix, suffix = self.num_prefix_tokens, self.num_suffix_tokens
+        content = ids[prefix : len(ids) - suffix]
+        budget = self.text_max_length - prefix - suffix
+        head = budget // 4
+        return [*ids[:prefix], *content[:head], *content[len(content) - (budget - head) :], *ids[len(ids) - suffix :]]
+
+
+def window_stride(content_length: int, stride: int | None) -> int:
+    """Note tokens between the starts of consecutive windows whose content (special tokens aside) is
+    ``content_length`` tokens: ``stride``, or by default three quarters of a window's content.
+
+    Raises:
+        ValueError: the stride is outside [1, content_length].
+    """
+    if stride is None:
+        return max(1, 3 * content_length // 4)
+    if not 1 <= stride <= content_length:
+        raise ValueError(
+            f"stride must be in [1, {content_length}] (a window's tokens besides its special tokens), got {stride}"
+        )
+    return stride
