@@ -81,11 +81,13 @@ class DataConfig:
             from Parquet every epoch, which needs CPUs beyond the training workers' for the Ray Data tasks.
         featurize_batch_size: visits per Ray Data batch when tokenising and mapping codes.
         text_cache: precompute the text encoder's frozen prefix (embeddings + frozen layers) once per note and train on
-            the cached hidden states. Needs ``num_frozen_layers`` > 0. Memory: visits x text length x hidden size x
-            dtype bytes (paper preset, full MIMIC-III: ~59k x 512 x 768 x 4 B = 93 GB: use ``float16`` and an object
-            store that can spill to disk).
-        text_cache_dtype: storage type of the cached hidden states (float16 halves the cache; numpy and Arrow have no
-            bfloat16).
+            the cached hidden states. Needs ``num_frozen_layers`` > 0. The cache is a Ray Data stage written as
+            zstd-compressed Parquet shards under ``<run.storage_path>/<run.name>/text_cache/<split>/`` and reused when
+            the run resumes. Size: notes x windows x window length x hidden size x dtype bytes before compression
+            (paper preset, bfloat16: 0.79 MB per note and window, 786 MB per 1,000 notes and window; full MIMIC-III,
+            ~59k notes x 4 windows: ~185 GB; see README "Long notes").
+        text_cache_dtype: storage type of the cached hidden states: ``bfloat16`` (half of float32, and float32's
+            range), ``float16`` or ``float32``.
     """
 
     prepared_dir: str | None = None
@@ -95,7 +97,44 @@ class DataConfig:
     materialize: bool = True
     featurize_batch_size: int = 128
     text_cache: bool = False
-    text_cache_dtype: Literal["float32", "float16"] = "float32"
+    text_cache_dtype: Literal["float32", "float16", "bfloat16"] = "bfloat16"
+
+
+@dataclass
+class TextSection:
+    """How a note longer than one window is read by MedM-PLM's text encoder (MedM-PLM, its text-only and
+    concatenated variants, ``clinicalbert``); see :mod:`medmplm.data.features`. ``null`` keeps the model's own
+    value: its preset's (``tiny``: 4 windows of 128; ``paper``: 4 of 512), or for an export (``model.init_from``)
+    what it was pretrained with, so fine-tuning can read a note differently from pretraining.
+
+    Attributes:
+        long_note: ``head`` (the first tokens; the paper), ``head_tail`` (the first quarter and last three quarters
+            of one window), or ``windows``.
+        window_length: tokens per window, special tokens included (at most the text encoder's positions, 512).
+        stride: note tokens between the starts of consecutive windows (``null``: three quarters of a window).
+        max_windows: windows read per note under ``windows``; the run log counts the notes longer than that.
+        pooling: how the windows' [CLS] states make one note vector: ``mean`` or ``attention``.
+    """
+
+    long_note: Literal["head", "head_tail", "windows"] | None = None
+    window_length: int | None = None
+    stride: int | None = None
+    max_windows: int | None = None
+    pooling: Literal["mean", "attention"] | None = None
+
+    def model_fields(self) -> dict[str, Any]:
+        """The MedM-PLM configuration fields this section sets (``text_long_note``, ...); a ``long_note`` other
+        than ``windows`` without ``max_windows`` reads one window."""
+        fields = {
+            "text_long_note": self.long_note,
+            "text_max_length": self.window_length,
+            "text_window_stride": self.stride,
+            "text_max_windows": self.max_windows,
+            "text_window_pooling": self.pooling,
+        }
+        if self.long_note in ("head", "head_tail") and self.max_windows is None:
+            fields["text_max_windows"] = 1
+        return {name: value for name, value in fields.items() if value is not None}
 
 
 @dataclass
@@ -124,6 +163,7 @@ class ModelSection:
             it; ``false`` builds MedM-PLM directly (then frozen random layers need ``allow_random_frozen``).
         text_stage_epochs: epochs of that ``bert-mlm`` stage (a synthetic discharge summary is about 12 windows of
             128 tokens, so one epoch is about 12 times as many steps as a MedM-PLM epoch).
+        text: how MedM-PLM reads a long note (:class:`TextSection`), e.g. ``model.text.long_note=head``.
     """
 
     family: str = "medmplm"
@@ -136,6 +176,7 @@ class ModelSection:
     allow_random_frozen: bool = False
     pretrain_text_first: bool = True
     text_stage_epochs: int = 2
+    text: TextSection = field(default_factory=TextSection)
 
 
 @dataclass
@@ -292,6 +333,11 @@ class PretrainConfig:
 
         _require(self.model.family in FAMILIES, "model.family", f"expected one of {list(FAMILIES)}, got {self.model.family!r}")
         _require(self.model.text_stage_epochs >= 1, "model.text_stage_epochs", "must be >= 1")
+        _require(
+            self.model.family == "medmplm" or not self.model.text.model_fields(),
+            "model.text",
+            f"the {self.model.family} family does not read notes through MedM-PLM's text encoder; leave it unset",
+        )
         _require(self.data.synthetic_patients >= 1, "data.synthetic_patients", "must be >= 1")
         _require(self.data.featurize_batch_size >= 1, "data.featurize_batch_size", "must be >= 1")
         _require(

@@ -1,5 +1,6 @@
 """``python -m medmplm.report.attention``: the code-to-text weights of one visit, its figure, and what it never prints."""
 
+import copy
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -7,12 +8,13 @@ import numpy as np
 import pytest
 import torch
 
-from medmplm.data.features import VisitFeaturizer
+from medmplm.data.features import VisitFeaturizer, clean_note_text
 from medmplm.models import MedMPLMConfig, MedMPLMForPretraining, MedMPLMModel
 from medmplm.models.testing_utils import DIAGNOSES, MEDICATIONS, read_split_batch, write_tiny_prepared_dir
 from medmplm.pretraining.medmplm import build_medmplm
 from medmplm.report.attention import (
     AttentionMap,
+    _one_visit_batch,
     attention_map,
     check_visit,
     dotted_icd9,
@@ -91,6 +93,25 @@ def test_weights_are_each_codes_softmax_over_the_notes_tokens(model: MedMPLMMode
     ]
     assert (raw[:, num_tokens:] == 0).all()
     np.testing.assert_array_equal(attention.weights, raw[code_rows, :num_tokens])
+
+
+def test_a_note_read_in_overlapping_windows_is_one_column_per_note_token(model: MedMPLMModel, prepared: Path) -> None:
+    windowed = copy.deepcopy(model)
+    windowed.tokenizer = model.tokenizer
+    windowed.config.set_note_reading(text_max_length=8, text_long_note="windows", text_max_windows=3, text_window_stride=4)
+    _, visit = find_visit(prepared, FULL_HADM_ID)
+    attention = attention_map(windowed, visit)
+
+    featurizer = VisitFeaturizer.from_model(windowed)
+    windows_filled = int(featurizer(_one_visit_batch(visit))["text_windows"][0])
+    assert windows_filled >= 3  # the windows overlap, and the note is longer than the three read
+    note = model.tokenizer(clean_note_text(visit["note_text"]), add_special_tokens=False)["input_ids"]
+    # Three windows of 6 note tokens, 4 apart, read the note's first 2 * 4 + 6 tokens, each once.
+    read = note[: 2 * 4 + 6]
+    assert attention.tokens == ["[CLS]", *model.tokenizer.convert_ids_to_tokens(read), "[SEP]"]
+    assert attention.special.tolist() == [True] + [False] * len(read) + [True]
+    np.testing.assert_allclose(attention.weights.sum(axis=1), 1.0, atol=1e-5)
+    assert attention.text_truncated
 
 
 @pytest.mark.parametrize(

@@ -183,6 +183,46 @@ def test_cross_attention_gives_padding_zero_weight() -> None:
     assert module(text, text_mask, code, code_mask).text_to_code_attentions is None
 
 
+def test_absent_windows_get_zero_attention_and_change_nothing(model: MedMPLMForPretraining, prepared: Path) -> None:
+    encoder = copy.deepcopy(model.medmplm).eval()
+    one_window = copy.deepcopy(encoder)
+    one_window.config.set_note_reading(text_long_note="head", text_max_windows=1)
+    batch = read_split_batch(prepared)
+    windows, length = encoder.config.text_max_windows, encoder.config.text_max_length
+    short = VisitFeaturizer(
+        model.tokenizer, model.diagnosis_vocab, model.medication_vocab, length, model.config.max_codes
+    )(batch)
+    assert short["text_truncated"].sum() == 0  # every note fits one window: the windows after it are absent
+    windowed = VisitFeaturizer.from_model(model)(batch)
+    assert windows > 1 and windowed["input_ids"].shape[1] == windows * length
+    names = ("input_ids", "attention_mask", "has_note", "diag_ids", "diag_mask", "med_ids", "med_mask")
+    with torch.no_grad():
+        single = one_window(**{k: torch.from_numpy(short[k]) for k in names}, output_attentions=True)
+        several = encoder(**{k: torch.from_numpy(windowed[k]) for k in names}, output_attentions=True)
+    assert (several.code_to_text_attentions[:, :, length:] == 0).all()
+    assert (several.text_last_hidden_state[:, length:] == 0).all()
+    assert several.text_window_mask[:, 0].all() and not several.text_window_mask[:, 1:].any()
+    for name in ("text_pooled", "diagnosis_fused", "medication_fused", "visit_embedding"):
+        torch.testing.assert_close(getattr(several, name), getattr(single, name), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(several.text_fused[:, :length], single.text_fused, rtol=1e-5, atol=1e-6)
+
+
+def test_window_pooling_gives_absent_windows_zero_weight() -> None:
+    from medmplm.models.text_encoder import WindowPooling
+
+    states = torch.randn(2, 3, 4)
+    mask = torch.tensor([[True, True, False], [True, False, False]])
+    mean = WindowPooling(4, "mean")(states, mask)
+    torch.testing.assert_close(mean, torch.stack([states[0, :2].mean(0), states[1, 0]]))
+    pooling = WindowPooling(4, "attention")
+    attended = pooling(states, mask)
+    torch.testing.assert_close(attended[1], states[1, 0])  # one window: its own state
+    changed = states.clone()
+    changed[:, 2] = 100.0  # what an absent window holds never matters
+    torch.testing.assert_close(pooling(changed, mask), attended)
+    assert not torch.allclose(attended[0], mean[0])  # the scores weigh the windows
+
+
 def test_code_embeddings_tell_codes_apart_at_initialisation(model: MedMPLMForPretraining) -> None:
     """The shared code type vector must not drown the ontology embeddings: after the LayerNorm, two codes of a freshly
     built model differ by far more than a few percent (at nn.Embedding's N(0, 1) scale their cosine was ~0.99)."""

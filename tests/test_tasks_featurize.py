@@ -33,7 +33,7 @@ def test_medrec_arrays(setup):
     featurize = ExampleFeaturizer(visit_featurizer, task.max_visits, space)
     arrays = featurize(_columns(examples))
     n = examples.num_rows
-    assert arrays["input_ids"].shape == (n, 4, backbone.config.text_max_length)
+    assert arrays["input_ids"].shape == (n, 4, visit_featurizer.num_windows * backbone.config.text_max_length)
     assert arrays["diag_ids"].shape == (n, 4, 1 + backbone.config.max_codes)
     assert arrays["labels"].shape == (n, len(space)) and arrays["labels"].dtype == np.float32
 

@@ -11,9 +11,21 @@ from typing import Any
 
 from transformers import PretrainedConfig
 
+from medmplm.data.features import LONG_NOTE_MODES
+
 OBJECTIVES = ("t2c_diagnosis", "t2c_medication", "c2c_diagnosis", "c2c_medication")
 # The code types MedM-PLM encodes, each with an ontology tree.
 CODE_TYPES = ("diagnosis", "medication")
+# How the windows of a long note make one vector.
+WINDOW_POOLING = ("mean", "attention")
+# The fields that say how a note is read, none of which shapes a weight.
+NOTE_READING_FIELDS = (
+    "text_long_note",
+    "text_max_length",
+    "text_window_stride",
+    "text_max_windows",
+    "text_window_pooling",
+)
 
 
 class MedMPLMConfig(PretrainedConfig):
@@ -27,7 +39,14 @@ class MedMPLMConfig(PretrainedConfig):
         text_hidden_size, text_num_layers, text_num_heads, text_intermediate_size, text_dropout: a fresh BERT's shape.
         text_vocab_size: WordPiece vocabulary size when a tokenizer is trained on the training notes.
         text_num_frozen_layers: the embeddings and the first k layers are frozen (paper: 10 of 12).
-        text_max_length: tokens per note, special tokens included.
+        text_max_length: tokens per window L, special tokens included (the whole note read under ``head``).
+        text_long_note: how a note longer than L tokens is read: ``head`` (its first tokens), ``head_tail`` (its
+            first and last tokens in one window) or ``windows`` (up to ``text_max_windows`` overlapping windows, each
+            encoded on its own, all attended by the cross-modal module); see ``medmplm.data.features``.
+        text_max_windows: K, the windows read per note under ``windows`` (1 otherwise).
+        text_window_stride: note tokens between consecutive window starts; ``None``: three quarters of a window.
+        text_window_pooling: how the windows' [CLS] states make the note's one vector: ``mean`` over the windows
+            the note fills, or ``attention`` (a learned score per window, softmax over the filled windows).
         text_config: the text encoder's ``transformers`` config as a dict (``model_type`` included).
         text_pretrained: where the text encoder's weights came from (a checkpoint path), ``None`` when it started
             from random initialisation; recorded so that results can say what was pretrained how.
@@ -54,6 +73,10 @@ class MedMPLMConfig(PretrainedConfig):
         text_vocab_size: int = 30522,
         text_num_frozen_layers: int = 10,
         text_max_length: int = 512,
+        text_long_note: str = "head",
+        text_max_windows: int = 1,
+        text_window_stride: int | None = None,
+        text_window_pooling: str = "mean",
         text_config: dict[str, Any] | None = None,
         text_pretrained: str | None = None,
         code_hidden_size: int = 300,
@@ -83,6 +106,10 @@ class MedMPLMConfig(PretrainedConfig):
         self.text_vocab_size = text_vocab_size
         self.text_num_frozen_layers = text_num_frozen_layers
         self.text_max_length = text_max_length
+        self.text_long_note = text_long_note
+        self.text_max_windows = text_max_windows
+        self.text_window_stride = text_window_stride
+        self.text_window_pooling = text_window_pooling
         self.text_config = text_config
         self.text_pretrained = text_pretrained
         self.code_hidden_size = code_hidden_size
@@ -125,6 +152,21 @@ class MedMPLMConfig(PretrainedConfig):
             raise ValueError(
                 f"text_max_length must be >= 2 and max_codes >= 1, got {self.text_max_length}, {self.max_codes}"
             )
+        if self.text_long_note not in LONG_NOTE_MODES:
+            raise ValueError(f"text_long_note must be one of {list(LONG_NOTE_MODES)}, got {self.text_long_note!r}")
+        if self.text_max_windows < 1 or (self.text_long_note != "windows" and self.text_max_windows != 1):
+            raise ValueError(
+                f"text_max_windows must be >= 1, and 1 unless text_long_note is 'windows'; got {self.text_max_windows}"
+            )
+        if self.text_window_stride is not None and not 1 <= self.text_window_stride <= self.text_max_length - 2:
+            raise ValueError(
+                f"text_window_stride must be in [1, text_max_length - 2 = {self.text_max_length - 2}], "
+                f"got {self.text_window_stride}"
+            )
+        if self.text_window_pooling not in WINDOW_POOLING:
+            raise ValueError(
+                f"text_window_pooling must be one of {list(WINDOW_POOLING)}, got {self.text_window_pooling!r}"
+            )
         unknown = set(self.loss_weights) - set(OBJECTIVES)
         if unknown:
             raise ValueError(f"loss_weights has unknown objective(s) {sorted(unknown)}; known: {list(OBJECTIVES)}")
@@ -132,6 +174,24 @@ class MedMPLMConfig(PretrainedConfig):
         missing = [t for t in CODE_TYPES if self.vocabularies and t not in self.vocabularies]
         if missing:
             raise ValueError(f"vocabularies lacks code type(s) {missing}; MedM-PLM encodes {list(CODE_TYPES)}")
+
+    def set_note_reading(self, **fields: Any) -> None:
+        """Change how notes are read, on a built or loaded configuration: any of ``text_long_note``,
+        ``text_max_length``, ``text_window_stride``, ``text_max_windows``, ``text_window_pooling``. None of them
+        changes a weight's shape, so an export can be fine-tuned reading notes otherwise than it was pretrained.
+
+        Raises:
+            ValueError: naming a field that is not one of those, or a value out of range.
+        """
+        unknown = sorted(set(fields) - set(NOTE_READING_FIELDS))
+        if unknown:
+            raise ValueError(f"{unknown} are not note-reading fields; expected some of {list(NOTE_READING_FIELDS)}")
+        for name, value in fields.items():
+            setattr(self, name, value)
+        self.validate_sizes()
+        max_positions = (self.text_config or {}).get("max_position_embeddings")
+        if max_positions is not None and self.text_max_length > max_positions:
+            raise ValueError(f"text_max_length {self.text_max_length} exceeds the text encoder's {max_positions} positions")
 
     @classmethod
     def from_preset(cls, name: str, **overrides: Any) -> MedMPLMConfig:
@@ -151,8 +211,9 @@ class MedMPLMConfig(PretrainedConfig):
 
 
 PRESETS: dict[str, dict[str, Any]] = {
-    # Liu et al. 2022 (MedM-PLM): BERT-base text encoder training its last 2 layers, G-BERT code encoder.
-    "paper": {},
+    # Liu et al. 2022 (MedM-PLM): BERT-base text encoder training its last 2 layers, G-BERT code encoder. The paper
+    # reads 512 tokens and names that truncation as a limitation; four windows read the first ~1,500 of a note.
+    "paper": {"text_long_note": "windows", "text_max_windows": 4},
     # Small enough that forward + backward of a batch of 8 runs well under a second on a CPU.
     "tiny": {
         "text_hidden_size": 64,
@@ -162,6 +223,8 @@ PRESETS: dict[str, dict[str, Any]] = {
         "text_vocab_size": 2000,
         "text_num_frozen_layers": 1,
         "text_max_length": 128,
+        "text_long_note": "windows",
+        "text_max_windows": 4,
         "code_hidden_size": 32,
         "code_num_layers": 2,
         "code_num_heads": 2,

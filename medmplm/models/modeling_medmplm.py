@@ -28,7 +28,7 @@ from medmplm.data.masking import IGNORE_INDEX
 from medmplm.data.vocab import NUM_SPECIAL_TOKENS, PAD_ID, CodeVocab
 from medmplm.models.configuration_medmplm import CODE_TYPES, MedMPLMConfig
 from medmplm.models.ontology_embedding import OntologyEmbedding, OntologyTree
-from medmplm.models.text_encoder import TextEncoder, backbone_from_config_dict
+from medmplm.models.text_encoder import TextEncoder, WindowPooling, backbone_from_config_dict, window_starts
 from medmplm.models.tokenization import TOKENIZER_MARKER, load_tokenizer
 
 CONFIG_FILE = "config.json"
@@ -59,12 +59,18 @@ class CrossModalOutput(ModelOutput):
 class MedMPLMModelOutput(ModelOutput):
     """Output of :class:`MedMPLMModel`.
 
+    ``L_text = K * L``: the note's K windows of L tokens (K = 1 unless ``config.text_long_note == "windows"``).
+
     Args:
-        text_fused: [B, L_text, H_code] ``R_text``; position 0 is the note's visit-level vector.
+        text_fused: [B, L_text, H_code] ``R_text``; position 0 of each window is that window's [CLS].
         diagnosis_fused: [B, 1 + C, H_code] ``R_code`` of the diagnosis sequence; position 0 is [CLS].
         medication_fused: [B, 1 + C, H_code] ``R_code`` of the medication sequence.
-        visit_embedding: [B, 3 * H_code] the three [CLS] vectors above, concatenated.
-        text_last_hidden_state: [B, L_text, H_text] text encoder output.
+        text_window_states: [B, K, H_code] ``R_text`` at each window's [CLS].
+        text_window_mask: [B, K] True on the windows the note reaches (the first window always).
+        text_pooled: [B, H_code] the note's visit-level vector: the mean of ``text_window_states`` over the windows
+            present (the [CLS] state for a note of one window).
+        visit_embedding: [B, 3 * H_code] ``text_pooled`` and the two code [CLS] vectors, concatenated.
+        text_last_hidden_state: [B, L_text, H_text] text encoder output (zero over absent windows).
         diagnosis_last_hidden_state: [B, 1 + C, H_code] code encoder output for diagnoses.
         medication_last_hidden_state: [B, 1 + C, H_code] code encoder output for medications.
         text_to_code_attentions: [B, L_text, 2 * (1 + C)] (diagnoses then medications), on request.
@@ -74,6 +80,9 @@ class MedMPLMModelOutput(ModelOutput):
     text_fused: torch.Tensor | None = None
     diagnosis_fused: torch.Tensor | None = None
     medication_fused: torch.Tensor | None = None
+    text_window_states: torch.Tensor | None = None
+    text_window_mask: torch.Tensor | None = None
+    text_pooled: torch.Tensor | None = None
     visit_embedding: torch.Tensor | None = None
     text_last_hidden_state: torch.Tensor | None = None
     diagnosis_last_hidden_state: torch.Tensor | None = None
@@ -379,13 +388,14 @@ class MedMPLMModel(MedMPLMPreTrainedModel):
     """MedM-PLM encoder: text and code encoders joined by the cross-modal module."""
 
     # Loaded from a MedMPLMForPretraining directory, the pretraining heads are expected leftovers.
-    _keys_to_ignore_on_load_unexpected = [r"^(t2c|c2c)_heads\."]
+    _keys_to_ignore_on_load_unexpected = [r"^(t2c|c2c)_heads\.", r"^text_pooling\."]
 
     def __init__(self, config: MedMPLMConfig, text_backbone: PreTrainedModel | None = None) -> None:
         super().__init__(config, text_backbone)
         self.text_encoder = TextEncoder(self.build_text_backbone(), config.text_num_frozen_layers)
         self.code_encoder = CodeEncoder(config, self.trees())
         self.cross_modal = CrossModalAttention(self.text_encoder.hidden_size, config.code_hidden_size)
+        self.mean_pooling = WindowPooling(config.code_hidden_size, "mean")
         self.post_init()
 
     def forward(
@@ -404,14 +414,15 @@ class MedMPLMModel(MedMPLMPreTrainedModel):
 
         Args:
             diag_ids, diag_mask, med_ids, med_mask: [B, 1 + C] code sequences ([CLS] first) and masks.
-            attention_mask: [B, L_text] 1 on real text tokens.
+            attention_mask: [B, L_text] 1 on real text tokens (``L_text``: K windows of ``config.text_max_length``).
             input_ids: [B, L_text] token ids (or pass ``text_hidden_states``).
             has_note: [B] 0 for visits without a note: their text is masked out of the cross-modal
                 module. All visits have notes when omitted.
             text_hidden_states: [B, L_text, H_text] precomputed ``text_encoder.frozen_prefix`` output.
             output_attentions: also return the cross-modal attention weights.
         """
-        text = self.text_encoder(input_ids, attention_mask, text_hidden_states)
+        window_length = self.config.text_max_length
+        text = self.text_encoder(input_ids, attention_mask, text_hidden_states, window_length=window_length)
         diagnoses, medications = self.code_encoder(diag_ids, diag_mask, med_ids, med_mask)
         text_key_mask = attention_mask.bool()
         if has_note is not None:
@@ -424,11 +435,16 @@ class MedMPLMModel(MedMPLMPreTrainedModel):
             text, text_key_mask, torch.cat([diagnoses, medications], dim=1), code_key_mask, output_attentions
         )
         diagnosis_fused, medication_fused = cross.code_fused.split([diag_mask.shape[1], med_mask.shape[1]], dim=1)
+        window_states, window_mask = window_starts(cross.text_fused, attention_mask, window_length)
+        text_pooled = self.mean_pooling(window_states, window_mask)
         return MedMPLMModelOutput(
             text_fused=cross.text_fused,
             diagnosis_fused=diagnosis_fused,
             medication_fused=medication_fused,
-            visit_embedding=torch.cat([cross.text_fused[:, 0], diagnosis_fused[:, 0], medication_fused[:, 0]], dim=-1),
+            text_window_states=window_states,
+            text_window_mask=window_mask,
+            text_pooled=text_pooled,
+            visit_embedding=torch.cat([text_pooled, diagnosis_fused[:, 0], medication_fused[:, 0]], dim=-1),
             text_last_hidden_state=text,
             diagnosis_last_hidden_state=diagnoses,
             medication_last_hidden_state=medications,
@@ -443,8 +459,8 @@ class MedMPLMForPretraining(MedMPLMPreTrainedModel):
     Both predict the set of a visit's masked codes of one type from a visit-level vector
     (cross-entropy against the uniform distribution over the masked codes):
 
-    * T2C (eq. 8): from ``R_text`` at [CLS], the note's summary after attending over the codes.
-      Only visits with a note count.
+    * T2C (eq. 8): from ``R_text`` at [CLS], the note's summary after attending over the codes (a note read in
+      several windows: their [CLS] states pooled by ``config.text_window_pooling``). Only visits with a note count.
     * C2C: from ``R_code`` at the code sequence's [CLS], which sees the surrounding (unmasked)
       codes through the code encoder and the note through cross-attention.
 
@@ -459,6 +475,7 @@ class MedMPLMForPretraining(MedMPLMPreTrainedModel):
         hidden = config.code_hidden_size
         self.t2c_heads = nn.ModuleDict({t: CodePredictionHead(hidden, len(self.vocabs[t])) for t in CODE_TYPES})
         self.c2c_heads = nn.ModuleDict({t: CodePredictionHead(hidden, len(self.vocabs[t])) for t in CODE_TYPES})
+        self.text_pooling = WindowPooling(hidden, config.text_window_pooling)
         self.post_init()
 
     @property
@@ -498,6 +515,7 @@ class MedMPLMForPretraining(MedMPLMPreTrainedModel):
             output_attentions=output_attentions,
         )
         note_present = has_note.bool() if has_note is not None else torch.ones_like(diag_ids[:, 0], dtype=torch.bool)
+        text_vectors = self.text_pooling(encoded.text_window_states, encoded.text_window_mask)
         losses: dict[str, torch.Tensor] = {}
         accuracies: dict[str, torch.Tensor] = {}
         counts: dict[str, torch.Tensor] = {}
@@ -511,7 +529,7 @@ class MedMPLMForPretraining(MedMPLMPreTrainedModel):
             )
             name = f"t2c_{code_type}"
             losses[name], accuracies[name], counts[name] = self._masked_code_set_loss(
-                self.t2c_heads[code_type], encoded.text_fused[:, 0], labels, note_present
+                self.t2c_heads[code_type], text_vectors, labels, note_present
             )
         weights = self.config.loss_weights
         loss = torch.stack([weights[name] * value for name, value in losses.items()]).sum()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -123,49 +124,138 @@ class TextEncoder(nn.Module):
             config=self.backbone.config, inputs_embeds=hidden, attention_mask=attention_mask
         )
 
-    def frozen_prefix(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    def frozen_prefix(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, window_length: int | None = None
+    ) -> torch.Tensor:
         """Output of the embeddings and the frozen layers, without gradient.
 
         Args:
-            input_ids: [B, L] token ids.
-            attention_mask: [B, L] 1 on real tokens.
+            input_ids: [B, K * L] token ids: K windows of L tokens (one window when ``window_length`` is ``None``).
+            attention_mask: [B, K * L] 1 on real tokens; all 0 over a window the note does not reach.
+            window_length: L.
 
         Returns:
-            [B, L, H] hidden states, to be passed back as ``text_hidden_states``.
+            [B, K * L, H] hidden states, zero over absent windows, to be passed back as ``text_hidden_states``.
         """
         with torch.no_grad():
-            hidden = self.backbone.embeddings(input_ids=input_ids)
-            mask = self._layer_mask(hidden, attention_mask)
-            for layer in self.backbone.encoder.layer[: self.num_frozen_layers]:
-                hidden = layer(hidden, mask)
-        return hidden
+            return self._over_windows(attention_mask, window_length, lambda rows, mask: self._prefix(input_ids, rows, mask))
 
     def forward(
         self,
         input_ids: torch.Tensor | None = None,
         attention_mask: torch.Tensor | None = None,
         text_hidden_states: torch.Tensor | None = None,
+        window_length: int | None = None,
     ) -> torch.Tensor:
-        """Encode notes from token ids, or finish encoding from a precomputed frozen prefix.
+        """Encode notes from token ids, or finish encoding from a precomputed frozen prefix. Each window of
+        ``window_length`` tokens is encoded on its own (positions restart at each window); windows the note does not
+        reach are not encoded at all.
 
         Args:
-            input_ids: [B, L] token ids (exclusive with ``text_hidden_states``).
-            attention_mask: [B, L] 1 on real tokens.
-            text_hidden_states: [B, L, H] output of :meth:`frozen_prefix` (any float dtype).
+            input_ids: [B, K * L] token ids (exclusive with ``text_hidden_states``).
+            attention_mask: [B, K * L] 1 on real tokens; all 0 over an absent window.
+            text_hidden_states: [B, K * L, H] output of :meth:`frozen_prefix`: any float dtype, or int16 holding
+                bfloat16 bit patterns (how the prefix cache stores bfloat16, which numpy and Arrow lack).
+            window_length: L; ``None``: the whole sequence is one window.
 
         Returns:
-            [B, L, H] last hidden states.
+            [B, K * L, H] last hidden states, zero over absent windows.
         """
         if attention_mask is None:
             raise ValueError("attention_mask is required")
         if (input_ids is None) == (text_hidden_states is None):
             raise ValueError("pass exactly one of input_ids and text_hidden_states")
-        if text_hidden_states is None:
-            hidden = self.frozen_prefix(input_ids, attention_mask)
-        else:
-            # A prefix cache may store lower precision than the encoder computes in.
-            hidden = text_hidden_states.to(self.backbone.embeddings.word_embeddings.weight.dtype)
-        mask = self._layer_mask(hidden, attention_mask)
-        for layer in self.backbone.encoder.layer[self.num_frozen_layers :]:
-            hidden = layer(hidden, mask)
+
+        def encode(rows: torch.Tensor | None, mask: torch.Tensor) -> torch.Tensor:
+            if text_hidden_states is None:
+                hidden = self._prefix(input_ids, rows, mask)
+            else:
+                hidden = as_float_states(text_hidden_states, self.backbone.embeddings.word_embeddings.weight.dtype)
+                hidden = hidden.reshape(-1, mask.shape[1], hidden.shape[-1])
+                hidden = hidden if rows is None else hidden[rows]
+            layer_mask = self._layer_mask(hidden, mask)
+            for layer in self.backbone.encoder.layer[self.num_frozen_layers :]:
+                hidden = layer(hidden, layer_mask)
+            return hidden
+
+        return self._over_windows(attention_mask, window_length, encode)
+
+    def _prefix(self, input_ids: torch.Tensor, rows: torch.Tensor | None, mask: torch.Tensor) -> torch.Tensor:
+        """The embeddings and frozen layers over the windows ``rows`` of ``input_ids`` (all when ``None``)."""
+        ids = input_ids.reshape(-1, mask.shape[1])
+        hidden = self.backbone.embeddings(input_ids=ids if rows is None else ids[rows])
+        layer_mask = self._layer_mask(hidden, mask)
+        for layer in self.backbone.encoder.layer[: self.num_frozen_layers]:
+            hidden = layer(hidden, layer_mask)
         return hidden
+
+    def _over_windows(
+        self,
+        attention_mask: torch.Tensor,
+        window_length: int | None,
+        encode: Callable[[torch.Tensor | None, torch.Tensor], torch.Tensor],
+    ) -> torch.Tensor:
+        """Run ``encode(rows, window_mask)`` on the windows a note reaches, as a batch of [windows, L], and lay the
+        result back out as [B, K * L, H] with zeros over the absent windows."""
+        batch_size, length = attention_mask.shape
+        # A sequence no longer than one window is one window (a model's text_max_length is the most it takes).
+        window_length = length if window_length is None or length <= window_length else window_length
+        if length % window_length:
+            raise ValueError(f"text length {length} is not a whole number of {window_length}-token windows")
+        windows = attention_mask.reshape(-1, window_length)
+        present = windows.bool().any(dim=1)
+        if bool(present.all()):
+            return encode(None, windows).reshape(batch_size, length, -1)
+        rows = present.nonzero().squeeze(1)
+        hidden = encode(rows, windows[rows])
+        laid_out = hidden.new_zeros(windows.shape[0], window_length, hidden.shape[-1]).index_copy(0, rows, hidden)
+        return laid_out.reshape(batch_size, length, -1)
+
+
+def as_float_states(states: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """Cached hidden states in ``dtype``: int16 holds bfloat16 bit patterns (see :meth:`TextEncoder.forward`)."""
+    if states.dtype == torch.int16:
+        states = states.view(torch.bfloat16)
+    return states.to(dtype)
+
+
+def window_starts(states: torch.Tensor, attention_mask: torch.Tensor, window_length: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The first-token ([CLS]) states of each window and which windows the note reaches.
+
+    Args:
+        states: [B, K * L, H]. attention_mask: [B, K * L]. window_length: L.
+
+    Returns:
+        ([B, K, H] states, [B, K] bool mask of the windows present).
+    """
+    batch_size = states.shape[0]
+    present = attention_mask.reshape(batch_size, -1, window_length).bool().any(dim=-1)
+    return states[:, ::window_length], present
+
+
+class WindowPooling(nn.Module):
+    """A note's windows' [CLS] states -> one vector: their mean over the windows present, or an attention-weighted
+    sum (a learned score per window, softmax over the windows present). A note of one window gets its [CLS] state
+    either way.
+
+    Args:
+        hidden_size: H. mode: ``mean`` (no parameters) or ``attention``.
+    """
+
+    def __init__(self, hidden_size: int, mode: str = "mean") -> None:
+        super().__init__()
+        if mode not in ("mean", "attention"):
+            raise ValueError(f"window pooling must be 'mean' or 'attention', got {mode!r}")
+        self.mode = mode
+        self.score = nn.Linear(hidden_size, 1) if mode == "attention" else None
+
+    def forward(self, window_states: torch.Tensor, window_mask: torch.Tensor) -> torch.Tensor:
+        """[B, K, H] window states and [B, K] mask (at least one window per row) -> [B, H]."""
+        mask = window_mask.bool()
+        if self.score is None:
+            weights = mask.to(window_states.dtype)
+            weights = weights / weights.sum(dim=1, keepdim=True).clamp(min=1)
+        else:
+            scores = self.score(window_states).squeeze(-1).masked_fill(~mask, torch.finfo(window_states.dtype).min)
+            weights = torch.softmax(scores, dim=1) * mask
+        return torch.einsum("bk,bkh->bh", weights, window_states)

@@ -160,13 +160,19 @@ class MedMPLMFamily:
         from medmplm.models import MedMPLMConfig, MedMPLMForPretraining
 
         resolve_options(self, model.options)
+        note_reading = model.text.model_fields()
         if model.init_from is not None:
-            built = MedMPLMForPretraining.from_pretrained(model.init_from)
+            try:
+                config = MedMPLMConfig.from_pretrained(model.init_from)
+                config.set_note_reading(**note_reading)
+            except ValueError as error:
+                raise ConfigError(f"model.text: {error}") from error
+            built = MedMPLMForPretraining.from_pretrained(model.init_from, config=config)
             return BuiltModel(built, description=f"continued from {model.init_from}")
         try:
-            config = MedMPLMConfig(**preset_values(self, model))
+            config = MedMPLMConfig(**{**preset_values(self, model), **note_reading})
         except (TypeError, ValueError) as error:
-            raise ConfigError(f"model.overrides: {error}") from error
+            raise ConfigError(f"model.overrides or model.text: {error}") from error
         if model.text_checkpoint is None and config.text_num_frozen_layers > 0 and not model.allow_random_frozen:
             raise ConfigError(
                 f"model.text_checkpoint: none given, so the text encoder starts from random weights, and "
@@ -200,8 +206,9 @@ class MedMPLMFamily:
 
         from medmplm.data.features import VisitFeaturizer
         from medmplm.models import MedMPLMForPretraining
+        from medmplm.train import storage
         from medmplm.train.bundle import ModelBundle
-        from medmplm.train.data import cache_frozen_prefix, feature_counts, featurize, read_visits, select_model_columns
+        from medmplm.train.data import TEXT_CACHE_DIR, cache_frozen_prefix, feature_counts, featurize, read_visits, select_model_columns
 
         featurizer = VisitFeaturizer.from_model(MedMPLMForPretraining.from_pretrained(model_dir))
         data, scaling = config.data, config.scaling
@@ -211,23 +218,33 @@ class MedMPLMFamily:
             dataset = featurize(read_visits(prepared_dir, split), featurizer, data.featurize_batch_size)
             if data.text_cache:
                 # Tokenised first: the cache actors may hold every CPU, and reading would then wait for one forever.
-                dataset = cache_frozen_prefix(
+                dataset, cache = cache_frozen_prefix(
                     dataset.materialize(),
                     model_ref,
+                    storage.join(config.run.storage_path, config.run.name, TEXT_CACHE_DIR, split),
                     dtype=data.text_cache_dtype,
                     batch_size=max(1, min(data.featurize_batch_size, 32)),
                     concurrency=scaling.num_workers,
                     use_gpu=scaling.use_gpu,
                     cpus_per_actor=scaling.cpus_per_worker,
                 )
+                logger.info(
+                    "%s: frozen-prefix cache of %d visits, %s, %.1f MB on storage (%.1f MB per 1,000 notes)",
+                    split,
+                    cache["rows"],
+                    cache["dtype"],
+                    cache["bytes"] / 1e6,
+                    cache["bytes"] / 1e3 / max(cache["rows"], 1),
+                )
             if data.materialize:
                 dataset = dataset.materialize()
                 counts = feature_counts(dataset)
                 logger.info(
-                    "%s: %d visits featurised; notes truncated: %d; codes beyond max_codes: %d diagnosis, "
-                    "%d medication; codes not in the vocabulary: %d diagnosis, %d medication",
+                    "%s: %d visits featurised; notes not read to their end (%s): %d; codes beyond max_codes: %d "
+                    "diagnosis, %d medication; codes not in the vocabulary: %d diagnosis, %d medication",
                     split,
                     counts["visits"],
+                    note_reading(featurizer),
                     counts["text_truncated"],
                     counts["diag_truncated"],
                     counts["med_truncated"],
@@ -239,6 +256,15 @@ class MedMPLMFamily:
             # would wait for one forever.
             datasets[split] = dataset.materialize() if data.materialize else dataset
         return datasets
+
+
+def note_reading(featurizer: Any) -> str:
+    """How a featuriser reads a note, for the run log: ``head of 128 tokens``, ``4 windows of 128 tokens, stride 94``."""
+    if featurizer.long_note == "windows":
+        return (
+            f"at most {featurizer.max_windows} windows of {featurizer.text_max_length} tokens, stride {featurizer.stride}"
+        )
+    return f"{featurizer.long_note.replace('_', ' and ')} of {featurizer.text_max_length} tokens"
 
 
 FAMILY = MedMPLMFamily()

@@ -198,7 +198,8 @@ def attention_map(model: MedMPLMModel, visit: Mapping[str, Any]) -> AttentionMap
     from medmplm.data.vocab import UNK_ID
 
     check_visit(visit)
-    features = VisitFeaturizer.from_model(model)(_one_visit_batch(visit))
+    featurizer = VisitFeaturizer.from_model(model)
+    features = featurizer(_one_visit_batch(visit))
     inputs = {
         name: torch.from_numpy(features[name]).to(model.device)
         for name in ("input_ids", "attention_mask", "has_note", "diag_ids", "diag_mask", "med_ids", "med_mask")
@@ -223,17 +224,59 @@ def attention_map(model: MedMPLMModel, visit: Mapping[str, Any]) -> AttentionMap
             labels.append(f"{label}:{name}" + (" (unknown)" if ids[position] == UNK_ID else ""))
             rows.append(offset + position)
         offset += len(ids)
-    length = int(features["attention_mask"][0].sum())
-    token_ids = features["input_ids"][0, :length].tolist()
-    special_ids = {model.tokenizer.cls_token_id, model.tokenizer.sep_token_id}
+    token_ids, columns, special = note_columns(featurizer, features["input_ids"][0], features["attention_mask"][0])
+    attended = np.flatnonzero(columns >= 0)
+    weights = np.zeros((len(rows), len(token_ids)), dtype=np.float64)
+    np.add.at(weights, (slice(None), columns[attended]), code_to_text[rows][:, attended])
     return AttentionMap(
         hadm_id=int(visit["hadm_id"]),
         code_labels=labels,
         tokens=model.tokenizer.convert_ids_to_tokens(token_ids),
-        special=np.array([i in special_ids for i in token_ids], dtype=bool),
-        weights=code_to_text[rows, :length],
+        special=special,
+        weights=weights,
         text_truncated=bool(features["text_truncated"][0]),
     )
+
+
+def note_columns(featurizer: Any, input_ids: np.ndarray, attention_mask: np.ndarray) -> tuple[list[int], np.ndarray, np.ndarray]:
+    """The note as the map's columns, from one visit's featurised text of K windows.
+
+    A note read in overlapping windows holds some tokens twice, and one [CLS] and [SEP] per window. The map has one
+    column per note token, in note order, between one [CLS] and one [SEP] column; the attention a code gives a token
+    in several windows (or to the windows' [CLS] / [SEP]) is summed into its column, so each row still sums to 1.
+
+    Returns:
+        (the columns' token ids, [K * L] the column of each input position (-1 where the mask is 0), [columns] True
+        on the special-token columns).
+    """
+    length = featurizer.text_max_length
+    prefix, suffix = featurizer.num_prefix_tokens, featurizer.num_suffix_tokens
+    note_position = {}
+    placed: list[tuple[str, int, int]] = []
+    for position in np.flatnonzero(attention_mask):
+        window, offset = divmod(int(position), length)
+        window_end = window * length + int(attention_mask[window * length : (window + 1) * length].sum())
+        if offset < prefix:
+            placed.append(("prefix", offset, position))
+        elif position >= window_end - suffix:
+            placed.append(("suffix", int(position) - (window_end - suffix), position))
+        else:
+            # Windows start `stride` note tokens apart (medmplm.data.features); head_tail reads one window.
+            at = window * featurizer.stride + offset - prefix
+            note_position.setdefault(at, int(input_ids[position]))
+            placed.append(("note", at, position))
+    notes = sorted(note_position)
+    column_of_note = {at: prefix + i for i, at in enumerate(notes)}
+    token_ids = [int(input_ids[p]) for p in range(prefix)] + [note_position[at] for at in notes]
+    first_window_end = int(attention_mask[:length].sum())
+    token_ids += [int(input_ids[p]) for p in range(first_window_end - suffix, first_window_end)]
+    columns = np.full(len(attention_mask), -1, dtype=np.int64)
+    for kind, at, position in placed:
+        columns[position] = at if kind == "prefix" else column_of_note[at] if kind == "note" else prefix + len(notes) + at
+    special = np.zeros(len(token_ids), dtype=bool)
+    special[:prefix] = True
+    special[prefix + len(notes) :] = True
+    return token_ids, columns, special
 
 
 def draw_attention_map(

@@ -14,11 +14,12 @@ comparison reads identical arrays (a ``gbert`` / ``medbert`` export must have th
 ===============================  =============  ==============================================================
 name                             reads          representation of a visit
 ===============================  =============  ==============================================================
-``medmplm``                      text + codes   ``R_text`` at [CLS]; ``R_code`` at the diagnosis and
-                                                medication [CLS]
+``medmplm``                      text + codes   ``R_text`` at [CLS] (pooled over a note's windows); ``R_code``
+                                                at the diagnosis and medication [CLS]
 ``medmplm-nocross``              text + codes   MedM-PLM's encoders without the cross-modal module
 ``medmplm-code``                 codes          MedM-PLM's code encoder alone (ablation: its code part)
-``medmplm-text``                 text           MedM-PLM's text encoder alone (ablation: its text part)
+``medmplm-text``                 text           MedM-PLM's text encoder alone (ablation: its text part): its
+                                                [CLS] state, pooled over a note's windows
 ``gbert``                        codes          G-BERT (ontology GAT + Transformer), pretrained on its own
                                                 (``gbert`` family) or not
 ``medbert``                      codes          Med-BERT (code + serialization + visit embeddings), pretrained
@@ -33,6 +34,9 @@ name                             reads          representation of a visit
 ``medbert+clinicalbert``         text + codes   the same with Med-BERT
 ``medmplm-code+medmplm-text``    text + codes   MedM-PLM's two parts, each from its own backbone, concatenated
 ===============================  =============  ==============================================================
+
+A note read in several windows (``text_long_note="windows"``) gives one [CLS] state per window; the text vector pools
+them as the backbone's ``text_window_pooling`` says (``mean``, or ``attention`` with a score trained with the task).
 
 The ``ner`` task reads sentences, not visits, and has models of its own (``medmplm.tasks.ner``,
 ``medmplm.models.ner``): ``bilstm-crf`` (word embeddings from scratch), ``bilstm-crf+bert`` (a BERT's token states,
@@ -52,6 +56,7 @@ from torch import nn
 
 from medmplm.models import MedMPLMModel
 from medmplm.models.baselines import MultiHotLogisticRegression, TextCNNEncoder, VisitGRUEncoder
+from medmplm.models.text_encoder import WindowPooling, window_starts
 from medmplm.tasks.encoding import VisitEncoding
 
 
@@ -63,6 +68,7 @@ class MedMPLMEncoder(nn.Module):
     def __init__(self, backbone: MedMPLMModel) -> None:
         super().__init__()
         self.medmplm = backbone
+        self.text_pooling = WindowPooling(backbone.config.code_hidden_size, backbone.config.text_window_pooling)
         self.text_size = backbone.config.code_hidden_size
         self.code_size = 2 * backbone.config.code_hidden_size
 
@@ -87,7 +93,7 @@ class MedMPLMEncoder(nn.Module):
             has_note=has_note,
         )
         return VisitEncoding(
-            text=out.text_fused[:, 0],
+            text=self.text_pooling(out.text_window_states, out.text_window_mask),
             codes=torch.cat([out.diagnosis_fused[:, 0], out.medication_fused[:, 0]], dim=-1),
         )
 
@@ -117,7 +123,7 @@ class CodeOnlyEncoder(nn.Module):
 
 
 class TextOnlyEncoder(nn.Module):
-    """MedM-PLM's text encoder alone (``medmplm-text``): the note's [CLS] state."""
+    """MedM-PLM's text encoder alone (``medmplm-text``): the note's [CLS] state (pooled over its windows)."""
 
     modalities = frozenset({"text"})
     code_size = 0
@@ -125,13 +131,16 @@ class TextOnlyEncoder(nn.Module):
     def __init__(self, backbone: MedMPLMModel) -> None:
         super().__init__()
         self.text_encoder = backbone.text_encoder
+        self.window_length = backbone.config.text_max_length
         self.text_size = backbone.text_encoder.hidden_size
+        self.text_pooling = WindowPooling(self.text_size, backbone.config.text_window_pooling)
 
     def forward(
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor, **code_inputs: torch.Tensor
     ) -> VisitEncoding:
         """``text [N, H_text]``; code inputs are accepted and not read."""
-        return VisitEncoding(text=self.text_encoder(input_ids, attention_mask)[:, 0])
+        states = self.text_encoder(input_ids, attention_mask, window_length=self.window_length)
+        return VisitEncoding(text=self.text_pooling(*window_starts(states, attention_mask, self.window_length)))
 
 
 class ConcatEncoder(nn.Module):

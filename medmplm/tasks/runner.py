@@ -114,13 +114,15 @@ def run_setting(config: FinetuneConfig, prepared_dir: str | None) -> tuple[str, 
     The values are the resolved config as ``section.key``, with ``data.prepared_dir`` the directory read and
     ``finetune.task_options`` every option of the task (defaults included, so an option given at its default value
     is the same setting), less :data:`NOT_IN_SETTING` and the keys the model does not read. Local paths are
-    normalised (``runs/x/`` is ``runs/x``). ``finetune.ner_corpus`` is left out when unset, so that the visit
-    tasks' settings are those they had before the ``ner`` task came.
+    normalised (``runs/x/`` is ``runs/x``). ``finetune.ner_corpus`` and ``model.text`` are left out when unset, so
+    that settings are those they had before the ``ner`` task and the long-note options came.
     """
     values = {f"{section}.{key}": value for section, fields in to_dict(config).items() for key, value in fields.items()}
     values["data.prepared_dir"] = prepared_dir
     if values["finetune.ner_corpus"] is None:
         del values["finetune.ner_corpus"]
+    if not config.model.text.model_fields():
+        del values["model.text"]
     values["finetune.task_options"] = task_options(build_task(config.finetune.task, **config.finetune.task_options))
     for key in PATH_KEYS:
         if values.get(key) is not None and "://" not in values[key]:
@@ -202,18 +204,27 @@ def build_backbones(config: FinetuneConfig, prepared_dir: str) -> Backbones:
     section, finetune = config.model, config.finetune
     spec = model_spec(finetune.model)
     torch.manual_seed(config.train.seed)
+    note_reading = section.text.model_fields()
 
     def medmplm_preset(text_checkpoint: str | None) -> MedMPLMModel:
+        try:
+            preset = MedMPLMConfig.from_preset(section.preset, **{**section.overrides, **note_reading})
+        except ValueError as error:
+            raise ConfigError(f"model.overrides or model.text: {error}") from error
         return build_medmplm(
-            MedMPLMModel,
-            prepared_dir,
-            MedMPLMConfig.from_preset(section.preset, **section.overrides),
-            tokenizer_dir=section.tokenizer_dir,
-            text_checkpoint=text_checkpoint,
+            MedMPLMModel, prepared_dir, preset, tokenizer_dir=section.tokenizer_dir, text_checkpoint=text_checkpoint
         )
 
+    def medmplm_export(directory: str) -> MedMPLMModel:
+        model = MedMPLMModel.from_pretrained(directory)
+        try:
+            model.config.set_note_reading(**note_reading)
+        except ValueError as error:
+            raise ConfigError(f"model.text: {error}") from error
+        return model
+
     if section.init_from is not None:
-        reference = MedMPLMModel.from_pretrained(section.init_from)
+        reference = medmplm_export(section.init_from)
     else:
         reference = medmplm_preset(section.text_checkpoint)
     text, text_init = reference, section.init_from if spec.text_backbone == "medmplm" else None
@@ -226,7 +237,7 @@ def build_backbones(config: FinetuneConfig, prepared_dir: str) -> Backbones:
                 f"{kinds[spec.text_backbone]} for its text side"
             )
         if found == "medmplm":
-            text = MedMPLMModel.from_pretrained(finetune.init_text)
+            text = medmplm_export(finetune.init_text)
         else:
             text = medmplm_preset(finetune.init_text)
         text_init = finetune.init_text
@@ -266,6 +277,9 @@ def example_featurizer(task: Task, label_space: list[str], backbones: Backbones)
         reference.medication_vocab,
         text_max_length=text.config.text_max_length,
         max_codes=reference.config.max_codes,
+        long_note=text.config.text_long_note,
+        max_windows=text.config.text_max_windows,
+        stride=text.config.text_window_stride,
     )
     return ExampleFeaturizer(visits, task.max_visits, label_space if task.multilabel else None)
 
@@ -282,6 +296,9 @@ def featurizer_key(task: Task, label_space: Sequence[str], backbones: Backbones)
         "tokenizer": text.tokenizer.backend_tokenizer.to_str(),
         "vocabularies": {name: vocab.codes for name, vocab in reference.vocabs.items()},
         "text_max_length": text.config.text_max_length,
+        "text_long_note": text.config.text_long_note,
+        "text_max_windows": text.config.text_max_windows,
+        "text_window_stride": text.config.text_window_stride,
         "max_codes": reference.config.max_codes,
     }
     return hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:16]
@@ -716,6 +733,7 @@ def run_finetune(
             "text_backbone": spec.text_backbone,
             "text_init": backbones.text_init if spec.text_backbone else None,
             "text_pretrained": backbones.text.config.text_pretrained if spec.text_backbone else None,
+            "text_reading": note_reading_record(backbones.text.config) if spec.text_backbone else None,
             "prepared_dir": prepared_dir,
             "exclusions": {split: s.exclusion_counts() for split, s in sets.items()},
             "dropped_label_codes": {split: s.dropped_label_codes for split, s in sets.items()},
@@ -725,6 +743,17 @@ def run_finetune(
     _write_exclusions(storage.join(section.results_dir, EXCLUDED_DIR, f"{run_name}.parquet"), sets)
     logger.info("result record written to %s", location)
     return record
+
+
+def note_reading_record(config: MedMPLMConfig) -> dict[str, Any]:
+    """How the model read each note, for its result record."""
+    return {
+        "long_note": config.text_long_note,
+        "window_length": config.text_max_length,
+        "max_windows": config.text_max_windows,
+        "stride": config.text_window_stride,
+        "pooling": config.text_window_pooling,
+    }
 
 
 def _write_exclusions(location: str, sets: dict[str, ExampleSet]) -> None:
