@@ -278,21 +278,30 @@ def test_cached_and_uncached_losses_match_through_ray_data(ray_local, synthetic_
     from medmplm.data.masking import CodeMasker
     from medmplm.models import MedMPLMConfig
     from medmplm.train.bundle import ModelBundle
-    from medmplm.train.data import cache_frozen_prefix, featurize, read_visits
+    from medmplm.train.data import CACHE_MARKER, cache_frozen_prefix, featurize, read_visits
 
     torch.manual_seed(0)
     model = build_medmplm(MedMPLMForPretraining, synthetic_prepared, MedMPLMConfig.from_preset("tiny"))
     model.save_pretrained(tmp_path / "model")
     model.eval()
     featurized = featurize(read_visits(str(synthetic_prepared), "val"), VisitFeaturizer.from_model(model), 16).materialize()
-    cached = cache_frozen_prefix(
+    location = str(tmp_path / "text_cache" / "val")
+    cached, summary = cache_frozen_prefix(
         featurized,
         ray.put(ModelBundle.from_directory(tmp_path / "model")),
+        location,
         dtype="float32",
         batch_size=8,
         concurrency=1,
         use_gpu=False,
     )
+    # The cache is sharded Parquet on the storage path, marked complete last, and read back as it is when complete.
+    assert summary["rows"] == featurized.count() and summary["bytes"] > 0
+    assert list(Path(location).glob("*.parquet")) and (Path(location) / CACHE_MARKER).is_file()
+    again, _ = cache_frozen_prefix(
+        featurized, None, location, dtype="float32", batch_size=8, concurrency=1, use_gpu=False
+    )
+    assert again.count() == summary["rows"]
     rows = featurized.count()
     plain = featurized.take_batch(rows, batch_format="numpy")
     with_prefix = cached.take_batch(rows, batch_format="numpy")

@@ -306,13 +306,30 @@ def test_pretraining_task_masks_with_the_generator_and_weights_statistics(saved_
         assert total.item() == pytest.approx(loss.item() * weight.item())
 
 
-def test_cached_frozen_prefix_gives_the_same_loss(saved_model, features):
+@pytest.fixture(scope="module")
+def short_window_model(saved_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The saved model reading notes in up to 3 windows of 8 tokens, which the fixture's short notes fill several of."""
     model = MedMPLMForPretraining.from_pretrained(saved_model)
+    model.config.set_note_reading(text_max_length=8, text_long_note="windows", text_max_windows=3)
+    directory = tmp_path_factory.mktemp("short-window-model")
+    model.save_pretrained(directory)
+    return directory
+
+
+def test_cached_frozen_prefix_gives_the_same_loss_over_windows(short_window_model, prepared):
+    model = MedMPLMForPretraining.from_pretrained(short_window_model)
+    features = {k: torch.from_numpy(v) for k, v in VisitFeaturizer.from_model(model)(read_split_batch(prepared)).items()}
+    saved_model, windows = short_window_model, model.config.text_max_windows
+    # Some notes fill every window, some fewer: both layouts are covered.
+    filled = features["attention_mask"].reshape(len(features["attention_mask"]), windows, -1).any(dim=-1)
+    assert filled.all(dim=1).any() and (~filled).any()
     masker = CodeMasker.from_model(model)
-    stage = FrozenPrefixEncoder(ModelBundle.from_directory(saved_model))
+    stage = FrozenPrefixEncoder(ModelBundle.from_directory(saved_model), dtype="float32")
     cached = stage({k: v.numpy() for k, v in features.items()})
     assert "input_ids" not in cached
     assert cached[TEXT_HIDDEN_STATES].shape == (*features["input_ids"].shape, model.text_encoder.hidden_size)
+    states = cached[TEXT_HIDDEN_STATES].reshape(len(filled), windows, model.config.text_max_length, -1)
+    assert not states[~filled.numpy()].any()
 
     uncached_inputs = masker(dict(features), torch.Generator().manual_seed(0))
     cached_inputs = masker({k: torch.from_numpy(v) for k, v in cached.items()}, torch.Generator().manual_seed(0))
@@ -325,13 +342,19 @@ def test_cached_frozen_prefix_gives_the_same_loss(saved_model, features):
         assert cached_output.losses[name].item() == pytest.approx(uncached_output.losses[name].item(), rel=1e-5, abs=1e-6)
 
 
-def test_float16_cache_stays_close(saved_model, features):
-    stage32 = FrozenPrefixEncoder(ModelBundle.from_directory(saved_model))
-    stage16 = FrozenPrefixEncoder(ModelBundle.from_directory(saved_model), dtype="float16")
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+def test_compressed_cache_stays_close(saved_model, features, dtype):
+    from medmplm.models.text_encoder import as_float_states
+
+    stage32 = FrozenPrefixEncoder(ModelBundle.from_directory(saved_model), dtype="float32")
+    stage = FrozenPrefixEncoder(ModelBundle.from_directory(saved_model), dtype=dtype)
     batch = {k: v.numpy() for k, v in features.items()}
-    full, half = stage32(batch)[TEXT_HIDDEN_STATES], stage16(batch)[TEXT_HIDDEN_STATES]
-    assert half.dtype == np.float16
-    np.testing.assert_allclose(half.astype(np.float32), full, rtol=1e-2, atol=1e-2)
+    full, stored = stage32(batch)[TEXT_HIDDEN_STATES], stage(batch)[TEXT_HIDDEN_STATES]
+    assert stored.dtype == (np.float16 if dtype == "float16" else np.int16)
+    assert stored.nbytes * 2 == full.nbytes
+    decoded = as_float_states(torch.from_numpy(stored), torch.float32).numpy()
+    # bfloat16 keeps 8 bits of mantissa: a relative error of at most 2**-8 after rounding.
+    np.testing.assert_allclose(decoded, full, rtol=2**-8, atol=1e-2 if dtype == "float16" else 0)
 
 
 def test_metric_sink_writes_tensorboard_scalars_and_skips_nan(tmp_path):

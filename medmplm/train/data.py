@@ -23,6 +23,11 @@ MODEL_COLUMNS = ("input_ids", "attention_mask", "has_note", "diag_ids", "diag_ma
 COUNT_COLUMNS = ("text_truncated", "diag_truncated", "med_truncated", "diag_unknown", "med_unknown")
 
 TEXT_HIDDEN_STATES = "text_hidden_states"
+# How the frozen-prefix cache stores hidden states, and the file written last when a cache is complete.
+CACHE_DTYPES = ("float32", "float16", "bfloat16")
+CACHE_MARKER = "_cache_complete.json"
+# Where a run keeps its frozen-prefix cache, one directory per split: <storage_path>/<run name>/text_cache/<split>/.
+TEXT_CACHE_DIR = "text_cache"
 
 
 def keep_row_order() -> None:
@@ -86,16 +91,18 @@ class FrozenPrefixEncoder:
     """Ray Data actor stage: ``input_ids`` -> ``text_hidden_states`` through the text encoder's frozen prefix.
 
     The embeddings and the first ``num_frozen_layers`` layers never change during training, so their output for a
-    note is computed once here instead of at every step.
+    note is computed once here instead of at every step. A note read in K windows gives [K * L, H] states, zero over
+    the windows it does not reach.
 
     Args:
         model: a :class:`~medmplm.train.bundle.ModelBundle` (or an object reference to one) of the model the run
             starts from.
-        dtype: ``float32`` or ``float16`` storage of the hidden states.
+        dtype: storage of the hidden states: ``float32``, ``float16``, or ``bfloat16`` (stored as int16 bit patterns,
+            as numpy and Arrow have no bfloat16; the text encoder reads them back as bfloat16).
         device: ``cpu`` or ``cuda``.
     """
 
-    def __init__(self, model: Any, dtype: str = "float32", device: str = "cpu") -> None:
+    def __init__(self, model: Any, dtype: str = "bfloat16", device: str = "cpu") -> None:
         import ray
         import torch
 
@@ -104,41 +111,83 @@ class FrozenPrefixEncoder:
         bundle = ray.get(model) if isinstance(model, ray.ObjectRef) else model
         with tempfile.TemporaryDirectory(prefix="medmplm-prefix-") as directory:
             bundle.write_to(directory)
-            encoder = MedMPLMModel.from_pretrained(directory).text_encoder
+            loaded = MedMPLMModel.from_pretrained(directory)
+        encoder = loaded.text_encoder
         if encoder.num_frozen_layers == 0:
             raise ValueError("text_cache needs a text encoder with frozen layers (num_frozen_layers > 0)")
+        if dtype not in CACHE_DTYPES:
+            raise ValueError(f"text_cache_dtype must be one of {list(CACHE_DTYPES)}, got {dtype!r}")
         self.encoder = encoder.eval().to(device)
+        self.window_length = loaded.config.text_max_length
         self.device = torch.device(device)
-        self.dtype = np.dtype(dtype)
+        self.dtype = dtype
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         import torch
 
         input_ids = torch.from_numpy(np.ascontiguousarray(batch["input_ids"])).to(self.device)
         attention_mask = torch.from_numpy(np.ascontiguousarray(batch["attention_mask"])).to(self.device)
-        hidden = self.encoder.frozen_prefix(input_ids, attention_mask)
+        hidden = self.encoder.frozen_prefix(input_ids, attention_mask, window_length=self.window_length)
+        if self.dtype == "bfloat16":
+            stored = hidden.to(torch.bfloat16).view(torch.int16)
+        else:
+            stored = hidden.to(getattr(torch, self.dtype))
         out = {key: value for key, value in batch.items() if key != "input_ids"}
-        out[TEXT_HIDDEN_STATES] = hidden.float().cpu().numpy().astype(self.dtype, copy=False)
+        out[TEXT_HIDDEN_STATES] = stored.cpu().numpy()
         return out
 
 
 def cache_frozen_prefix(
     dataset: Any,
     model: Any,
+    location: str,
     *,
     dtype: str,
     batch_size: int,
     concurrency: int,
     use_gpu: bool,
     cpus_per_actor: float = 1.0,
-) -> Any:
-    """Add ``text_hidden_states`` (and drop ``input_ids``) with :class:`FrozenPrefixEncoder` actors."""
-    return dataset.map_batches(
-        FrozenPrefixEncoder,
-        fn_constructor_kwargs={"model": model, "dtype": dtype, "device": "cuda" if use_gpu else "cpu"},
-        batch_format="numpy",
-        batch_size=batch_size,
-        concurrency=concurrency,
-        num_cpus=cpus_per_actor,
-        num_gpus=1 if use_gpu else 0,
-    )
+) -> tuple[Any, dict[str, Any]]:
+    """The dataset with ``text_hidden_states`` instead of ``input_ids``, cached as Parquet shards at ``location`` (a
+    local path or URI under the run's directory).
+
+    The shards are written by :class:`FrozenPrefixEncoder` actors (zstd-compressed), then the marker file
+    (:data:`CACHE_MARKER`, with the rows, the dtype and the bytes on storage) last, so a cache whose writing was cut
+    short is never read: the next run (a resume) writes it again over whatever was left. A complete cache at
+    ``location`` is read back as it is: the frozen prefix never changes within a run.
+
+    Returns:
+        (the cached dataset, the marker's contents).
+    """
+    import json
+
+    import ray.data
+
+    from medmplm.train import storage
+
+    marker = storage.join(location, CACHE_MARKER)
+    if not storage.exists(marker):
+        encoded = dataset.map_batches(
+            FrozenPrefixEncoder,
+            fn_constructor_kwargs={"model": model, "dtype": dtype, "device": "cuda" if use_gpu else "cpu"},
+            batch_format="numpy",
+            batch_size=batch_size,
+            concurrency=concurrency,
+            num_cpus=cpus_per_actor,
+            num_gpus=1 if use_gpu else 0,
+        )
+        encoded.write_parquet(location, compression="zstd", mode=ray.data.SaveMode.OVERWRITE)
+        written = ray.data.read_parquet(location)
+        summary = {"rows": written.count(), "dtype": dtype, "bytes": _parquet_bytes(location)}
+        storage.write_text(marker, json.dumps(summary, indent=1))
+    summary = json.loads(storage.read_text(marker))
+    return ray.data.read_parquet(location), summary
+
+
+def _parquet_bytes(location: str) -> int:
+    """Bytes on storage of the Parquet files under ``location`` (an absolute local path or a URI)."""
+    import pyarrow.fs as pafs
+
+    filesystem, base = pafs.FileSystem.from_uri(location)
+    infos = filesystem.get_file_info(pafs.FileSelector(base, recursive=True))
+    return sum(info.size for info in infos if info.type == pafs.FileType.File and info.path.endswith(".parquet"))
