@@ -1,16 +1,18 @@
-"""Forward + backward time of one MedM-PLM pretraining batch, per preset.
+"""Forward + backward time and memory of one MedM-PLM pretraining batch, per preset and number of note windows.
 
-    python benchmarks/model_step.py [--presets tiny paper] [--batch-size 8] [--text-length 512]
+    python benchmarks/model_step.py [--presets tiny paper] [--windows 1 2 4] [--batch-size 8] [--text-length 0]
                                     [--codes 61] [--steps 5] [--threads N] [--device cpu]
 
-Batches are full-length (every text token real, every code slot filled) random ids, masked
-with ``CodeMasker``. Code vocabularies are ICD-9/ATC-3-shaped codes of MIMIC-III-like sizes
-(``--diagnosis-codes``, ``--medication-codes``) with their real ontology paths. Two paths are
-timed: from token ids (the frozen prefix recomputed every step) and from a cached frozen prefix
-(``text_hidden_states``), which is what the pretraining engine can do. Prints one line per
-preset and path: median and min wall seconds per step over ``--steps`` steps after a warm-up,
-and the median process CPU seconds per step (on a shared machine, CPU time with ``--threads 1``
-is the steadier figure: wall time there includes waiting for other processes).
+Batches are full-length (every window of every note full, every code slot filled) random ids, masked
+with ``CodeMasker``. A note of K windows is K x L tokens (L: the preset's window, ``text_max_length``: tiny 128, paper
+512), each window encoded on its own and all K x L attended by the cross-modal module. Code vocabularies are
+ICD-9/ATC-3-shaped codes of MIMIC-III-like sizes (``--diagnosis-codes``, ``--medication-codes``) with their real
+ontology paths. Two paths are timed: from token ids (the frozen prefix recomputed every step) and from a cached frozen
+prefix (``text_hidden_states``), which is what the pretraining engine can do. Prints one table row per preset, window
+count and path: median and min wall seconds per step over ``--steps`` steps after a warm-up, the median process CPU
+seconds per step (on a shared machine, CPU time with ``--threads 1`` is the steadier figure: wall time there includes
+waiting for other processes), and memory: the activations the forward saves for the backward (the part of a step's
+memory that grows with K; counted with ``torch.autograd.graph.saved_tensors_hooks``) and, on CUDA, the peak allocated.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
+from collections.abc import Callable
 
 import torch
 
@@ -54,7 +57,7 @@ def build_model(config: MedMPLMConfig, num_diagnoses: int, num_medications: int)
 def random_batch(
     model: MedMPLMForPretraining, batch_size: int, text_length: int, codes: int
 ) -> dict[str, torch.Tensor]:
-    """A full-length featurised batch of random ids, masked."""
+    """A full-length featurised batch of random ids (``text_length``: all windows), masked."""
     g = torch.Generator().manual_seed(0)
     batch = {
         "input_ids": torch.randint(
@@ -90,12 +93,28 @@ def time_steps(
     return wall, cpu
 
 
+def saved_activation_bytes(step: Callable[[], torch.Tensor]) -> int:
+    """Bytes of the distinct tensors a forward saves for its backward (each storage counted once)."""
+    storages: dict[int, int] = {}
+
+    def pack(tensor: torch.Tensor) -> torch.Tensor:
+        storage = tensor.untyped_storage()
+        storages[storage.data_ptr()] = storage.nbytes()
+        return tensor
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+        loss = step()
+    loss.backward()
+    return sum(storages.values())
+
+
 def main() -> None:
-    """Parse arguments, time each preset, print the figures."""
+    """Parse arguments, time each preset and window count, print the figures."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--presets", nargs="+", default=["tiny", "paper"])
+    parser.add_argument("--windows", nargs="+", type=int, default=[1, 2, 4], help="windows per note (K)")
     parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--text-length", type=int, default=512, help="0: each preset's own text_max_length")
+    parser.add_argument("--text-length", type=int, default=0, help="tokens per window; 0: each preset's own")
     parser.add_argument("--codes", type=int, default=61, help="codes per type per visit; 0: each preset's max_codes")
     parser.add_argument("--diagnosis-codes", type=int, default=6000)
     parser.add_argument("--medication-codes", type=int, default=300)
@@ -110,25 +129,39 @@ def main() -> None:
         f"device {device}, {args.threads} threads, torch {torch.__version__}; batch {args.batch_size}; "
         f"vocabularies {args.diagnosis_codes} diagnoses / {args.medication_codes} medications"
     )
+    print(
+        f"{'preset':>6} {'window':>6} {'K':>2} {'path':>20} {'params':>14} {'wall med':>9} {'wall min':>9} "
+        f"{'CPU med':>8} {'saved act.':>10} {'CUDA peak':>10}"
+    )
     for preset in args.presets:
-        lengths = {"text_max_length": args.text_length, "max_codes": args.codes}
-        config = MedMPLMConfig.from_preset(preset, **{k: v for k, v in lengths.items() if v > 0})
-        torch.manual_seed(0)
-        model = build_model(config, args.diagnosis_codes, args.medication_codes).to(device).train()
-        batch = random_batch(model, args.batch_size, config.text_max_length, config.max_codes)
-        batch = {k: v.to(device) for k, v in batch.items()}
-        cached = {k: v for k, v in batch.items() if k != "input_ids"}
-        cached["text_hidden_states"] = model.text_encoder.frozen_prefix(batch["input_ids"], batch["attention_mask"])
-        total = sum(p.numel() for p in model.parameters())
-        trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-        for path, inputs in (("from token ids", batch), ("cached frozen prefix", cached)):
-            wall, cpu = time_steps(model, inputs, args.steps, args.warmup)
-            print(
-                f"{preset:>6} (text {config.text_max_length}, codes {config.max_codes}; "
-                f"{total / 1e6:.1f}M params, {trainable / 1e6:.1f}M trainable), {path:>20}: "
-                f"wall median {statistics.median(wall):.3f} s, min {min(wall):.3f} s; "
-                f"CPU median {statistics.median(cpu):.3f} s per forward+backward ({args.steps} steps)"
+        for windows in args.windows:
+            lengths = {"text_max_length": args.text_length, "max_codes": args.codes}
+            note_reading = {"text_long_note": "windows", "text_max_windows": windows}
+            config = MedMPLMConfig.from_preset(preset, **{k: v for k, v in lengths.items() if v > 0}, **note_reading)
+            torch.manual_seed(0)
+            model = build_model(config, args.diagnosis_codes, args.medication_codes).to(device).train()
+            length = config.text_max_length
+            batch = random_batch(model, args.batch_size, windows * length, config.max_codes)
+            batch = {k: v.to(device) for k, v in batch.items()}
+            cached = {k: v for k, v in batch.items() if k != "input_ids"}
+            cached["text_hidden_states"] = model.text_encoder.frozen_prefix(
+                batch["input_ids"], batch["attention_mask"], window_length=length
             )
+            total = sum(p.numel() for p in model.parameters())
+            trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+            for path, inputs in (("from token ids", batch), ("cached frozen prefix", cached)):
+                wall, cpu = time_steps(model, inputs, args.steps, args.warmup)
+                if device.type == "cuda":
+                    torch.cuda.reset_peak_memory_stats(device)
+                saved = saved_activation_bytes(lambda inputs=inputs: model(**inputs).loss)
+                peak = f"{torch.cuda.max_memory_allocated(device) / 2**20:.0f} MiB" if device.type == "cuda" else "-"
+                model.zero_grad(set_to_none=True)
+                print(
+                    f"{preset:>6} {length:>6} {windows:>2} {path:>20} "
+                    f"{f'{total / 1e6:.1f}M/{trainable / 1e6:.1f}M':>14} {statistics.median(wall):>8.3f}s "
+                    f"{min(wall):>8.3f}s {statistics.median(cpu):>7.3f}s {saved / 2**20:>6.0f} MiB {peak:>10}"
+                )
+    print("params: total/trainable; times per forward + backward; saved act.: activations kept for the backward")
 
 
 if __name__ == "__main__":
