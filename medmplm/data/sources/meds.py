@@ -352,7 +352,7 @@ class MedsSource(Source):
 
 def _admission_filter(prefix: str) -> pc.Expression:
     code = pc.field("code")
-    return pc.or_(pc.equal(code, prefix), pc.starts_with(code, prefix + SEPARATOR))
+    return (code == prefix) | pc.starts_with(code, prefix + SEPARATOR)
 
 
 _UNPAIRED = ["time_discharge", "row_discharge", "rest_discharge"]
