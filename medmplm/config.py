@@ -210,6 +210,11 @@ class TrainSection:
         checkpoint_every_steps: checkpoint every N optimizer steps, besides each epoch end (``None``: epoch ends only).
         keep_checkpoints: keep the best K checkpoints by validation loss (the latest is always kept too).
         log_every_steps: write step metrics (TensorBoard, MLflow) every N optimizer steps.
+        prefetch_batches: micro-batches Ray Data prepares ahead of the training step on each worker (on GPU also
+            pinned and copied to the device ahead), so the step never waits for its input.
+        compile: ``torch.compile`` the model (DeepSpeed's ``engine.compile()``); pays a compilation at the start.
+        gradient_checkpointing: recompute the trainable text layers' activations in the backward instead of keeping
+            them (transformers' gradient checkpointing: less memory for long notes, about a third more compute).
     """
 
     epochs: int = 10
@@ -231,6 +236,9 @@ class TrainSection:
     checkpoint_every_steps: int | None = 100
     keep_checkpoints: int = 2
     log_every_steps: int = 5
+    prefetch_batches: int = 2
+    compile: bool = False
+    gradient_checkpointing: bool = False
 
 
 @dataclass
@@ -239,12 +247,13 @@ class DeepSpeedSection:
 
     Attributes:
         zero_stage: ZeRO stage 0 (plain data parallel), 1 (optimizer state), 2 (+ gradients), 3 (+ parameters).
-        precision: ``fp32``, or ``bf16`` (GPU; master weights and optimizer state stay fp32).
+        precision: ``fp32``, ``bf16`` (GPU; master weights and optimizer state stay fp32), or ``auto``: bf16 on GPUs
+            that support it (Ampere and later) with ZeRO stage >= 1, fp32 otherwise.
         backend: collective backend: ``auto`` picks ``nccl`` with GPUs and ``gloo`` on CPU.
     """
 
     zero_stage: int = 2
-    precision: Literal["fp32", "bf16"] = "fp32"
+    precision: Literal["fp32", "bf16", "auto"] = "fp32"
     backend: Literal["auto", "nccl", "gloo"] = "auto"
 
 
@@ -372,6 +381,7 @@ class PretrainConfig:
         _require(train.keep_checkpoints >= 1, "train.keep_checkpoints", "must be >= 1")
         _require(train.log_every_steps >= 1, "train.log_every_steps", "must be >= 1")
         _require(train.shuffle_buffer_size >= 1, "train.shuffle_buffer_size", "must be >= 1")
+        _require(train.prefetch_batches >= 0, "train.prefetch_batches", "must be >= 0")
         _require(self.deepspeed.zero_stage in (0, 1, 2, 3), "deepspeed.zero_stage", "must be 0, 1, 2 or 3")
         _require(
             not (self.deepspeed.backend == "nccl" and not scaling.use_gpu),

@@ -76,7 +76,7 @@ def test_int_is_accepted_for_float_and_converted():
         ("train.lr=fast", "train.lr: expected a number, got str 'fast'"),
         ("train.epochs=2.5", "train.epochs: expected an integer"),
         ("scaling.use_gpu=1", "scaling.use_gpu: expected true or false"),
-        ("deepspeed.precision=fp16", "deepspeed.precision: expected one of ['fp32', 'bf16']"),
+        ("deepspeed.precision=fp16", "deepspeed.precision: expected one of ['fp32', 'bf16', 'auto']"),
         ("train.betas=0.9", "train.betas: expected a list"),
         ("train.betas=[0.9, x]", "train.betas[1]: expected a number"),
         ("train.epochs=null", "train.epochs: must not be null"),

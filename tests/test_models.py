@@ -183,6 +183,31 @@ def test_cross_attention_gives_padding_zero_weight() -> None:
     assert module(text, text_mask, code, code_mask).text_to_code_attentions is None
 
 
+def test_fused_attention_path_matches_the_weights_path_and_its_gradients() -> None:
+    # Without output_attentions the module runs scaled_dot_product_attention (fused kernels on GPU); with it, it
+    # materialises the weights. Both must give the same outputs and gradients, queries without keys included.
+    torch.manual_seed(0)
+    module = CrossModalAttention(text_hidden_size=12, code_hidden_size=8)
+    text, code = torch.randn(3, 5, 12, requires_grad=True), torch.randn(3, 4, 8, requires_grad=True)
+    text_mask = torch.tensor([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1], [0, 0, 0, 0, 0]])
+    code_mask = torch.tensor([[0, 1, 1, 0], [0, 0, 0, 0], [0, 1, 1, 1]])
+    outputs, gradients = [], []
+    for output_attentions in (False, True):
+        out = module(text, text_mask, code, code_mask, output_attentions=output_attentions)
+        (out.text_fused.pow(2).sum() + out.code_fused.pow(2).sum()).backward()
+        outputs.append((out.text_fused.detach(), out.code_fused.detach()))
+        gradients.append((text.grad.clone(), code.grad.clone()))
+        text.grad, code.grad = None, None
+    for (fused_text, fused_code), (text_out, code_out) in ((outputs[0], outputs[1]), (gradients[0], gradients[1])):
+        torch.testing.assert_close(fused_text, text_out, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(fused_code, code_out, rtol=1e-5, atol=1e-6)
+    assert torch.isfinite(gradients[0][0]).all() and torch.isfinite(gradients[0][1]).all()
+
+
+def test_the_text_encoder_attends_through_sdpa(model: MedMPLMForPretraining) -> None:
+    assert model.text_encoder.backbone.config._attn_implementation == "sdpa"
+
+
 def test_absent_windows_get_zero_attention_and_change_nothing(model: MedMPLMForPretraining, prepared: Path) -> None:
     encoder = copy.deepcopy(model.medmplm).eval()
     one_window = copy.deepcopy(encoder)

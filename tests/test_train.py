@@ -77,13 +77,41 @@ def process_group():
 
 def test_deepspeed_config_batch_sizes_come_from_the_plan():
     plan = batch_plan(64, 8, 2)
-    config = deepspeed_config(TrainSection(grad_clip=0.5), DeepSpeedSection(zero_stage=3, precision="bf16"), plan)
+    config = deepspeed_config(TrainSection(grad_clip=0.5), DeepSpeedSection(zero_stage=3), plan, precision="bf16")
     assert config["train_batch_size"] == 64
     assert config["train_micro_batch_size_per_gpu"] == 8
     assert config["gradient_accumulation_steps"] == 4
     assert config["zero_optimization"] == {"stage": 3}
     assert config["bf16"] == {"enabled": True}
     assert config["gradient_clipping"] == 0.5
+    assert deepspeed_config(TrainSection(), DeepSpeedSection(), plan)["bf16"] == {"enabled": False}
+
+
+@pytest.mark.parametrize(
+    ("precision", "stage", "device", "bf16_supported", "expected"),
+    [
+        ("auto", 2, "cuda", True, "bf16"),
+        ("auto", 2, "cuda", False, "fp32"),  # a GPU older than Ampere
+        ("auto", 0, "cuda", True, "fp32"),  # bf16's fp32 master weights live in the ZeRO optimizer
+        ("auto", 2, "cpu", False, "fp32"),
+        ("bf16", 2, "cpu", False, "bf16"),  # asked for explicitly: kept (DeepSpeed's CPU accelerator runs it)
+        ("fp32", 2, "cuda", True, "fp32"),
+    ],
+)
+def test_precision_resolution(precision, stage, device, bf16_supported, expected):
+    from medmplm.train.engine import resolve_precision
+
+    section = DeepSpeedSection(zero_stage=stage, precision=precision)
+    assert resolve_precision(section, torch.device(device), bf16_supported) == expected
+
+
+def test_adamw_is_fused_on_cuda_only():
+    from medmplm.train.engine import adamw_options, build_optimizer
+
+    assert adamw_options(torch.device("cuda")) == {"fused": True}
+    assert adamw_options(torch.device("cpu")) == {}
+    optimizer = build_optimizer(torch.nn.Linear(2, 2), TrainSection(), torch.device("cpu"))
+    assert not optimizer.defaults.get("fused")
 
 
 def test_optimizer_skips_frozen_parameters_and_decays_only_matrices(saved_model: Path):
@@ -130,7 +158,7 @@ def test_checkpoint_resume_reproduces_the_uninterrupted_run(zero_stage, saved_mo
         model.train()
         return model
 
-    engine, scheduler = initialize_engine(fresh_model(), train, deepspeed_section, plan, 10, "gloo")
+    engine, scheduler = initialize_engine(fresh_model(), train, deepspeed_section, plan, 10, "gloo", torch.device("cpu"))
     for batch in batches[:2]:
         step(engine, batch)
     save_optimizer_shard(engine, tmp_path, rank=0, world_size=1, zero_stage=zero_stage)
@@ -143,7 +171,7 @@ def test_checkpoint_resume_reproduces_the_uninterrupted_run(zero_stage, saved_mo
     missing, unexpected = model.load_state_dict(weights, strict=False)
     buffers = {n for n, _ in model.named_buffers()}
     assert not unexpected and all(not dict(model.named_parameters())[n].requires_grad for n in set(missing) - buffers)
-    resumed_engine, resumed_scheduler = initialize_engine(model, train, deepspeed_section, plan, 10, "gloo")
+    resumed_engine, resumed_scheduler = initialize_engine(model, train, deepspeed_section, plan, 10, "gloo", torch.device("cpu"))
     load_optimizer_shard(resumed_engine, tmp_path, rank=0, world_size=1, zero_stage=zero_stage)
     resumed_scheduler.load_state_dict(TrainerState.load(tmp_path / "trainer_state.json").scheduler)
     resumed = [step(resumed_engine, batch) for batch in batches[2:]]
@@ -164,7 +192,13 @@ def test_checkpoint_from_another_world_size_or_stage_is_refused(saved_model, pro
     train = TrainSection(micro_batch_size=4, global_batch_size=4)
     plan = batch_plan(4, 4, 1)
     engine, _ = initialize_engine(
-        MedMPLMForPretraining.from_pretrained(saved_model), train, DeepSpeedSection(zero_stage=2), plan, 10, "gloo"
+        MedMPLMForPretraining.from_pretrained(saved_model),
+        train,
+        DeepSpeedSection(zero_stage=2),
+        plan,
+        10,
+        "gloo",
+        torch.device("cpu"),
     )
     save_optimizer_shard(engine, tmp_path, rank=0, world_size=1, zero_stage=2)
     with pytest.raises(CheckpointMismatchError, match="resume with scaling.num_workers=1 deepspeed.zero_stage=2"):
@@ -413,3 +447,54 @@ def test_best_checkpoint_is_the_best_validated_one():
     assert _best(result, task)[0] == "b"
     result.best_checkpoints = [("mid", {"val_auroc": -UNVALIDATED_SCORE, "validated": 0})]
     assert _best(result, task) == ("epoch-3", {"global_step": 30})
+
+
+# --- GPU-path options that CPU can check ---------------------------------------------------------------------------
+
+
+def test_gradient_checkpointing_recomputes_the_trainable_text_layers_with_the_same_gradients(saved_model, features):
+    from medmplm.train.loop import enable_gradient_checkpointing
+
+    masker = CodeMasker.from_model(MedMPLMForPretraining.from_pretrained(saved_model))
+    inputs = masker(dict(features), torch.Generator().manual_seed(0))
+    gradients = []
+    for checkpointing in (False, True):
+        torch.manual_seed(0)
+        model = MedMPLMForPretraining.from_pretrained(saved_model)
+        model.train()
+        if checkpointing:
+            enable_gradient_checkpointing(model)
+        layers = model.text_encoder.backbone.encoder.layer
+        assert [layer.gradient_checkpointing for layer in layers] == [checkpointing] * len(layers)
+        torch.manual_seed(1)
+        model(**inputs).loss.backward()
+        gradients.append({n: p.grad for n, p in model.named_parameters() if p.grad is not None})
+    assert gradients[0].keys() == gradients[1].keys()
+    for name, gradient in gradients[0].items():
+        torch.testing.assert_close(gradients[1][name], gradient, rtol=1e-5, atol=1e-7, msg=name)
+
+
+def test_gradient_checkpointing_on_a_model_without_transformers_parts_is_an_error():
+    from medmplm.train.loop import enable_gradient_checkpointing
+
+    with pytest.raises(ValueError, match="train.gradient_checkpointing: no part of Linear"):
+        enable_gradient_checkpointing(torch.nn.Linear(2, 2))
+
+
+def test_data_wait_counts_only_the_time_spent_waiting_for_batches():
+    from medmplm.train.loop import DataWait
+
+    now = [0.0]
+
+    def batches():
+        for batch in range(3):
+            now[0] += 2.0  # the pipeline takes 2 s to hand over each batch
+            yield batch
+
+    wait = DataWait(clock=lambda: now[0])
+    received = []
+    for batch in wait.timed(batches()):
+        received.append(batch)
+        now[0] += 5.0  # the training step: not waiting
+    assert received == [0, 1, 2]
+    assert wait.seconds == 6.0

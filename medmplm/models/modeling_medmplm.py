@@ -222,13 +222,25 @@ class CrossModalAttention(nn.Module):
         self.scale = 1.0 / math.sqrt(code_hidden_size)
 
     def attend(
-        self, queries: torch.Tensor, keys: torch.Tensor, key_mask: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Masked dot-product attention with a residual: ([B, Lq, d] output, [B, Lq, Lk] weights)."""
-        key_mask = key_mask.bool()[:, None, :]
+        self, queries: torch.Tensor, keys: torch.Tensor, key_mask: torch.Tensor, output_attentions: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Masked dot-product attention with a residual: ([B, Lq, d] output, [B, Lq, Lk] weights or ``None``).
+
+        Without ``output_attentions`` the weights are never materialised: ``scaled_dot_product_attention`` picks a
+        fused kernel (flash or memory-efficient attention on GPU), which matters for a note's K x L tokens.
+        """
+        key_mask = key_mask.bool()
+        if not output_attentions:
+            has_key = key_mask.any(dim=1)
+            # SDPA returns NaN for a query with no key to attend: give such rows one key, then zero their output.
+            keyed = key_mask.clone()
+            keyed[:, 0] |= ~has_key
+            attended = F.scaled_dot_product_attention(queries, keys, keys, attn_mask=keyed[:, None, :], scale=self.scale)
+            return attended * has_key[:, None, None].to(attended.dtype) + queries, None
+        mask = key_mask[:, None, :]
         scores = torch.matmul(queries, keys.transpose(1, 2)) * self.scale
-        scores = scores.masked_fill(~key_mask, torch.finfo(scores.dtype).min)
-        weights = torch.softmax(scores, dim=-1) * key_mask
+        scores = scores.masked_fill(~mask, torch.finfo(scores.dtype).min)
+        weights = torch.softmax(scores, dim=-1) * mask
         return torch.matmul(weights, keys) + queries, weights
 
     def forward(
@@ -247,13 +259,13 @@ class CrossModalAttention(nn.Module):
             output_attentions: also return both attention weight tensors.
         """
         text = self.text_projection(text_states)
-        code_fused, code_to_text = self.attend(code_states, text, text_key_mask)
-        text_fused, text_to_code = self.attend(text, code_states, code_key_mask)
+        code_fused, code_to_text = self.attend(code_states, text, text_key_mask, output_attentions)
+        text_fused, text_to_code = self.attend(text, code_states, code_key_mask, output_attentions)
         return CrossModalOutput(
             text_fused=text_fused,
             code_fused=code_fused,
-            text_to_code_attentions=text_to_code if output_attentions else None,
-            code_to_text_attentions=code_to_text if output_attentions else None,
+            text_to_code_attentions=text_to_code,
+            code_to_text_attentions=code_to_text,
         )
 
 

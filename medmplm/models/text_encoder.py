@@ -27,6 +27,10 @@ from transformers.masking_utils import create_bidirectional_mask
 
 from medmplm.models.configuration_medmplm import MedMPLMConfig
 
+# The text encoder's attention: torch's scaled_dot_product_attention, which runs flash or memory-efficient kernels on
+# GPU (and is exact on CPU).
+ATTENTION = "sdpa"
+
 
 def bert_text_config(config: MedMPLMConfig, vocab_size: int, pad_token_id: int) -> dict[str, Any]:
     """The ``transformers`` config (as a dict) of a fresh BERT text encoder sized by ``config``."""
@@ -55,12 +59,13 @@ def load_backbone_checkpoint(path: str | os.PathLike) -> PreTrainedModel:
     """A BERT-family encoder from a local checkpoint directory (never from a hub). A BERT is loaded without its pooler,
     which the text encoder never uses (a ``bert-mlm`` export has none to load)."""
     config = AutoConfig.from_pretrained(path, local_files_only=True)
+    options = {"local_files_only": True, "attn_implementation": ATTENTION}
     if "BertForMaskedLM" in (config.architectures or []):
         # The encoder of a masked-LM checkpoint (a bert-mlm export), without loading its MLM head only to drop it.
-        return BertForMaskedLM.from_pretrained(path, local_files_only=True).bert
+        return BertForMaskedLM.from_pretrained(path, **options).bert
     if config.model_type == "bert":
-        return BertModel.from_pretrained(path, local_files_only=True, add_pooling_layer=False)
-    return AutoModel.from_pretrained(path, local_files_only=True)
+        return BertModel.from_pretrained(path, add_pooling_layer=False, **options)
+    return AutoModel.from_pretrained(path, **options)
 
 
 def backbone_from_config_dict(text_config: dict[str, Any]) -> PreTrainedModel:
@@ -69,7 +74,7 @@ def backbone_from_config_dict(text_config: dict[str, Any]) -> PreTrainedModel:
     model_type = values.pop("model_type", None)
     if model_type is None:
         raise ValueError("text_config has no 'model_type'; it must be a transformers config dictionary")
-    return AutoModel.from_config(AutoConfig.for_model(model_type, **values))
+    return AutoModel.from_config(AutoConfig.for_model(model_type, **values), attn_implementation=ATTENTION)
 
 
 class TextEncoder(nn.Module):

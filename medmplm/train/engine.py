@@ -1,8 +1,8 @@
 """DeepSpeed engine setup from the config: ZeRO stage, precision, batch plan, optimizer, learning-rate schedule.
 
-The same code serves CPU workers (``DS_ACCELERATOR=cpu``, gloo collectives) and GPU workers (NCCL). The optimizer is a
-plain ``torch.optim.AdamW`` on both: DeepSpeed's fused CPU/GPU Adam kernels are not needed for models of this size and
-are not built in the CPU install; ZeRO partitions a plain torch optimizer all the same.
+The same code serves CPU workers (``DS_ACCELERATOR=cpu``, gloo collectives) and GPU workers (NCCL). The optimizer is
+``torch.optim.AdamW`` on both, with torch's fused CUDA kernel on GPUs: DeepSpeed's own fused Adam needs a CUDA
+extension build the CPU install does not have, and ZeRO partitions a torch optimizer all the same.
 """
 
 from __future__ import annotations
@@ -35,15 +35,26 @@ def resolve_backend(deepspeed_section: DeepSpeedSection, use_gpu: bool) -> str:
     return "nccl" if use_gpu else "gloo"
 
 
-def deepspeed_config(train: TrainSection, deepspeed_section: DeepSpeedSection, plan: BatchPlan) -> dict[str, Any]:
-    """The DeepSpeed JSON config for this run; batch sizes all come from ``plan``."""
+def resolve_precision(deepspeed_section: DeepSpeedSection, device: torch.device, bf16_supported: bool) -> str:
+    """``fp32`` or ``bf16``: ``auto`` is bf16 on a GPU that supports it (with ZeRO >= 1, which keeps the fp32 master
+    weights), fp32 otherwise."""
+    if deepspeed_section.precision != "auto":
+        return deepspeed_section.precision
+    return "bf16" if device.type == "cuda" and bf16_supported and deepspeed_section.zero_stage >= 1 else "fp32"
+
+
+def deepspeed_config(
+    train: TrainSection, deepspeed_section: DeepSpeedSection, plan: BatchPlan, precision: str = "fp32"
+) -> dict[str, Any]:
+    """The DeepSpeed JSON config for this run; batch sizes all come from ``plan``; ``precision`` is resolved
+    (:func:`resolve_precision`)."""
     return {
         "train_batch_size": plan.global_batch_size,
         "train_micro_batch_size_per_gpu": plan.micro_batch_size,
         "gradient_accumulation_steps": plan.accumulation_steps,
         "gradient_clipping": train.grad_clip,
         "zero_optimization": {"stage": deepspeed_section.zero_stage},
-        "bf16": {"enabled": deepspeed_section.precision == "bf16"},
+        "bf16": {"enabled": precision == "bf16"},
         "steps_per_print": _NEVER,
         "wall_clock_breakdown": False,
     }
@@ -64,12 +75,18 @@ def optimizer_parameter_groups(model: nn.Module, weight_decay: float) -> list[di
     return [group for group in groups if group["params"]]
 
 
-def build_optimizer(model: nn.Module, train: TrainSection) -> torch.optim.Optimizer:
-    """``torch.optim.AdamW`` over the trainable parameters."""
+def adamw_options(device: torch.device) -> dict[str, Any]:
+    """Keyword arguments of AdamW for parameters on ``device``: torch's fused kernel on CUDA (one kernel for all
+    parameters instead of several per tensor), its default implementation elsewhere."""
+    return {"fused": True} if device.type == "cuda" else {}
+
+
+def build_optimizer(model: nn.Module, train: TrainSection, device: torch.device) -> torch.optim.Optimizer:
+    """``torch.optim.AdamW`` over the trainable parameters, which live (or will live) on ``device``."""
     groups = optimizer_parameter_groups(model, train.weight_decay)
     if not groups:
         raise ValueError("the model has no trainable parameters")
-    return torch.optim.AdamW(groups, lr=train.lr, betas=tuple(train.betas), eps=train.adam_eps)
+    return torch.optim.AdamW(groups, lr=train.lr, betas=tuple(train.betas), eps=train.adam_eps, **adamw_options(device))
 
 
 def build_scheduler(
@@ -89,8 +106,10 @@ def initialize_engine(
     plan: BatchPlan,
     total_steps: int,
     backend: str,
+    device: torch.device,
 ) -> tuple[Any, torch.optim.lr_scheduler.LambdaLR]:
-    """``deepspeed.initialize`` on an already initialised process group (Ray Train sets it up).
+    """``deepspeed.initialize`` on an already initialised process group (Ray Train sets it up), with the model on
+    ``device``; ``train.compile`` compiles it.
 
     Returns:
         (engine, scheduler): the engine steps the scheduler at every optimizer step.
@@ -98,14 +117,19 @@ def initialize_engine(
     import deepspeed
 
     deepspeed.init_distributed(dist_backend=backend)
-    optimizer = build_optimizer(model, train)
+    model.to(device)
+    bf16_supported = device.type == "cuda" and torch.cuda.is_bf16_supported()
+    precision = resolve_precision(deepspeed_section, device, bf16_supported)
+    optimizer = build_optimizer(model, train, device)
     scheduler = build_scheduler(optimizer, train, total_steps)
     engine, _, _, _ = deepspeed.initialize(
         model=model,
         optimizer=optimizer,
         lr_scheduler=scheduler,
-        config=deepspeed_config(train, deepspeed_section, plan),
+        config=deepspeed_config(train, deepspeed_section, plan, precision),
     )
+    if train.compile:
+        engine.compile()
     return engine, scheduler
 
 

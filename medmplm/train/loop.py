@@ -25,6 +25,7 @@ import math
 import tempfile
 import time
 import warnings
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -100,6 +101,50 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     _Worker(spec).run()
 
 
+class DataWait:
+    """Seconds the training thread spends waiting for its next batch (what an input pipeline that keeps up makes
+    near zero), on ``clock``."""
+
+    def __init__(self, clock: Callable[[], float] = time.perf_counter) -> None:
+        self.clock = clock
+        self.seconds = 0.0
+
+    def timed(self, batches: Iterable[Any]) -> Iterator[Any]:
+        """``batches``, adding the time each one took to arrive to :attr:`seconds`."""
+        iterator = iter(batches)
+        while True:
+            start = self.clock()
+            try:
+                batch = next(iterator)
+            except StopIteration:
+                return
+            self.seconds += self.clock() - start
+            yield batch
+
+
+def enable_gradient_checkpointing(model: torch.nn.Module) -> None:
+    """Turn on transformers' gradient checkpointing in every ``PreTrainedModel`` of ``model`` that supports it (the
+    text encoder's layers recompute their activations in the backward; frozen layers, which keep none, are
+    unaffected).
+
+    Raises:
+        ValueError: no part of the model supports it.
+    """
+    from transformers import PreTrainedModel
+
+    parts = [
+        module
+        for module in model.modules()
+        if isinstance(module, PreTrainedModel) and module.supports_gradient_checkpointing
+    ]
+    if not parts:
+        raise ValueError(
+            f"train.gradient_checkpointing: no part of {type(model).__name__} supports gradient checkpointing"
+        )
+    for part in parts:
+        part.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+
+
 def _copy_companions(initial_model_dir: Path, model_dir: Path) -> None:
     """Copy the files of the initial model directory that ``save_pretrained`` did not write (a tokenizer saved beside
     the weights), so that every checkpoint, and hence the export, is a complete model directory."""
@@ -163,8 +208,16 @@ class _Worker:
                 # The model weights first: the engine's low-precision copies are made from them at initialisation.
                 model = spec.task.load_model(restored_from / MODEL_DIR)
                 state = TrainerState.load(restored_from / TRAINER_STATE_FILE)
+            if train.gradient_checkpointing:
+                enable_gradient_checkpointing(model)
             engine, scheduler = initialize_engine(
-                model, train, spec.deepspeed, spec.plan, spec.total_steps, resolve_backend(spec.deepspeed, spec.use_gpu)
+                model,
+                train,
+                spec.deepspeed,
+                spec.plan,
+                spec.total_steps,
+                resolve_backend(spec.deepspeed, spec.use_gpu),
+                self.device,
             )
             if restored_from is not None:
                 load_optimizer_shard(engine, restored_from, self.rank, self.world_size, spec.deepspeed.zero_stage)
@@ -217,11 +270,12 @@ class _Worker:
         micro_per_epoch = spec.steps_per_epoch * plan.accumulation_steps
         stats = WeightedSums(self.device)
         self._window_start, self._window_first_step = time.perf_counter(), state.global_step
+        self._data_wait = DataWait()
 
         for epoch in range(state.epoch, train.epochs):
             skip = state.step_in_epoch * plan.accumulation_steps
             stop = False
-            for index, batch in enumerate(self._train_batches(epoch)):
+            for index, batch in enumerate(self._data_wait.timed(self._train_batches(epoch))):
                 # Batches before a mid-epoch resume point, or past the run's end, are read and dropped so that every
                 # worker consumes its shard to the end (the streaming split's epochs stay in step).
                 if index < skip or index >= micro_per_epoch or stop:
@@ -241,7 +295,7 @@ class _Worker:
                 state.samples_seen += plan.global_batch_size
                 if state.global_step % train.log_every_steps == 0 or state.global_step == total_steps:
                     self._log_train(stats, sink, state.global_step, epoch, time.perf_counter() - self._window_start)
-                    self._window_start, self._window_first_step = time.perf_counter(), state.global_step
+                    self._start_window(state)
                 if state.global_step >= total_steps:
                     stop = True
                 elif (
@@ -251,7 +305,7 @@ class _Worker:
                 ):
                     self._checkpoint(state, self._unvalidated_metrics(), sink)
                     # Throughput counts training only, not the pause for the checkpoint.
-                    self._window_start, self._window_first_step = time.perf_counter(), state.global_step
+                    self._start_window(state)
 
             if state.step_in_epoch >= spec.steps_per_epoch:
                 state.epoch += 1
@@ -280,10 +334,16 @@ class _Worker:
                 )
             if state.stopped_early or state.global_step >= total_steps:
                 break
-            self._window_start, self._window_first_step = time.perf_counter(), state.global_step
+            self._start_window(state)
+
+    def _start_window(self, state: TrainerState) -> None:
+        """Start a throughput window: samples/s and the data-wait share count training from here."""
+        self._window_start, self._window_first_step = time.perf_counter(), state.global_step
+        self._data_wait.seconds = 0.0
 
     def _train_batches(self, epoch: int) -> Any:
-        """This worker's micro-batches of one epoch, in the order the run seed and the epoch fix."""
+        """This worker's micro-batches of one epoch, in the order the run seed and the epoch fix; prepared
+        ``train.prefetch_batches`` ahead (on GPU also pinned and copied to the device ahead)."""
         train, plan = self.spec.train, self.spec.plan
         shuffle = {}
         if train.shuffle:
@@ -291,7 +351,14 @@ class _Worker:
                 "local_shuffle_buffer_size": train.shuffle_buffer_size,
                 "local_shuffle_seed": _seed(train.seed, _SHUFFLE, epoch, self.rank),
             }
-        return self.train_shard.iter_torch_batches(batch_size=plan.micro_batch_size, drop_last=True, **shuffle)
+        return self.train_shard.iter_torch_batches(
+            batch_size=plan.micro_batch_size,
+            drop_last=True,
+            prefetch_batches=train.prefetch_batches,
+            device=self.device,
+            pin_memory=self.device.type == "cuda",
+            **shuffle,
+        )
 
     def _inputs(self, batch: dict[str, torch.Tensor], generator: torch.Generator, training: bool) -> dict[str, Any]:
         inputs = self.spec.task.model_inputs(batch, generator, training)
@@ -318,6 +385,7 @@ class _Worker:
         tokens = totals.get("tokens", (0.0, 0.0))[0]
         metrics["perf/samples_per_s"] = samples / elapsed if elapsed > 0 else math.nan
         metrics["perf/tokens_per_s"] = tokens / elapsed if elapsed > 0 else math.nan
+        metrics["perf/data_wait_share"] = self._data_wait.seconds / elapsed if elapsed > 0 else math.nan
         metrics["train/lr"] = self.scheduler.get_last_lr()[0]
         metrics["train/epoch"] = float(epoch)
         if sink is not None:
@@ -331,6 +399,7 @@ class _Worker:
                 loss=metrics.get("train/loss", math.nan),
                 lr=metrics["train/lr"],
                 samples_per_s=metrics["perf/samples_per_s"],
+                data_wait_share=metrics["perf/data_wait_share"],
                 steps_per_s=(step - self._window_first_step) / elapsed if elapsed > 0 else math.nan,
             )
 

@@ -40,6 +40,12 @@ def send(inbox: Any, kind: str, **values: Any) -> None:
         inbox.push.remote({"kind": kind, **values})
 
 
+def _data_wait(event: dict[str, Any]) -> str:
+    """``, data wait 12%`` when the step waited for its input a noticeable share of the time (1% or more)."""
+    share = event.get("data_wait_share", math.nan)
+    return f", data wait {share:.0%}" if share >= 0.01 else ""
+
+
 def _duration(seconds: float) -> str:
     if not math.isfinite(seconds):
         return "?"
@@ -113,7 +119,7 @@ class ProgressPrinter:
         if self._tqdm is not None:
             self._tqdm.update(event["step"] - self._tqdm.n)
             self._tqdm.set_postfix_str(
-                f"loss {event['loss']:.4f}, {event['samples_per_s']:.0f} samples/s", refresh=True
+                f"loss {event['loss']:.4f}, {event['samples_per_s']:.0f} samples/s{_data_wait(event)}", refresh=True
             )
             return
         now = time.monotonic()
@@ -123,7 +129,7 @@ class ProgressPrinter:
         eta = (self._total - event["step"]) / rate if rate and rate > 0 else math.nan
         self._write(
             f"step {event['step']}/{self._total} epoch {event['epoch']} loss {event['loss']:.4f} "
-            f"lr {event['lr']:.2e} {event['samples_per_s']:.0f} samples/s ETA {_duration(eta)}"
+            f"lr {event['lr']:.2e} {event['samples_per_s']:.0f} samples/s{_data_wait(event)} ETA {_duration(eta)}"
         )
         self._last_line = now
 
