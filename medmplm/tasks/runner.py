@@ -25,7 +25,6 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -61,8 +60,6 @@ EVAL_SPLITS = ("val", "test")
 EXCLUDED_DIR = "excluded"
 # Examples are keyed by their target admission: one example per target visit and split.
 EXAMPLE_ID = "hadm_id"
-# Column naming the split of a row when several splits are predicted in one pass.
-SPLIT_TAG = "split_index"
 
 # Resolved config keys (a dotted key, or a whole section) that are not part of a run's setting (medmplm.results):
 # they say where a run goes or how its work is spread, not what it computes. Every other key is part of it, keys added
@@ -424,72 +421,36 @@ def _run_logistic_regression(
     return predictions, {"epochs": 0}
 
 
-class _Predictor:
-    """Ray Data actor: featurised examples -> what the training task collects at validation (``collect``: labels and
-    probabilities, or true and predicted tags) from a saved model in eval mode, plus the split tag and the columns the
-    task's ``model_inputs`` leaves out (window ids)."""
-
-    def __init__(self, bundle: Any, task: Any) -> None:
-        import ray
-
-        bundle = ray.get(bundle) if isinstance(bundle, ray.ObjectRef) else bundle
-        self.task = task
-        with tempfile.TemporaryDirectory(prefix="medmplm-predict-") as directory:
-            self.model = task.load_model(bundle.write_to(directory)).eval()
-
-    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        # torch.tensor copies: Ray Data hands out read-only arrays.
-        columns = {key: torch.tensor(value) for key, value in batch.items() if key != SPLIT_TAG}
-        inputs = self.task.model_inputs(columns, torch.Generator(), training=False)
-        with torch.no_grad():
-            collected = self.task.collect(self.model(**inputs), inputs)
-        passed = {key: batch[key] for key in batch if key not in inputs}
-        return {**passed, **collected}
-
-
-class _TagSplit:
-    """Adds the split's index to every row, so that one prediction pass can serve several splits."""
-
-    def __init__(self, index: int) -> None:
-        self.index = index
-
-    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        return {**batch, SPLIT_TAG: np.full(len(batch["labels"]), self.index, dtype=np.int64)}
-
-
 def _predict(
-    datasets: dict[str, Any], bundle_ref: Any, task: Any, batch_size: int, num_cpus: float
+    datasets: dict[str, Any], model_dir: Path, task: Any, batch_size: int, threads: int
 ) -> dict[str, dict[str, np.ndarray]]:
-    """What ``task`` (a training task) collects of every split in ``datasets`` (see :class:`_Predictor`), in one pass
-    of one model-loading actor (loading the model once rather than once per split: most of a small run's evaluation
-    time)."""
-    import ray.data
+    """What ``task`` (a training task) collects at validation (``collect``: labels and probabilities, or true and
+    predicted tags) of every split in ``datasets``, from the saved model in ``model_dir`` in eval mode, plus the columns
+    the task's ``model_inputs`` leaves out (window ids).
 
-    splits = list(datasets)
-    # Tagging reserves no CPU: a run's evaluation must need only the CPUs of its predicting actor, or two runs
-    # evaluating at once can each hold one CPU for their actor while their tagging tasks wait for another.
-    tagged = [
-        datasets[split].map_batches(_TagSplit(index), batch_format="numpy", num_cpus=0)
-        for index, split in enumerate(splits)
-    ]
-    predicted = (
-        tagged[0]
-        .union(*tagged[1:])
-        .map_batches(
-            _Predictor,
-            fn_constructor_kwargs={"bundle": bundle_ref, "task": task},
-            batch_format="numpy",
-            batch_size=batch_size,
-            compute=ray.data.ActorPoolStrategy(size=1),
-            num_cpus=num_cpus,
-        )
-    )
-    parts: dict[str, list[dict[str, np.ndarray]]] = {split: [] for split in splits}
-    for batch in predicted.iter_batches(batch_format="numpy", batch_size=None):
-        for index, split in enumerate(splits):
-            rows = batch[SPLIT_TAG] == index
-            parts[split].append({key: value[rows] for key, value in batch.items() if key != SPLIT_TAG})
-    return {split: concatenate_collected(split_parts) for split, split_parts in parts.items()}
+    Runs here, in the run's own process, with ``threads`` torch threads (the CPUs the run holds): the model is loaded
+    once for every split, and no Ray worker has to start and import torch for it, which was most of a small run's
+    evaluation time.
+    """
+    previous_threads = torch.get_num_threads()
+    torch.set_num_threads(max(1, threads))
+    try:
+        model = task.load_model(model_dir).eval()
+        collected = {}
+        for split, dataset in datasets.items():
+            parts = []
+            for batch in dataset.iter_batches(batch_format="numpy", batch_size=batch_size):
+                # torch.tensor copies: Ray Data hands out read-only arrays.
+                inputs = task.model_inputs(
+                    {key: torch.tensor(value) for key, value in batch.items()}, torch.Generator(), training=False
+                )
+                with torch.no_grad():
+                    outputs = task.collect(model(**inputs), inputs)
+                parts.append({**{key: batch[key] for key in batch if key not in inputs}, **outputs})
+            collected[split] = concatenate_collected(parts)
+        return collected
+    finally:
+        torch.set_num_threads(previous_threads)
 
 
 def _train_and_predict(
@@ -509,7 +470,6 @@ def _train_and_predict(
     """
     import ray
 
-    from medmplm.train.bundle import ModelBundle
     from medmplm.train.checkpoint import MODEL_DIR
     from medmplm.train.trainer import fit, initial_model_bundle
 
@@ -537,14 +497,13 @@ def _train_and_predict(
     )
     train_seconds = time.perf_counter() - started
     with outcome.best_checkpoint.as_directory() as directory:
-        best_ref = ray.put(ModelBundle.from_directory(Path(directory) / MODEL_DIR))
-    collected = _predict(
-        {split: datasets[split] for split in EVAL_SPLITS},
-        best_ref,
-        training_task,
-        config.finetune.eval_batch_size,
-        config.scaling.cpus_per_worker,
-    )
+        collected = _predict(
+            {split: datasets[split] for split in EVAL_SPLITS},
+            Path(directory) / MODEL_DIR,
+            training_task,
+            config.finetune.eval_batch_size,
+            int(config.scaling.cpus_per_worker),
+        )
     info = {
         "epochs": int(outcome.best_metrics.get("epoch", 0)),
         "best_step": int(outcome.best_metrics.get("global_step", 0)),
