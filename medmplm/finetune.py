@@ -65,6 +65,16 @@ def resolve_inputs(config: FinetuneConfig) -> None:
     from medmplm.tasks.data_source import check_vocabularies, is_synthetic, resolve_prepared_dir, synthetic_notice
 
     config.data.prepared_dir = resolve_prepared_dir(config)
+    if config.data.prepared_dir is not None and "://" in config.data.prepared_dir:
+        from medmplm.data.prepared import IncompletePreparedError, local_prepared_dir
+
+        # Tasks read whole splits into memory: from a local copy of an s3:// or gs:// prepared directory.
+        try:
+            local = local_prepared_dir(config.data.prepared_dir)
+        except IncompletePreparedError as error:
+            raise DataSourceError(f"data.prepared_dir: {error}") from None
+        logger.info("reading %s through its local copy %s", config.data.prepared_dir, local)
+        config.data.prepared_dir = local
     if config.data.prepared_dir is not None:
         for key, init_dir in (
             ("model.init_from", config.model.init_from),

@@ -36,7 +36,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--mimic", help="MIMIC-III tables (ADMISSIONS.csv.gz, ...) or MIMIC-IV (hosp/, note/); path, s3:// or gs://"
     )
     inputs.add_argument("--meds", help="MEDS dataset (data/, metadata/); path, s3:// or gs://")
-    parser.add_argument("--out", required=True, help="output directory, s3:// or gs:// (layout: medmplm/data/schema.py)")
+    parser.add_argument(
+        "--out", required=True, help="output directory, s3:// or gs:// (layout: medmplm/data/schema.py)"
+    )
     parser.add_argument(
         "--source", choices=SOURCES, default=None, help="input layout (default: detected from the directory)"
     )

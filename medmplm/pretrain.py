@@ -50,13 +50,12 @@ def ensure_prepared(data: DataConfig) -> str:
     from medmplm.train import storage
 
     if data.prepared_dir is not None:
-        manifest = storage.join(data.prepared_dir, schema.MANIFEST_FILE)
-        if not storage.exists(manifest):
-            raise FileNotFoundError(
-                f"data.prepared_dir: {manifest} is missing; prepare the data first "
-                "(python -m medmplm.prepare --mimic DIR --out DIR --ndc-map DIR)"
-            )
-        return storage.resolve_storage_path(data.prepared_dir)
+        from medmplm.data.prepared import require_prepared
+
+        # A directory without its manifest (a prepare that stopped, an upload in progress) is refused.
+        location = storage.resolve_storage_path(data.prepared_dir)
+        require_prepared(location)
+        return location
 
     from medmplm.data.pipeline import PrepareOptions, prepare
     from medmplm.synthetic import generate_mimic3
@@ -180,8 +179,12 @@ def run(config: PretrainConfig, progress_bar: bool) -> dict[str, str]:
     config_yaml = to_yaml(config)
     storage.write_text(storage.join(run_dir, CONFIG_FILE_NAME), config_yaml)
 
+    from medmplm.data.prepared import local_prepared_dir
+
+    # The model is built from the vocabularies, ontologies and notes on local disk (a remote prepared directory's
+    # cached copy); the workers stream the visit shards from prepared_dir itself.
     bundle, reused = initial_model_bundle(
-        run_dir, lambda directory: build_initial_model(config, prepared_dir, directory)
+        run_dir, lambda directory: build_initial_model(config, local_prepared_dir(prepared_dir), directory)
     )
     if reused:
         logger.info("run %s exists: resuming with its initial model", run_name)

@@ -129,7 +129,9 @@ def test_admissions_from_admission_and_discharge_codes(dataset) -> None:
     assert (first["gender"], first["age"]) == ("F", pytest.approx(50.0, abs=0.01))
     assert first["readmission_30d"] == 1 and first["readmission_30d_nonelective"] == 1
     assert second["diagnoses"] == ["ICD10CM:N179"]  # stamped at the discharge time
-    assert died["hospital_death"] and str(died["deathtime"]) == "2160-05-03 00:00:00" and died["readmission_30d"] is None
+    assert (
+        died["hospital_death"] and str(died["deathtime"]) == "2160-05-03 00:00:00" and died["readmission_30d"] is None
+    )
     assert third["diagnoses"] == ["ICD9CM:0389"] and third["gender"] is None and third["age"] is None
     assert len({r["hadm_id"] for r in rows}) == 4
 
@@ -162,7 +164,10 @@ def test_hadm_id_column_pairs_and_names_admissions(tmp_path) -> None:
     directory = write_meds(tmp_path, {"0.parquet": events_table(rows, [71, 72, 71, 71, 72, 72, 79])}, None)
     visits, ledger, source = build(directory)
     assert source.has_hadm_id
-    assert [(r["hadm_id"], r["diagnoses"]) for r in visits.to_pylist()] == [(71, ["ICD10CM:I10"]), (72, ["ICD10CM:N179"])]
+    assert [(r["hadm_id"], r["diagnoses"]) for r in visits.to_pylist()] == [
+        (71, ["ICD10CM:I10"]),
+        (72, ["ICD10CM:N179"]),
+    ]
     assert ledger.quarantined_table(EVENTS)["reason"].to_pylist() == [q.UNKNOWN_ADMISSION]
 
 

@@ -135,8 +135,13 @@ BASE = {
         admission(10001, 20002, "2152-06-01 08:00:00", "2152-06-04 08:00:00", location="AGAINST ADVICE"),
         admission(10001, 20003, "2152-06-20 08:00:00", "2152-06-22 08:00:00"),
         admission(
-            10002, 20004, "2161-01-01 00:00:00", "2161-01-03 00:00:00", location="DIED",
-            death="2161-01-03 00:00:00", expire="1",
+            10002,
+            20004,
+            "2161-01-01 00:00:00",
+            "2161-01-03 00:00:00",
+            location="DIED",
+            death="2161-01-03 00:00:00",
+            expire="1",
         ),
     ],
     "diagnoses_icd": [
@@ -158,8 +163,20 @@ BASE = {
         dict(code(10001, 20002, 2, "0016070ABC", 10), chartdate="2152-06-02"),  # 10 characters
     ],
     "prescriptions": [
-        {"subject_id": 10001, "hadm_id": 20002, "starttime": "2152-06-01 12:00:00", "drug": "Aspirin", "ndc": "00904198861"},
-        {"subject_id": 10001, "hadm_id": 20002, "starttime": "2152-06-02 12:00:00", "drug": "Insulin", "ndc": "00002751001"},
+        {
+            "subject_id": 10001,
+            "hadm_id": 20002,
+            "starttime": "2152-06-01 12:00:00",
+            "drug": "Aspirin",
+            "ndc": "00904198861",
+        },
+        {
+            "subject_id": 10001,
+            "hadm_id": 20002,
+            "starttime": "2152-06-02 12:00:00",
+            "drug": "Insulin",
+            "ndc": "00002751001",
+        },
     ],
     "labevents": [
         lab(1, 10001, 20002, 50912, "2152-06-01 10:00:00"),

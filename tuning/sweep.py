@@ -113,14 +113,19 @@ def _resolve_paths(sweep) -> None:
 
 
 def _check_paths(sweep) -> None:
-    """Local paths the trials read, checked before Ray starts."""
+    """Paths the trials read, checked before Ray starts: a prepared directory may be an s3:// or gs:// URI (each
+    node reads it through a local copy) but must be complete; exports must be where every node sees them."""
+    if sweep.prepared_dir is not None and "://" in sweep.prepared_dir:
+        from medmplm.data.prepared import require_prepared
+
+        require_prepared(sweep.prepared_dir)
     for key, path in (("prepared_dir", sweep.prepared_dir), *((f"exports.{k}", v) for k, v in sweep.exports.items())):
-        if path is not None and "://" in path:
+        if path is not None and "://" in path and key != "prepared_dir":
             raise ConfigError(
                 f"{key}: {path}: trials read prepared data and exports from a path every node sees (a local copy or "
                 "a shared file system), not from an object store; sync it there first (docs/scale_out.md)"
             )
-        if path is not None and not Path(path).expanduser().is_dir():
+        if path is not None and "://" not in path and not Path(path).expanduser().is_dir():
             raise FileNotFoundError(f"{key}: {path} is not a directory")
 
 

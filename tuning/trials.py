@@ -20,6 +20,7 @@ from typing import Any
 from ray.tune.integration.ray_train import TuneReportCallback
 
 from medmplm.config import load_config
+from medmplm.data.prepared import local_prepared_dir
 from medmplm.train import storage
 from tuning.config import SweepConfig, init_keys, model_variant
 from tuning.slots import trial_slot
@@ -166,7 +167,8 @@ def featurize_for_sweep(sweep: SweepConfig) -> dict[str, dict[str, list[Any]]]:
     from medmplm.tasks.runner import build_backbones, featurize_all_examples, featurizer_key
 
     visit_tasks = [name for name in sweep.tasks if not reads_own_examples(build_task(name))]
-    train_visits = read_visits(sweep.prepared_dir, "train") if visit_tasks else None
+    prepared_dir = local_prepared_dir(sweep.prepared_dir) if visit_tasks else None
+    train_visits = read_visits(prepared_dir, "train") if visit_tasks else None
     features: dict[str, dict[str, list[Any]]] = {}
     seen: set[tuple[str, ...]] = set()
     for task_name in visit_tasks:
@@ -181,11 +183,11 @@ def featurize_for_sweep(sweep: SweepConfig) -> dict[str, dict[str, list[Any]]]:
                 continue
             seen.add(identity)
             task = build_task(task_name, **config.finetune.task_options)
-            backbones = build_backbones(config, sweep.prepared_dir)
+            backbones = build_backbones(config, prepared_dir)
             key = featurizer_key(task, task.label_space(train_visits), backbones)
             if key not in features:
                 _, features[key] = featurize_all_examples(
-                    task, sweep.prepared_dir, backbones, config.data.featurize_batch_size
+                    task, prepared_dir, backbones, config.data.featurize_batch_size
                 )
                 logger.info("featurised %s examples for %s (featurizer %s)", task_name, variant, key)
     return features
@@ -211,11 +213,13 @@ def run_trial(
     model, _ = model_variant(cell["variant"])
     if not storage.exists(location):
         config = trial_config(sweep, sweep_dir, cell, run_name)
+        # A trial may run on any node: an s3:// or gs:// prepared directory is read through that node's local copy.
+        prepared_dir = local_prepared_dir(sweep.prepared_dir) if sweep.prepared_dir is not None else None
         if has_learning_rate(model):
             with trial_slot(slots):
-                run_finetune(config, sweep.prepared_dir, run_name, features=features, callbacks=[ValidatedReports()])
+                run_finetune(config, prepared_dir, run_name, features=features, callbacks=[ValidatedReports()])
         else:
-            run_finetune(config, sweep.prepared_dir, run_name)
+            run_finetune(config, prepared_dir, run_name)
     return {**record_metrics(location), "record": location, "run_name": run_name}
 
 

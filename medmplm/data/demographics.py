@@ -46,7 +46,9 @@ def ages_from_birth(admittime: pa.Array, birth: pa.Array) -> pa.Array:
 
 def ages_from_anchor(admittime: pa.Array, anchor_age: pa.Array, anchor_year: pa.Array) -> pa.Array:
     """MIMIC-IV ages: anchor age plus the years from the anchor year to the admission's year, capped at 89."""
-    years = pc.add(pc.cast(anchor_age, pa.float64()), pc.cast(pc.subtract(pc.year(admittime), anchor_year), pa.float64()))
+    years = pc.add(
+        pc.cast(anchor_age, pa.float64()), pc.cast(pc.subtract(pc.year(admittime), anchor_year), pa.float64())
+    )
     ages = pc.fill_null(years, np.nan).to_numpy(zero_copy_only=False)
     hidden = pc.fill_null(pc.greater(anchor_age, _OLDEST_SHOWN), False).to_numpy(zero_copy_only=False)
     return cap_ages(np.where(hidden, AGE_OVER_89, ages))

@@ -73,7 +73,9 @@ def load_gem(path: str | os.PathLike | None = None) -> pa.Table:
     source, target, flags = (pc.utf8_trim_whitespace(pa.array(frame[c], pa.string())) for c in frame.columns)
     no_map = pc.equal(pc.utf8_slice_codeunits(flags, 1, 2), "1")
     well_formed = pc.and_(
-        pc.and_(pc.match_substring_regex(source, ICD10CM_PATTERN), pc.match_substring_regex(flags, r"^[01]{3}[0-9]{2}$")),
+        pc.and_(
+            pc.match_substring_regex(source, ICD10CM_PATTERN), pc.match_substring_regex(flags, r"^[01]{3}[0-9]{2}$")
+        ),
         pc.or_(pc.match_substring_regex(target, ICD9_DIAGNOSIS_PATTERN), no_map),
     )
     if not pc.all(well_formed).as_py():

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import json
 import logging
 import os
 import platform
@@ -496,7 +497,9 @@ def prepare(
         )
         manifest = timer.run(
             "finalize",
-            lambda: _finalize(tmp, work_dir, source, options, _aggregate(pa.concat_tables([bucket_stats, visit_stats]))),
+            lambda: _finalize(
+                tmp, work_dir, source, options, _aggregate(pa.concat_tables([bucket_stats, visit_stats]))
+            ),
         )
         shutil.rmtree(work_dir)
         timer.run("publish", lambda: publish(tmp, out))
@@ -574,7 +577,8 @@ def _finalize(
     option_values.pop("overwrite")
     option_values.update(source.option_values())
     option_values["input_dir"] = source.input_dir
-    option_values["split"] = list(options.split)
+    # As JSON holds them (tuples become lists), so the manifest returned equals the one read back.
+    option_values = json.loads(json.dumps(option_values))
     manifest = Manifest(
         schema_version=SCHEMA_VERSION,
         options=option_values,

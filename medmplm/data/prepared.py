@@ -50,7 +50,9 @@ def check_output(out: str, overwrite: bool) -> None:
     entries = locations.list_entries(out)
     prepared = locations.is_file(locations.join(out, MANIFEST_FILE))
     if entries and not prepared:
-        raise OutputExistsError(f"output {out} is a non-empty directory without {MANIFEST_FILE}; refusing to replace it")
+        raise OutputExistsError(
+            f"output {out} is a non-empty directory without {MANIFEST_FILE}; refusing to replace it"
+        )
     if prepared and not overwrite:
         raise OutputExistsError(f"output {out} already holds prepared data; pass --overwrite to replace it")
 

@@ -118,7 +118,9 @@ def find_table(directory: str | os.PathLike, table: str) -> str:
     if not locations.is_dir(directory):
         raise MissingTableError(f"input directory {directory} does not exist or is not a directory")
     wanted = {f"{table}{suffix}".lower() for suffix in _CSV_SUFFIXES}
-    matches = sorted(name for name, is_dir in locations.list_entries(directory) if name.lower() in wanted and not is_dir)
+    matches = sorted(
+        name for name, is_dir in locations.list_entries(directory) if name.lower() in wanted and not is_dir
+    )
     if not matches:
         raise MissingTableError(
             f"table {table} not found: expected {locations.join(directory, table + '.csv')} or "

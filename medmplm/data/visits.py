@@ -280,7 +280,9 @@ def clean_admissions(
     rows = ledger.reject(ADMISSIONS, rows, conflicting, q.CONFLICTING_HADM_ID, quarantine=True)
     rows = rows.sort_by([(_SUBJECT, "ascending"), ("admittime", "ascending"), (_HADM, "ascending")])
     discharge_location = (
-        rows["DISCHARGE_LOCATION"] if "DISCHARGE_LOCATION" in rows.column_names else pa.nulls(rows.num_rows, pa.string())
+        rows["DISCHARGE_LOCATION"]
+        if "DISCHARGE_LOCATION" in rows.column_names
+        else pa.nulls(rows.num_rows, pa.string())
     )
     admissions = pa.table(
         {
@@ -297,11 +299,11 @@ def clean_admissions(
     return pa.table({name: combined(column) for name, column in zip(admissions.column_names, admissions.columns)})
 
 
-def _prefixed(system: pa.ChunkedArray | pa.Array | str, code: pa.ChunkedArray | pa.Array) -> pa.Array:
+def prefixed_codes(system: pa.ChunkedArray | pa.Array | str, code: pa.ChunkedArray | pa.Array) -> pa.Array:
     return combined(pc.binary_join_element_wise(system, code, SYSTEM_SEPARATOR))
 
 
-def _gem_mapped(
+def gem_mapped(
     adm_index: pa.Array, system: pa.Array, code: pa.Array, gem: pa.Table, table_name: str, ledger: RowLedger
 ) -> tuple[pa.Array, pa.Array]:
     """ICD-10-CM rows replaced by their GEM targets (``medmplm.data.icd_gem``); ``(adm_index, prefixed codes)`` with
@@ -315,9 +317,10 @@ def _gem_mapped(
     mapped_np = mapped.to_numpy(zero_copy_only=False)
     lengths = np.where(mapped_np, pc.fill_null(pc.list_value_length(targets), 0).to_numpy(zero_copy_only=False), 1)
     row_of_value = np.repeat(np.arange(len(code)), lengths)
-    own = _prefixed(system, code).to_numpy(zero_copy_only=False)
+    own = prefixed_codes(system, code).to_numpy(zero_copy_only=False)
     target_values = np.array(
-        [f"{ICD9CM}{SYSTEM_SEPARATOR}{t}" for t in pc.list_flatten(pc.filter(targets, mapped)).to_pylist()], dtype=object
+        [f"{ICD9CM}{SYSTEM_SEPARATOR}{t}" for t in pc.list_flatten(pc.filter(targets, mapped)).to_pylist()],
+        dtype=object,
     )
     values = own[row_of_value]
     values[np.repeat(mapped_np, lengths)] = target_values
@@ -388,9 +391,9 @@ def icd_lists(
     )
     adm_index, system, code = (combined(rows[c]) for c in (ADM_INDEX, "__system", "__code"))
     if gem is not None:
-        adm_index, codes = _gem_mapped(adm_index, system, code, gem, table_name, ledger)
+        adm_index, codes = gem_mapped(adm_index, system, code, gem, table_name, ledger)
     else:
-        codes = _prefixed(system, code)
+        codes = prefixed_codes(system, code)
     return list_column(adm_index, codes, admissions.num_rows)
 
 

@@ -238,9 +238,10 @@ def read_manifest(prepared_dir: str | os.PathLike) -> dict:
         raise PreparedDataError(f"{prepared_dir}: not a prepared directory (no {schema.MANIFEST_FILE})")
     manifest = json.loads(manifest_path.read_text())
     version = manifest.get("schema_version")
-    if version != schema.SCHEMA_VERSION:
+    if version not in schema.READABLE_SCHEMA_VERSIONS:
         raise PreparedDataError(
-            f"{manifest_path}: schema_version {version!r}, but this code reads version {schema.SCHEMA_VERSION}"
+            f"{manifest_path}: schema_version {version!r}, but this code reads versions "
+            f"{', '.join(map(str, schema.READABLE_SCHEMA_VERSIONS))}"
         )
     return manifest
 

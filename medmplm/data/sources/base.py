@@ -205,7 +205,9 @@ def unmapped_ndc_stats(unmapped: pa.Table) -> list[StatsRow]:
     return [("unmapped_ndc", "", n, c) for n, c in zip(unmapped["ndc"].to_pylist(), unmapped["rows"].to_pylist())]
 
 
-def medication_map(options: VisitOptions, ndc_map_dir: str | None, input_dir: str) -> tuple[str | None, pa.Table | None]:
+def medication_map(
+    options: VisitOptions, ndc_map_dir: str | None, input_dir: str
+) -> tuple[str | None, pa.Table | None]:
     """``(directory, NDC -> ATC-3 table)`` when the medication vocabulary is ``atc3`` (the map is looked for in
     ``ndc_map_dir``, else beside the tables), ``(None, None)`` otherwise."""
     if options.medication_vocab != "atc3":

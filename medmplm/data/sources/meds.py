@@ -54,17 +54,17 @@ from medmplm.data.sources.base import Source, StatsRow, input_record
 from medmplm.data.tables import MissingTableError, PrepareInputError, file_sha256
 from medmplm.data.visits import (
     ADM_INDEX,
-    NOTE_SEPARATOR,
     INVALID_CODE_REASONS,
+    NOTE_SEPARATOR,
     VisitOptions,
-    _gem_mapped,
-    _prefixed,
     combined,
     drop_exact_duplicates,
+    gem_mapped,
     list_column,
+    prefixed_codes,
     visit_table,
 )
-from medmplm.ontology import SYSTEM_PATTERNS, SYSTEM_SEPARATOR
+from medmplm.ontology import SYSTEM_PATTERNS
 
 EVENTS = "EVENTS"
 SEPARATOR = "//"
@@ -429,7 +429,9 @@ def build_meds_visits(events: pa.Table, source: MedsSource, ledger: RowLedger) -
     )
     discharge = frame[~is_admit].rename(columns={"row": "row_discharge", "time": "time_discharge"})
     discharge = discharge.assign(
-        rest_discharge=_rest(boundary_code, codes.discharge_prefix + SEPARATOR).to_numpy(zero_copy_only=False)[~is_admit]
+        rest_discharge=_rest(boundary_code, codes.discharge_prefix + SEPARATOR).to_numpy(zero_copy_only=False)[
+            ~is_admit
+        ]
     )
     pairs, unpaired_discharges = _pair_admissions(admit, discharge)
     unpaired_admissions = pairs.loc[pairs["row_discharge"].isna(), "row"].to_numpy(dtype=np.int64)
@@ -480,7 +482,7 @@ def build_meds_visits(events: pa.Table, source: MedsSource, ledger: RowLedger) -
     keep = ~outside
     is_boundary, subject_events, is_death = (m[keep] for m in (is_boundary, subject_events, is_death))
 
-    admissions = _admission_table(pairs, events, is_death, source)
+    admissions = _admission_table(pairs, events, is_death)
     subject_rows = events.filter(pa.array(subject_events))
     in_stay = events.filter(pa.array(~is_boundary & ~subject_events & ~is_death))
     in_stay = in_stay.sort_by([(ADM_INDEX, "ascending"), ("time", "ascending"), (_ORDER, "ascending")])
@@ -545,9 +547,8 @@ def _assign_admissions(events: pa.Table, pairs: pd.DataFrame, source: MedsSource
     return result
 
 
-def _admission_table(pairs: pd.DataFrame, events: pa.Table, is_death: np.ndarray, source: MedsSource) -> pa.Table:
+def _admission_table(pairs: pd.DataFrame, events: pa.Table, is_death: np.ndarray) -> pa.Table:
     """``clean_admissions``' columns for the paired admissions (already sorted by subject, time, hadm_id)."""
-    codes = source.codes
     deaths = events.filter(pa.array(is_death))
     death_time = pa.nulls(len(pairs), pa.timestamp("us"))
     if deaths.num_rows:
@@ -590,13 +591,15 @@ def _code_lists(
     rows = events.filter(pa.array(used)).append_column("__system", system.filter(pa.array(used)))
     rows = rows.append_column("__code", bare.filter(pa.array(used)))
     for name in set(prefixes.values()):
-        bad = pc.and_(pc.equal(rows["__system"], name), pc.invert(pc.match_substring_regex(rows["__code"], SYSTEM_PATTERNS[name])))
+        bad = pc.and_(
+            pc.equal(rows["__system"], name), pc.invert(pc.match_substring_regex(rows["__code"], SYSTEM_PATTERNS[name]))
+        )
         rows = ledger.reject(EVENTS, rows, bad, INVALID_CODE_REASONS[name], quarantine=True)
     adm_index, system, bare = (combined(rows[c]) for c in (ADM_INDEX, "__system", "__code"))
     if source.gem is not None and "ICD10CM" in prefixes.values():
-        adm_index, values = _gem_mapped(adm_index, system, bare, source.gem, EVENTS, ledger)
+        adm_index, values = gem_mapped(adm_index, system, bare, source.gem, EVENTS, ledger)
     else:
-        values = _prefixed(system, bare)
+        values = prefixed_codes(system, bare)
     return list_column(adm_index, values, admissions.num_rows), used
 
 
@@ -666,7 +669,9 @@ def _subject_demographics(rows: pa.Table, admissions: pa.Table, codes: MedsCodes
         if chosen.num_rows == 0:
             return pa.nulls(len(subjects), values.type)
         first = pc.index_in(chosen["subject"].unique(), value_set=chosen["subject"])
-        return demographics.per_admission(subjects, combined(chosen["subject"]).take(first), combined(chosen["value"]).take(first))
+        return demographics.per_admission(
+            subjects, combined(chosen["subject"]).take(first), combined(chosen["value"]).take(first)
+        )
 
     is_gender = pc.fill_null(pc.starts_with(code, codes.gender_prefix), False)
     gender = first_per_subject(is_gender, demographics.gender_values(_rest(code, codes.gender_prefix)))

@@ -57,4 +57,6 @@ def locate(input_dir: str, options: VisitOptions, ndc_map_dir: str | None) -> Mi
         required["ADMISSIONS"] = REQUIRED_COLUMNS["ADMISSIONS"] + ("DISCHARGE_LOCATION",)
     table_files = {table: locate_table(input_dir, table, required[table]) for table in TABLES}
     map_dir, ndc_atc3 = medication_map(options, ndc_map_dir, input_dir)
-    return Mimic3Source(input_dir=input_dir, table_files=table_files, options=options, ndc_map_dir=map_dir, ndc_atc3=ndc_atc3)
+    return Mimic3Source(
+        input_dir=input_dir, table_files=table_files, options=options, ndc_map_dir=map_dir, ndc_atc3=ndc_atc3
+    )

@@ -106,7 +106,8 @@ DEFINITIONS = {
         "(discharge, radiology), NOTE_SEQ, NOTE_ID order with a blank line; no note/ directory: no notes"
     ),
     "age": "ANCHOR_AGE + (year of ADMITTIME - ANCHOR_YEAR); ANCHOR_AGE over 89 (written 91) or any age over 89 is 90.0",
-    "readmission_30d_nonelective": "as readmission_30d, counting only " + ", ".join(MIMIC4_NON_ELECTIVE_TYPES)
+    "readmission_30d_nonelective": "as readmission_30d, counting only "
+    + ", ".join(MIMIC4_NON_ELECTIVE_TYPES)
     + " next admissions",
     "labs_dictionary": "events of an ITEMID not in d_labitems are quarantined (unknown_itemid)",
 }
@@ -178,9 +179,7 @@ class Mimic4Source(MimicSource):
             tables[PRESCRIPTIONS], raw[PRESCRIPTIONS], admissions, self.options, self.ndc_atc3, ledger, "STARTTIME"
         )
         labs = lab_lists(tables[LABEVENTS], raw[LABEVENTS], admissions, ledger, LABEVENT_ID, self.known_itemids)
-        note_text, num_notes = note_texts(
-            {t: tables[t] for t in self.note_tables}, raw, admissions, ledger
-        )
+        note_text, num_notes = note_texts({t: tables[t] for t in self.note_tables}, raw, admissions, ledger)
         gender, age = patient_demographics(tables[PATIENTS], raw[PATIENTS], admissions, ledger)
         visits = visit_table(
             admissions,
@@ -247,7 +246,9 @@ def note_texts(
 ) -> tuple[pa.Array, pa.Array]:
     """Per-admission text of the selected MIMIC-IV-Note files and note counts (see the module docstring)."""
     parts = []
-    for rank, (table, rows) in enumerate(sorted(note_tables.items(), key=lambda item: NOTE_CATEGORIES.index(item[0].lower()))):
+    for rank, (table, rows) in enumerate(
+        sorted(note_tables.items(), key=lambda item: NOTE_CATEGORIES.index(item[0].lower()))
+    ):
         rows = drop_exact_duplicates(rows, table, raw_columns[table], ledger, ("NOTE_ID", "SUBJECT_ID", "HADM_ID"))
         rows = parse_hadm(rows, table, ledger, null_is_dropped=True)
         charttime, charttime_invalid = parse_timestamp(rows["CHARTTIME"])
@@ -274,7 +275,13 @@ def note_texts(
         )
     if parts:
         notes = pa.concat_tables(parts).sort_by(
-            [(ADM_INDEX, "ascending"), ("charttime", "ascending"), ("rank", "ascending"), ("note_seq", "ascending"), ("note_id", "ascending")]
+            [
+                (ADM_INDEX, "ascending"),
+                ("charttime", "ascending"),
+                ("rank", "ascending"),
+                ("note_seq", "ascending"),
+                ("note_id", "ascending"),
+            ]
         )
         lists = list_column(notes[ADM_INDEX], combined(notes["text"]), admissions.num_rows)
     else:
