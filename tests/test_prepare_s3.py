@@ -77,7 +77,7 @@ def keys(s3: str) -> list[str]:
 def test_upload_is_complete_only_with_its_manifest_and_interruptions_leave_nothing_accepted(s3, tmp_path, monkeypatch):
     out = f"{s3}/prepared"
     publish(staged(tmp_path / "first", "first"), out)
-    assert require_prepared(out).options == {"tag": "first"}
+    assert require_prepared(out)["options"] == {"tag": "first"}
     assert keys(s3) == [
         "prepared/manifest.json",
         "prepared/quarantine/ADMISSIONS.parquet",
@@ -98,7 +98,7 @@ def test_upload_is_complete_only_with_its_manifest_and_interruptions_leave_nothi
     monkeypatch.setattr(locations, "copy_local_file", copy_then_fail)
     with pytest.raises(ConnectionError):
         publish(staged(tmp_path / "second", "second"), out)
-    assert require_prepared(out).options == {"tag": "first"}
+    assert require_prepared(out)["options"] == {"tag": "first"}
     assert all(key.startswith("prepared/") for key in keys(s3))
     monkeypatch.setattr(locations, "copy_local_file", copy)
 
@@ -161,13 +161,13 @@ def test_prepare_writes_to_s3_and_refuses_to_overwrite_unasked(s3, tmp_path):
     mimic = write_mimic(tmp_path / "mimic")
     out = f"{s3}/mimic3-prepared"
     manifest = prepare(mimic, out, PrepareOptions(num_shards_per_split=1))
-    assert require_prepared(out) == manifest
+    assert require_prepared(out) == manifest.to_dict()
     assert {f"mimic3-prepared/visits/{split}/part-00000.parquet" for split in SPLITS} <= set(keys(s3))
     assert all(key.startswith("mimic3-prepared/") for key in keys(s3))  # no temporary prefix left
     with pytest.raises(OutputExistsError, match="--overwrite"):
         prepare(mimic, out, PrepareOptions(num_shards_per_split=1))
     again = prepare(mimic, out, PrepareOptions(num_shards_per_split=1, seed=1, overwrite=True))
-    assert require_prepared(out).options["seed"] == 1 == again.options["seed"]
+    assert require_prepared(out)["options"]["seed"] == 1 == again.options["seed"]
 
 
 @pytest.mark.slow

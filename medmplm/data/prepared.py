@@ -16,13 +16,14 @@ shares one copy; Ray Data reads the visit shards straight from the URI.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import secrets
 import shutil
 from pathlib import Path
+from typing import Any
 
 from medmplm.data import locations
-from medmplm.data.manifest import Manifest, read_manifest
 from medmplm.data.schema import MANIFEST_FILE, QUARANTINE_DIR, READABLE_SCHEMA_VERSIONS
 from medmplm.data.tables import PrepareInputError
 
@@ -94,25 +95,28 @@ def publish(staging: str | os.PathLike, out: str) -> None:
         _publish_local(Path(staging), Path(out))
 
 
-def require_prepared(location: str) -> Manifest:
-    """The manifest of the prepared directory at ``location`` (local path or URI).
+def require_prepared(location: str) -> dict[str, Any]:
+    """The manifest (as JSON data) of the prepared directory at ``location`` (local path or URI).
 
     Raises:
         IncompletePreparedError: naming the location when it has no manifest (missing, incomplete, or raw tables), or
             one of a schema version this code does not read.
     """
     location = locations.resolve(location)
-    if not locations.is_file(locations.join(location, MANIFEST_FILE)):
+    manifest_location = locations.join(location, MANIFEST_FILE)
+    if not locations.is_file(manifest_location):
         state = "is incomplete (no manifest.json: a prepare that stopped or an upload in progress)"
         if not locations.exists(location):
             state = "does not exist"
         raise IncompletePreparedError(
             f"{location} {state}; prepare it with python -m medmplm.prepare --mimic DIR --out {location}"
         )
-    manifest = read_manifest(location)
-    if manifest.schema_version not in READABLE_SCHEMA_VERSIONS:
+    with locations.open_input_stream(manifest_location) as stream:
+        manifest = json.loads(stream.read().decode("utf-8"))
+    if manifest.get("schema_version") not in READABLE_SCHEMA_VERSIONS:
         raise IncompletePreparedError(
-            f"{location}: schema_version {manifest.schema_version}; this code reads {list(READABLE_SCHEMA_VERSIONS)}"
+            f"{location}: schema_version {manifest.get('schema_version')!r}; this code reads "
+            f"{', '.join(map(str, READABLE_SCHEMA_VERSIONS))}"
         )
     return manifest
 
