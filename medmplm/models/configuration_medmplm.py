@@ -26,6 +26,10 @@ NOTE_READING_FIELDS = (
     "text_max_windows",
     "text_window_pooling",
 )
+# Model types whose configuration is MedM-PLM's (the same fields) and whose weights hold MedM-PLM's text and code
+# encoders under MedM-PLM's names (``medmplm.text_encoder.*``, ``medmplm.code_encoder.*``): an export of one loads as a
+# MedM-PLM, its cross-modal module and masked-code heads freshly initialised.
+ENCODER_EXPORT_TYPES = ("contrastive",)
 
 
 class MedMPLMConfig(PretrainedConfig):
@@ -56,6 +60,12 @@ class MedMPLMConfig(PretrainedConfig):
         ontology_head_size, ontology_num_heads, ontology_dropout: the graph attention (heads x size = code hidden).
         mask_prob, mask_token_prob, random_token_prob: code masking in pretraining.
         loss_weights: objective -> weight (objectives: ``OBJECTIVES``).
+        contrastive_weight: weight of a symmetric InfoNCE between each visit's code vector (diagnosis and medication
+            [CLS] states of the code encoder) and its note vector (the text encoder's window [CLS] states, pooled), both
+            before the cross-modal module (ALBEF's "align before fuse"), added to the masked-code objectives; 0 (the
+            default): no such loss and no parameters for it. See :mod:`medmplm.models.alignment`.
+        contrastive_projection_size: width of the space the code and note vectors are projected to for that loss.
+        contrastive_temperature: the loss's initial temperature (learned from there; CLIP's 0.07).
         initializer_range: standard deviation of fresh embeddings and linear weights (BERT's 0.02).
         vocabularies: code type -> the vocabulary's codes in id order (special tokens excluded).
         ontologies: code type -> code -> ancestors, root first.
@@ -93,6 +103,9 @@ class MedMPLMConfig(PretrainedConfig):
         mask_token_prob: float = 0.8,
         random_token_prob: float = 0.1,
         loss_weights: dict[str, float] | None = None,
+        contrastive_weight: float = 0.0,
+        contrastive_projection_size: int = 256,
+        contrastive_temperature: float = 0.07,
         initializer_range: float = 0.02,
         vocabularies: dict[str, list[str]] | None = None,
         ontologies: dict[str, dict[str, list[str]]] | None = None,
@@ -126,6 +139,9 @@ class MedMPLMConfig(PretrainedConfig):
         self.mask_token_prob = mask_token_prob
         self.random_token_prob = random_token_prob
         self.loss_weights = {name: 1.0 for name in OBJECTIVES} if loss_weights is None else dict(loss_weights)
+        self.contrastive_weight = contrastive_weight
+        self.contrastive_projection_size = contrastive_projection_size
+        self.contrastive_temperature = contrastive_temperature
         self.initializer_range = initializer_range
         self.vocabularies = {t: list(codes) for t, codes in (vocabularies or {}).items()}
         self.ontologies = {t: {c: list(a) for c, a in tree.items()} for t, tree in (ontologies or {}).items()}
@@ -171,6 +187,12 @@ class MedMPLMConfig(PretrainedConfig):
         if unknown:
             raise ValueError(f"loss_weights has unknown objective(s) {sorted(unknown)}; known: {list(OBJECTIVES)}")
         self.loss_weights = {name: float(self.loss_weights.get(name, 0.0)) for name in OBJECTIVES}
+        if self.contrastive_weight < 0:
+            raise ValueError(f"contrastive_weight must be >= 0, got {self.contrastive_weight}")
+        if self.contrastive_projection_size < 1:
+            raise ValueError(f"contrastive_projection_size must be >= 1, got {self.contrastive_projection_size}")
+        if not 0 < self.contrastive_temperature <= 1:
+            raise ValueError(f"contrastive_temperature must be in (0, 1], got {self.contrastive_temperature}")
         missing = [t for t in CODE_TYPES if self.vocabularies and t not in self.vocabularies]
         if missing:
             raise ValueError(f"vocabularies lacks code type(s) {missing}; MedM-PLM encodes {list(CODE_TYPES)}")
@@ -192,6 +214,17 @@ class MedMPLMConfig(PretrainedConfig):
         max_positions = (self.text_config or {}).get("max_position_embeddings")
         if max_positions is not None and self.text_max_length > max_positions:
             raise ValueError(f"text_max_length {self.text_max_length} exceeds the text encoder's {max_positions} positions")
+
+    @classmethod
+    def get_config_dict(
+        cls, pretrained_model_name_or_path: Any, **kwargs: Any
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
+        """``transformers``' reading of ``config.json``; a MedM-PLM configuration reads the configuration of an
+        ``ENCODER_EXPORT_TYPES`` export as its own (without a warning that the model types differ)."""
+        config_dict, kwargs = super().get_config_dict(pretrained_model_name_or_path, **kwargs)
+        if cls is MedMPLMConfig and config_dict.get("model_type") in ENCODER_EXPORT_TYPES:
+            config_dict = {**config_dict, "model_type": cls.model_type}
+        return config_dict, kwargs
 
     @classmethod
     def from_preset(cls, name: str, **overrides: Any) -> MedMPLMConfig:
@@ -232,5 +265,6 @@ PRESETS: dict[str, dict[str, Any]] = {
         "max_codes": 32,
         "ontology_head_size": 8,
         "ontology_num_heads": 4,
+        "contrastive_projection_size": 32,
     },
 }

@@ -26,6 +26,7 @@ from transformers.utils import ModelOutput
 
 from medmplm.data.masking import IGNORE_INDEX
 from medmplm.data.vocab import NUM_SPECIAL_TOKENS, PAD_ID, CodeVocab
+from medmplm.models.alignment import ContrastiveAlignment, has_codes
 from medmplm.models.configuration_medmplm import CODE_TYPES, MedMPLMConfig
 from medmplm.models.ontology_embedding import OntologyEmbedding, OntologyTree
 from medmplm.models.text_encoder import TextEncoder, WindowPooling, backbone_from_config_dict, window_starts
@@ -98,13 +99,15 @@ class MedMPLMPretrainingOutput(ModelOutput):
     Args:
         loss: scalar, the loss-weighted sum of the objectives.
         losses: objective name (``t2c_diagnosis``, ``t2c_medication``, ``c2c_diagnosis``,
-            ``c2c_medication``) -> scalar loss; 0 (still attached to the graph) when the batch
-            has no target for it.
+            ``c2c_medication``, and ``contrastive`` when ``config.contrastive_weight > 0``) -> scalar loss; 0 (still
+            attached to the graph) when the batch has no target for it.
         accuracies: objective -> scalar accuracy; NaN when the batch has no target for it.
             Share of a visit's masked codes found among its k highest-scoring codes, k = its
-            number of masked codes (micro-averaged over the batch's target codes).
-        target_counts: objective -> number of targets (masked codes) the loss and accuracy
-            cover; weight per-batch accuracies by it when averaging.
+            number of masked codes (micro-averaged over the batch's target codes). For ``contrastive``: the share
+            of the batch's visits with a note and codes whose own note scores highest among the candidates, and
+            vice versa (the mean of the two).
+        target_counts: objective -> number of targets (masked codes; for ``contrastive``, this worker's visits with
+            a note and codes) the loss and accuracy cover; weight per-batch accuracies by it when averaging.
         model_output: the :class:`MedMPLMModelOutput` the objectives were computed from.
     """
 
@@ -349,10 +352,13 @@ class MedMPLMPreTrainedModel(PreTrainedModel):
         return {t: OntologyTree.build(self.vocabs[t].codes, self.config.ontologies[t]) for t in CODE_TYPES}
 
     def _init_weights(self, module: nn.Module) -> None:
-        # Ontology node vectors are a bare parameter the library's initialisation does not know; GATConv's weights
-        # are torch_geometric layers it does not know either and keep their own initialisation.
+        # Ontology node vectors and the alignment's temperature are bare parameters the library's initialisation does
+        # not know; GATConv's weights are torch_geometric layers it does not know either and keep their own
+        # initialisation.
         if isinstance(module, OntologyEmbedding):
             nn.init.xavier_uniform_(module.node_embeddings)
+        elif isinstance(module, ContrastiveAlignment):
+            nn.init.constant_(module.logit_scale, math.log(1.0 / module.initial_temperature))
         else:
             super()._init_weights(module)
 
@@ -399,8 +405,9 @@ class MedMPLMPreTrainedModel(PreTrainedModel):
 class MedMPLMModel(MedMPLMPreTrainedModel):
     """MedM-PLM encoder: text and code encoders joined by the cross-modal module."""
 
-    # Loaded from a MedMPLMForPretraining directory, the pretraining heads are expected leftovers.
-    _keys_to_ignore_on_load_unexpected = [r"^(t2c|c2c)_heads\.", r"^text_pooling\."]
+    # Loaded from a MedMPLMForPretraining directory (or a contrastive export), the pretraining heads are expected
+    # leftovers.
+    _keys_to_ignore_on_load_unexpected = [r"^(t2c|c2c)_heads\.", r"^text_pooling\.", r"^alignment\."]
 
     def __init__(self, config: MedMPLMConfig, text_backbone: PreTrainedModel | None = None) -> None:
         super().__init__(config, text_backbone)
@@ -479,7 +486,15 @@ class MedMPLMForPretraining(MedMPLMPreTrainedModel):
     Visit-level rather than per-position prediction, because codes carry no position: two
     [MASK] tokens of one visit are indistinguishable, so per-position targets would be
     ambiguous.
+
+    With ``config.contrastive_weight > 0``, a :class:`~medmplm.models.alignment.ContrastiveAlignment` adds the
+    ``contrastive`` family's loss on the encoders' own outputs, before fusion (ALBEF's "align before fuse"): the
+    visit's code vector (the diagnosis and medication [CLS] states of the code encoder) against its note vector (the
+    text encoder's window [CLS] states, pooled), over visits with both, negatives from the whole global batch.
     """
+
+    # A contrastive export's alignment weights, loaded into a model without the contrastive loss.
+    _keys_to_ignore_on_load_unexpected = [r"^alignment\."]
 
     def __init__(self, config: MedMPLMConfig, text_backbone: PreTrainedModel | None = None) -> None:
         super().__init__(config)
@@ -488,6 +503,17 @@ class MedMPLMForPretraining(MedMPLMPreTrainedModel):
         self.t2c_heads = nn.ModuleDict({t: CodePredictionHead(hidden, len(self.vocabs[t])) for t in CODE_TYPES})
         self.c2c_heads = nn.ModuleDict({t: CodePredictionHead(hidden, len(self.vocabs[t])) for t in CODE_TYPES})
         self.text_pooling = WindowPooling(hidden, config.text_window_pooling)
+        self.alignment = (
+            ContrastiveAlignment(
+                self.medmplm.text_encoder.hidden_size,
+                2 * hidden,
+                config.contrastive_projection_size,
+                config.text_window_pooling,
+                config.contrastive_temperature,
+            )
+            if config.contrastive_weight > 0
+            else None
+        )
         self.post_init()
 
     @property
@@ -545,6 +571,16 @@ class MedMPLMForPretraining(MedMPLMPreTrainedModel):
             )
         weights = self.config.loss_weights
         loss = torch.stack([weights[name] * value for name, value in losses.items()]).sum()
+        if self.alignment is not None:
+            aligned = self.alignment(
+                *window_starts(encoded.text_last_hidden_state, attention_mask, self.config.text_max_length),
+                torch.cat([encoded.diagnosis_last_hidden_state[:, 0], encoded.medication_last_hidden_state[:, 0]], dim=-1),
+                note_present & has_codes(diag_mask, med_mask),
+            )
+            losses["contrastive"] = aligned.loss
+            accuracies["contrastive"] = (aligned.code_to_text_accuracy + aligned.text_to_code_accuracy) / 2
+            counts["contrastive"] = aligned.local_pairs
+            loss = loss + self.config.contrastive_weight * aligned.loss
         return MedMPLMPretrainingOutput(
             loss=loss, losses=losses, accuracies=accuracies, target_counts=counts, model_output=encoded
         )
