@@ -16,6 +16,8 @@ Which targets a code maps to (recorded in the manifest):
 
 from __future__ import annotations
 
+import functools
+import io
 import os
 from importlib import resources
 
@@ -23,6 +25,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from medmplm.data import locations
 from medmplm.data.tables import PrepareInputError
 from medmplm.ontology import ICD9_DIAGNOSIS_PATTERN, ICD10CM_PATTERN
 
@@ -48,17 +51,20 @@ def _read_rows(path: str | os.PathLike | None) -> tuple[pd.DataFrame, str, int]:
         package, name = PACKAGED_GEM
         with resources.files(package).joinpath(name).open("rb") as handle:
             return pd.read_csv(handle, dtype=str, usecols=columns, keep_default_na=False), f"{package}/{name}", 2
-    with open(path, encoding="utf-8") as handle:
-        has_header = handle.readline().lstrip().lstrip('"').startswith("icd10cm")
-    if has_header:
-        return pd.read_csv(path, dtype=str, usecols=columns, keep_default_na=False), str(path), 2
+    where = locations.resolve(str(path))
+    with locations.open_input_stream(where) as stream:
+        data = stream.read()
+    if data.lstrip().lstrip(b'"').startswith(b"icd10cm"):
+        return pd.read_csv(io.BytesIO(data), dtype=str, usecols=columns, keep_default_na=False), where, 2
     # CMS's text layout: three whitespace-separated columns, no header.
-    frame = pd.read_csv(path, sep=r"\s+", header=None, names=columns, dtype=str, keep_default_na=False)
-    return frame, str(path), 1
+    frame = pd.read_csv(io.BytesIO(data), sep=r"\s+", header=None, names=columns, dtype=str, keep_default_na=False)
+    return frame, where, 1
 
 
 def load_gem(path: str | os.PathLike | None = None) -> pa.Table:
     """ICD-10-CM code -> its ICD-9-CM targets (``GEM_SCHEMA``; an empty list for no-map entries).
+
+    The packaged GEM is parsed once per process (it does not change); a supplied file is read at each call.
 
     Args:
         path: a GEM file (CMS's ``2018_I10gem.txt`` layout or NBER's CSV); None reads the packaged copy.
@@ -66,6 +72,15 @@ def load_gem(path: str | os.PathLike | None = None) -> pa.Table:
     Raises:
         GemFormatError: naming the file and line of a row whose codes or flags do not have the expected shape.
     """
+    return _packaged_gem() if path is None else _parse_gem(path)
+
+
+@functools.cache
+def _packaged_gem() -> pa.Table:
+    return _parse_gem(None)
+
+
+def _parse_gem(path: str | os.PathLike | None) -> pa.Table:
     try:
         frame, where, first_line = _read_rows(path)
     except (OSError, ValueError, pd.errors.ParserError) as error:

@@ -336,7 +336,11 @@ class MedsSource(Source):
                 "discharge] times hold its time (latest-starting if overlapping); others dropped"
             ),
             "split": "metadata/subject_splits.parquet (train, tuning, held_out) where it lists the subject, else hashed",
+            "duplicates": "events equal in every column; one is kept",
             "age": "(admission time - MEDS_BIRTH time) / 365.2425 days; over 89 is 90.0",
+            "readmission_30d_nonelective": (
+                "as readmission_30d, counting only " + ", ".join(self.codes.non_elective_types) + " next admissions"
+            ),
         }
         if self.gem is not None:
             from medmplm.data.icd_gem import GEM_RULES

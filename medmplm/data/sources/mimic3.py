@@ -37,7 +37,11 @@ class Mimic3Source(MimicSource):
         return visits, unmapped_ndc_stats(unmapped)
 
     def option_values(self) -> dict[str, Any]:
-        return {"source": self.name, "ndc_map_dir": self.ndc_map_dir}
+        return {
+            "source": self.name,
+            "ndc_map_dir": self.ndc_map_dir,
+            "note_categories": list(self.options.note_categories),
+        }
 
     def definitions(self) -> dict[str, str]:
         return DEFINITIONS
