@@ -26,7 +26,7 @@ from transformers.utils import ModelOutput
 from medmplm.models.alignment import ContrastiveAlignment, has_codes
 from medmplm.models.contrastive.configuration_contrastive import ContrastiveConfig
 from medmplm.models.modeling_medmplm import CodeEncoder, MedMPLMPreTrainedModel
-from medmplm.models.text_encoder import TextEncoder, window_starts
+from medmplm.models.text_encoder import TextEncoder, WindowPooling, window_starts
 
 
 @dataclass
@@ -37,6 +37,8 @@ class ContrastiveModelOutput(ModelOutput):
         text_window_states: [B, K, H_text] the text encoder's state at each window's [CLS].
         text_window_mask: [B, K] True on the windows the note reaches.
         code_vector: [B, 2 * H_code] the diagnosis and medication [CLS] states of the code encoder, concatenated.
+        visit_embedding: [B, H_text + 2 * H_code] the note's window [CLS] states averaged over the windows it reaches,
+            and ``code_vector``: the visit vector ``python -m medmplm.embed`` writes.
         text_last_hidden_state: [B, L_text, H_text] text encoder output (zero over absent windows).
         diagnosis_last_hidden_state: [B, 1 + C, H_code] code encoder output for diagnoses.
         medication_last_hidden_state: [B, 1 + C, H_code] code encoder output for medications.
@@ -45,6 +47,7 @@ class ContrastiveModelOutput(ModelOutput):
     text_window_states: torch.Tensor | None = None
     text_window_mask: torch.Tensor | None = None
     code_vector: torch.Tensor | None = None
+    visit_embedding: torch.Tensor | None = None
     text_last_hidden_state: torch.Tensor | None = None
     diagnosis_last_hidden_state: torch.Tensor | None = None
     medication_last_hidden_state: torch.Tensor | None = None
@@ -95,6 +98,7 @@ class ContrastiveModel(ContrastivePreTrainedModel):
         super().__init__(config, text_backbone)
         self.text_encoder = TextEncoder(self.build_text_backbone(), config.text_num_frozen_layers)
         self.code_encoder = CodeEncoder(config, self.trees())
+        self.mean_pooling = WindowPooling(self.text_encoder.hidden_size, "mean")
         self.post_init()
 
     def forward(
@@ -119,10 +123,12 @@ class ContrastiveModel(ContrastivePreTrainedModel):
         text = self.text_encoder(input_ids, attention_mask, text_hidden_states, window_length=window_length)
         diagnoses, medications = self.code_encoder(diag_ids, diag_mask, med_ids, med_mask)
         window_states, window_mask = window_starts(text, attention_mask, window_length)
+        code_vector = torch.cat([diagnoses[:, 0], medications[:, 0]], dim=-1)
         return ContrastiveModelOutput(
             text_window_states=window_states,
             text_window_mask=window_mask,
-            code_vector=torch.cat([diagnoses[:, 0], medications[:, 0]], dim=-1),
+            code_vector=code_vector,
+            visit_embedding=torch.cat([self.mean_pooling(window_states, window_mask), code_vector], dim=-1),
             text_last_hidden_state=text,
             diagnosis_last_hidden_state=diagnoses,
             medication_last_hidden_state=medications,
