@@ -568,6 +568,17 @@ def test_medfuse_start_names_the_wrong_key(prepared, tmp_path):
         )
 
 
+def test_a_notes_only_model_builds_no_lab_encoder_and_refuses_a_lab_export(prepared, tmp_path):
+    language_model = write_language_model(tmp_path / "lm")
+    config = finetune_config(prepared, "medfuse-notes", **{"finetune.init_text": str(language_model)})
+    start = build_medfuse_config(config, str(prepared), ["ICD9CM:401"])
+    assert start.lab_model is None and start.config.modalities == ["notes"]
+    assert start.config.note_embedding_size == 8
+    config.finetune.init_code = str(tmp_path)
+    with pytest.raises(ConfigError, match=r"finetune\.init_code: --model medfuse-notes reads no lab tests"):
+        build_medfuse_config(config, str(prepared), ["ICD9CM:401"])
+
+
 def test_lab_family_builds_its_items_from_the_training_split(prepared):
     built = FAMILY.build_model(str(prepared), ModelSection(family="medfuse-lab", overrides={"num_lab_items": 2}))
     config = built.model.config
@@ -578,3 +589,69 @@ def test_lab_family_builds_its_items_from_the_training_split(prepared):
         FAMILY.build_model(str(prepared), ModelSection(family="medfuse-lab", overrides={"vocab": 1}))
     with pytest.raises(ConfigError, match=r"model\.text_checkpoint"):
         FAMILY.build_model(str(prepared), ModelSection(family="medfuse-lab", text_checkpoint="x"))
+
+
+# --- through Ray (slow) ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1800)
+def test_pretrain_medfuse_lab_end_to_end_with_zero2(ray_local, synthetic_prepared, tmp_path):
+    from medmplm.pretraining.testing_utils import TWO_WORKERS_ZERO2, run_pretraining, tensorboard_scalars
+
+    output = run_pretraining(
+        "model.family=medfuse-lab",
+        f"data.prepared_dir={synthetic_prepared}",
+        f"run.storage_path={tmp_path}",
+        "run.name=x",
+        "train.epochs=3",
+        *TWO_WORKERS_ZERO2,
+        log=tmp_path / "pretrain.log",
+    )
+    assert "Pretraining finished: medfuse-lab, run x" in output
+    # Whether the loss falls is test_reconstruction_loss_falls_on_tiny_data's question: the synthetic labs are shifted
+    # by conditions but mostly noise, and a few dozen steps barely move a masked item's error below its variance (1).
+    scalars = tensorboard_scalars(tmp_path / "x" / "tensorboard")
+    masked_mse = [value for tag, values in scalars.items() if tag.endswith("masked_mse") for _, value in values]
+    assert len(scalars["train/loss"]) >= 20 and masked_mse and np.isfinite(masked_mse).all()
+    assert all(0.0 < value < 5.0 for value in masked_mse), masked_mse
+    encoder = AutoModel.from_pretrained(tmp_path / "x" / "export").eval()
+    assert type(encoder) is MedFuseLabModel and len(encoder.config.lab_items) > 0
+    initial = MedFuseLabModel.from_pretrained(tmp_path / "x" / "initial_model").state_dict()
+    assert any(not torch.equal(value, initial[key]) for key, value in encoder.state_dict().items())
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1800)
+def test_finetune_medfuse_on_disease10_through_the_loop_and_the_note_cache(ray_local, prepared, tmp_path):
+    from medmplm.config import load_config
+    from medmplm.tasks.runner import run_finetune
+
+    language_model = write_language_model(tmp_path / "lm")
+    overrides = {
+        "data.prepared_dir": str(prepared),
+        "finetune.task": "disease10",
+        "finetune.model": "medfuse",
+        "finetune.init_text": str(language_model),
+        "finetune.task_options": {"top_k": 3},
+        "finetune.results_dir": str(tmp_path / "results"),
+        "run.storage_path": str(tmp_path / "runs"),
+        "train.epochs": 2,
+        "train.global_batch_size": 8,
+        "train.micro_batch_size": 8,
+        "logging.progress_bar": False,
+    }
+    config = load_config(FinetuneConfig, None, overrides)
+    record = run_finetune(config, str(prepared), "medfuse-run")
+    assert record.task == "disease10" and record.model == "medfuse" and record.synthetic_data
+    assert {"f1_micro", "f1_macro", "auc_micro", "auc_macro"} <= set(record.metrics["test"])
+    assert record.num_examples == {"val": 8, "test": 8}
+    assert record.details["text_init"] == str(language_model) and record.details["code_init"] is None
+    assert record.details["medfuse_inputs"]["train"]["without_note"] > 0
+    # One vector cache per split, written once: a second run of the same data and language model reads it back.
+    markers = sorted((tmp_path / "runs" / "note_embeddings").glob("*/*/_cache_complete.json"))
+    assert [marker.parent.name for marker in markers] == ["test", "train", "val"]
+    written = {marker: marker.stat().st_mtime_ns for marker in markers}
+    run_finetune(load_config(FinetuneConfig, None, {**overrides, "train.epochs": 1}), str(prepared), "again")
+    assert {marker: marker.stat().st_mtime_ns for marker in markers} == written
+    assert len(list((tmp_path / "runs" / "note_embeddings").glob("*/train/part-*"))) == 1

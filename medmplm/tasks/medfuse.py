@@ -244,8 +244,8 @@ class MedFuseStart:
     Attributes:
         config: the ``MedFuseConfig`` of ``--model`` (preset, variant, overrides).
         lab_model: the lab model its lab encoder starts from (a ``medfuse-lab`` export, or fresh with its items and
-            standardisation fitted on the training split).
-        lab_init: that export (``None``: fresh).
+            standardisation fitted on the training split); ``None`` when no labs are read.
+        lab_init: that export (``None``: fresh, or no labs read).
         language_model, tokenizer: the language model of ``finetune.init_text`` (``None`` when no notes are read).
     """
 
@@ -278,7 +278,25 @@ def build_medfuse_config(config: Any, prepared_dir: str, label_space: list[str])
         raise ConfigError(f"model.preset: MEDFuse has presets {sorted(PRESETS)}, got {section.preset!r}")
     overrides = dict(section.overrides)
     lab_overrides = overrides.pop("lab_encoder", {})
-    if finetune.init_code is not None:
+    values = {**PRESETS[section.preset], **VARIANTS[finetune.model]}
+    values["loss_weights"] = {**values.get("loss_weights", {}), **overrides.pop("loss_weights", {})}
+    values.update(overrides)
+    unknown = sorted(set(values) - set(MedFuseConfig.__annotations__))
+    if unknown:
+        raise ConfigError(f"model.overrides.{unknown[0]}: not a MEDFuse configuration field")
+    modalities = values.get("modalities", ["labs", "notes"])
+    reads_notes = "notes" in modalities
+    if reads_notes and finetune.init_text is None:
+        raise ConfigError(
+            f"finetune.init_text: --model {finetune.model} reads notes through a language model; give its local "
+            "checkpoint directory (--init-text DIR, e.g. a bert-mlm export)"
+        )
+    lab_model = None
+    if "labs" not in modalities:
+        for key, value in (("finetune.init_code", finetune.init_code), ("model.overrides.lab_encoder", lab_overrides)):
+            if value:
+                raise ConfigError(f"{key}: --model {finetune.model} reads no lab tests")
+    elif finetune.init_code is not None:
         if lab_overrides:
             raise ConfigError(
                 "model.overrides.lab_encoder: the lab encoder of finetune.init_code keeps its configuration"
@@ -295,18 +313,6 @@ def build_medfuse_config(config: Any, prepared_dir: str, label_space: list[str])
             prepared_dir, ModelSection(family="medfuse-lab", preset=section.preset, overrides=lab_overrides)
         )
         lab_model = built.model
-    values = {**PRESETS[section.preset], **VARIANTS[finetune.model]}
-    values["loss_weights"] = {**values.get("loss_weights", {}), **overrides.pop("loss_weights", {})}
-    values.update(overrides)
-    unknown = sorted(set(values) - set(MedFuseConfig.__annotations__))
-    if unknown:
-        raise ConfigError(f"model.overrides.{unknown[0]}: not a MEDFuse configuration field")
-    reads_notes = "notes" in values.get("modalities", ["labs", "notes"])
-    if reads_notes and finetune.init_text is None:
-        raise ConfigError(
-            f"finetune.init_text: --model {finetune.model} reads notes through a language model; give its local "
-            "checkpoint directory (--init-text DIR, e.g. a bert-mlm export)"
-        )
     language_model = tokenizer = None
     if reads_notes:
         language_model, tokenizer = load_language_model(finetune.init_text)
@@ -315,7 +321,7 @@ def build_medfuse_config(config: Any, prepared_dir: str, label_space: list[str])
             values["note_encoder"] = language_model.config.to_dict()
     try:
         medfuse = MedFuseConfig(
-            lab_encoder=lab_model.config.to_dict(),
+            lab_encoder=lab_model.config.to_dict() if lab_model is not None else {},
             num_labels=len(label_space),
             label_names=list(label_space),
             **values,
@@ -472,7 +478,7 @@ def medfuse_examples(task: Any, config: Any) -> Any:
     start = build_medfuse_config(config, prepared_dir, label_space)
     medfuse, tokenizer = start.config, start.tokenizer
     reads_notes = "notes" in medfuse.modalities
-    lab_featurizer = LabFeaturizer(medfuse.lab_config)
+    lab_featurizer = LabFeaturizer(medfuse.lab_config) if start.lab_model is not None else None
     featurized, counts = {}, {}
     for split, examples in sets.items():
         notes = None
@@ -503,8 +509,10 @@ def medfuse_examples(task: Any, config: Any) -> Any:
             tokenizer.save_pretrained(directory)
 
     lab_init = start.lab_init
-    code_init = lab_init or SCRATCH
     text_init = finetune.init_text if reads_notes else None
+    sides = ([("code", lab_init or SCRATCH)] if start.lab_model is not None else []) + (
+        [("text", text_init)] if reads_notes else []
+    )
     return OwnExamples(
         featurized=featurized,
         num_examples={split: len(examples) for split, examples in sets.items()},
@@ -512,7 +520,8 @@ def medfuse_examples(task: Any, config: Any) -> Any:
             task=task, label_space=list(label_space), score_metric=finetune.score_metric, score_mode=finetune.score_mode
         ),
         build_model=build_model,
-        init=f"code={code_init}; text={text_init}" if text_init else code_init,
+        # As the runner records a model of two backbones: each side's export, or one side's alone.
+        init=sides[0][1] if len(sides) == 1 else "; ".join(f"{side}={init}" for side, init in sides),
         data=prepared_dir,
         details={
             "num_labels": len(label_space),
@@ -527,7 +536,7 @@ def medfuse_examples(task: Any, config: Any) -> Any:
             "note_pooling": medfuse.note_pooling if reads_notes else None,
             "note_finetuning": medfuse.note_finetuning if reads_notes else None,
             "note_max_length": medfuse.note_max_length if reads_notes else None,
-            "code_backbone": "medfuse-lab",
+            "code_backbone": "medfuse-lab" if start.lab_model is not None else None,
             "code_init": lab_init,
             "text_backbone": "language-model" if reads_notes else None,
             "text_init": text_init,
