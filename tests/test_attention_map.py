@@ -115,7 +115,18 @@ def test_a_note_read_in_overlapping_windows_is_one_column_per_note_token(model: 
 
 
 @pytest.mark.parametrize(
-    ("code", "dotted"), [("4280", "428.0"), ("486", "486"), ("V4581", "V45.81"), ("E8497", "E849.7"), ("x", "x")]
+    ("code", "dotted"),
+    [
+        ("4280", "428.0"),
+        ("486", "486"),
+        ("V4581", "V45.81"),
+        ("E8497", "E849.7"),
+        ("x", "x"),
+        ("ICD9CM:4280", "428.0"),
+        ("ICD10CM:I2510", "I25.10"),
+        ("ICD10CM:I10", "I10"),
+        ("ICD9Proc:3893", "ICD9Proc:3893"),
+    ],
 )
 def test_icd9_codes_are_dotted(code: str, dotted: str) -> None:
     assert dotted_icd9(code) == dotted

@@ -110,14 +110,23 @@ class AttentionMap:
 
 
 def dotted_icd9(code: str) -> str:
-    """An undotted ICD-9-CM diagnosis code in its usual dotted form (``4280`` -> ``428.0``, ``E8497`` -> ``E849.7``);
-    anything else unchanged."""
-    from medmplm.ontology import is_icd9_diagnosis
+    """A diagnosis code in its usual dotted form: an undotted ICD-9-CM code (``4280`` -> ``428.0``, ``E8497`` ->
+    ``E849.7``), bare or with its system (``ICD9CM:4280`` -> ``428.0``), or an ICD-10-CM one (``ICD10CM:I2510`` ->
+    ``I25.10``); anything else unchanged."""
+    from medmplm.ontology import ICD9CM, ICD10CM, OntologyError, is_icd9_diagnosis, split_system_code
 
-    if not is_icd9_diagnosis(code):
+    system, bare = None, code
+    if ":" in code:
+        try:
+            system, bare = split_system_code(code)
+        except OntologyError:
+            return code
+    if system == ICD10CM:
+        return bare if len(bare) <= 3 else f"{bare[:3]}.{bare[3:]}"
+    if system not in (None, ICD9CM) or not is_icd9_diagnosis(bare):
         return code
-    category_len = 4 if code.startswith("E") else 3
-    return code if len(code) <= category_len else f"{code[:category_len]}.{code[category_len:]}"
+    category_len = 4 if bare.startswith("E") else 3
+    return bare if len(bare) <= category_len else f"{bare[:category_len]}.{bare[category_len:]}"
 
 
 def check_visit(visit: Mapping[str, Any], where: str = "") -> None:
