@@ -143,7 +143,8 @@ class ModelSection:
 
     Attributes:
         family: ``medmplm`` (text + codes, T2C/C2C), ``bert-mlm`` (a BERT text encoder by masked language modelling on
-            the notes), ``gbert`` (G-BERT on codes alone), ``medbert`` (Med-BERT on patient code sequences); see
+            the notes), ``gbert`` (G-BERT on codes alone), ``medbert`` (Med-BERT on patient code sequences),
+            ``mbehrt`` (M-BEHRT on patient histories: time-stamped codes and labs, and notes); see
             :mod:`medmplm.pretraining`.
         preset: the family's model preset; every family has ``tiny``. MedM-PLM:
             ``tiny`` (seconds per step on a laptop CPU) or ``paper`` (BERT-base text encoder, 10 of 12 layers frozen;

@@ -1,10 +1,10 @@
 """The model families, transformers style: ``configuration_<family>.py`` + ``modeling_<family>.py``.
 
-MedM-PLM lives here at the top (configuration, encoders, cross-modal module, pretraining objectives); G-BERT and
-Med-BERT in ``gbert/`` and ``medbert/``; ``bert-mlm`` is transformers' own BERT (``bert_mlm/``). Importing this
-package registers every family with ``AutoConfig``, ``AutoModel`` and ``AutoModelForPreTraining``, so an export of
-any family loads with ``AutoModel.from_pretrained(directory)``. The NER check's BiLSTM-CRF (``ner/``) registers with
-``AutoConfig`` and ``AutoModelForTokenClassification``.
+MedM-PLM lives here at the top (configuration, encoders, cross-modal module, pretraining objectives); G-BERT,
+Med-BERT and M-BEHRT in ``gbert/``, ``medbert/`` and ``mbehrt/``; ``bert-mlm`` is transformers' own BERT
+(``bert_mlm/``). Importing this package registers every family with ``AutoConfig``, ``AutoModel`` and
+``AutoModelForPreTraining``, so an export of any family loads with ``AutoModel.from_pretrained(directory)``. The NER
+check's BiLSTM-CRF (``ner/``) registers with ``AutoConfig`` and ``AutoModelForTokenClassification``.
 """
 
 from medmplm.models.configuration_medmplm import PRESETS, MedMPLMConfig
@@ -20,7 +20,7 @@ from medmplm.models.ontology_embedding import OntologyEmbedding, OntologyTree
 from medmplm.models.text_encoder import TextEncoder
 
 # Imported for their Auto class registration (after MedM-PLM, whose code encoder G-BERT reuses).
-from medmplm.models import gbert, medbert, ner  # noqa: E402, F401  isort: skip
+from medmplm.models import gbert, mbehrt, medbert, ner  # noqa: E402, F401  isort: skip
 
 __all__ = [
     "PRESETS",

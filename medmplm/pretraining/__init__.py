@@ -15,6 +15,7 @@ FAMILY_MODULES = {
     "bert-mlm": "medmplm.pretraining.bert_mlm",
     "gbert": "medmplm.pretraining.gbert",
     "medbert": "medmplm.pretraining.medbert",
+    "mbehrt": "medmplm.pretraining.mbehrt",
 }
 
 FAMILIES = tuple(FAMILY_MODULES)

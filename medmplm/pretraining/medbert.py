@@ -193,8 +193,9 @@ def model_rows(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     return {name: batch[name][keep] for name in MODEL_COLUMNS}
 
 
-def read_patient_visits(prepared_dir: str, split: str) -> Any:
-    """A Ray Dataset of one split's visit records, only the columns the featuriser reads.
+def read_patient_visits(prepared_dir: str, split: str, columns: tuple[str, ...] = VISIT_COLUMNS) -> Any:
+    """A Ray Dataset of one split's visit records, only ``columns`` (by default those this featuriser reads; the
+    ``mbehrt`` family reads more).
 
     Raises:
         FileNotFoundError: naming the directory when the split is missing.
@@ -208,18 +209,19 @@ def read_patient_visits(prepared_dir: str, split: str) -> Any:
         raise FileNotFoundError(
             f"{location}: missing; {prepared_dir} is not a prepared directory (run python -m medmplm.prepare)"
         )
-    return ray.data.read_parquet(location, columns=list(VISIT_COLUMNS))
+    return ray.data.read_parquet(location, columns=list(columns))
 
 
-def patient_sequences(visits: Any, featurizer: PatientSequenceFeaturizer, num_partitions: int) -> Any:
-    """One row per patient, in ``subject_id`` order: a patient's visits may lie in several blocks, so rows are grouped
-    by ``subject_id`` first, into ``num_partitions`` hash partitions (Ray's default of 200 makes as many aggregators and
-    tiny blocks; a patient row is small, 4 x max_length int64)."""
+def patient_sequences(visits: Any, featurizer: Any, num_partitions: int) -> Any:
+    """One row per patient, in ``subject_id`` order (``featurizer``: a :class:`PatientSequenceFeaturizer`, or another
+    family's patient featuriser with its ``subject_id`` column): a patient's visits may lie in several blocks, so rows
+    are grouped by ``subject_id`` first, into ``num_partitions`` hash partitions (Ray's default of 200 makes as many
+    aggregators and tiny blocks; a patient row is small, 4 x max_length int64)."""
     grouped = visits.groupby("subject_id", num_partitions=num_partitions)
     return grouped.map_groups(_featurize_patient, batch_format="numpy", fn_args=(featurizer,)).sort("subject_id")
 
 
-def _featurize_patient(visits: dict[str, np.ndarray], featurizer: PatientSequenceFeaturizer) -> dict[str, np.ndarray]:
+def _featurize_patient(visits: dict[str, np.ndarray], featurizer: Any) -> dict[str, np.ndarray]:
     # A function, not the featuriser itself: map_groups names its stage after the function's __name__.
     return featurizer(visits)
 

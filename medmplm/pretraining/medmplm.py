@@ -51,26 +51,31 @@ def prepared_ontologies(
     return ontologies
 
 
-def build_medmplm(
-    model_class: type,
-    prepared_dir: str | os.PathLike,
+def build_text_side(
     config: Any,
+    prepared_dir: str | os.PathLike,
     tokenizer_dir: str | os.PathLike | None = None,
     text_checkpoint: str | os.PathLike | None = None,
-) -> Any:
-    """A freshly initialised MedM-PLM model (``MedMPLMModel`` or ``MedMPLMForPretraining``) for a prepared directory.
+) -> tuple[Any, Any]:
+    """The text encoder and tokenizer of a fresh model whose configuration has MedM-PLM's ``text_*`` fields (MedM-PLM,
+    M-BEHRT), in order of preference: the checkpoint ``text_checkpoint`` (with its own tokenizer, or the one in
+    ``tokenizer_dir``); a fresh BERT with the tokenizer in ``tokenizer_dir``; or a fresh BERT with a WordPiece tokenizer
+    trained on the training split's notes (once per prepared directory, see
+    :func:`~medmplm.models.tokenization.prepared_wordpiece_tokenizer`).
 
-    Code vocabularies and ontologies come from ``vocab/`` and ``ontology/``. The text side is, in order of preference:
-    the checkpoint ``text_checkpoint`` (with its own tokenizer, or the one in ``tokenizer_dir``); a fresh BERT with
-    the tokenizer in ``tokenizer_dir``; or a fresh BERT with a WordPiece tokenizer trained on the training split's
-    notes (once per prepared directory, see :func:`~medmplm.models.tokenization.prepared_wordpiece_tokenizer`). With a
-    checkpoint, the ``text_*`` size fields of ``config`` are replaced by the checkpoint's.
+    Fills in ``config.text_config`` and ``config.text_pretrained``; with a checkpoint, the ``text_*`` size fields are
+    replaced by the checkpoint's (the caller validates the configuration again).
+
+    Returns:
+        ``(backbone, tokenizer)``: the loaded checkpoint (``None`` for a fresh BERT, which the model builds from
+        ``config.text_config``) and the tokenizer.
+
+    Raises:
+        ValueError: the tokenizer has more tokens than the text encoder's embedding has rows.
     """
     from medmplm.models.text_encoder import bert_text_config, load_backbone_checkpoint, text_config_dict
     from medmplm.models.tokenization import load_tokenizer, prepared_wordpiece_tokenizer
 
-    config.vocabularies = prepared_code_vocabularies(prepared_dir, config.code_min_count)
-    config.ontologies = prepared_ontologies(prepared_dir, config.vocabularies)
     backbone = None
     if text_checkpoint is not None:
         backbone = load_backbone_checkpoint(text_checkpoint)
@@ -83,7 +88,6 @@ def build_medmplm(
         config.text_vocab_size = text.vocab_size
         config.text_config = text_config_dict(text)
         config.text_pretrained = str(text_checkpoint)
-        config.validate_sizes()
     else:
         if tokenizer_dir is not None:
             tokenizer = load_tokenizer(tokenizer_dir)
@@ -96,6 +100,26 @@ def build_medmplm(
             f"the tokenizer has {len(tokenizer)} tokens but the text encoder's embedding has "
             f"{config.text_config['vocab_size']} rows"
         )
+    return backbone, tokenizer
+
+
+def build_medmplm(
+    model_class: type,
+    prepared_dir: str | os.PathLike,
+    config: Any,
+    tokenizer_dir: str | os.PathLike | None = None,
+    text_checkpoint: str | os.PathLike | None = None,
+) -> Any:
+    """A freshly initialised MedM-PLM model (``MedMPLMModel`` or ``MedMPLMForPretraining``) for a prepared directory.
+
+    Code vocabularies and ontologies come from ``vocab/`` and ``ontology/``; the text side from
+    :func:`build_text_side` (with a checkpoint, the ``text_*`` size fields of ``config`` are replaced by the
+    checkpoint's).
+    """
+    config.vocabularies = prepared_code_vocabularies(prepared_dir, config.code_min_count)
+    config.ontologies = prepared_ontologies(prepared_dir, config.vocabularies)
+    backbone, tokenizer = build_text_side(config, prepared_dir, tokenizer_dir, text_checkpoint)
+    config.validate_sizes()
     model = model_class(config, text_backbone=backbone)
     model.tokenizer = tokenizer
     return model
