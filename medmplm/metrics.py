@@ -34,6 +34,12 @@ ICD coding (``icd_metrics``):
   averaged over visits (the definition of CAML, Mullenbach et al. 2018).
 - ``accuracy`` (subset) and ``hamming_accuracy`` as above.
 
+Next-visit diagnosis categories (``next_dx_metrics``): every ICD-coding metric above over the categories, and
+
+- ``prauc``: per-visit average precision of the ranking of all categories, as for medication recommendation.
+- ``ap_micro``: average precision over all (visit, category) pairs pooled
+  (``average_precision_score(average="micro")``), the average precision BEHRT reports for next-visit prediction.
+
 Concept extraction (``ner_metrics``), from seqeval in strict mode with the IOB2 scheme (a predicted concept counts only
 when its type and both boundaries equal a true concept's, as the i2b2/VA challenge's exact match):
 
@@ -69,6 +75,7 @@ COUNT_METRICS = frozenset({"auc_macro_codes", "concepts"})
 DEFAULT_MEDREC_THRESHOLD = 0.3
 DEFAULT_BINARY_THRESHOLD = 0.5
 DEFAULT_ICD_THRESHOLD = 0.5
+DEFAULT_NEXT_DX_THRESHOLD = 0.5
 
 
 def _check_shapes(y_true: np.ndarray, y_score: np.ndarray, ndim: int) -> tuple[np.ndarray, np.ndarray]:
@@ -240,6 +247,18 @@ def icd_metrics(y_true: np.ndarray, y_score: np.ndarray, threshold: float = DEFA
     }
     for k in (5, 8):
         metrics[f"p_at_{k}"] = precision_at_k(y_true, y_score, k) if k <= y_true.shape[1] else float("nan")
+    return metrics
+
+
+def next_dx_metrics(
+    y_true: np.ndarray, y_score: np.ndarray, threshold: float = DEFAULT_NEXT_DX_THRESHOLD
+) -> dict[str, float]:
+    """Next-visit diagnosis metrics for ``[N, K]`` arrays (definitions in the module docstring)."""
+    metrics = icd_metrics(y_true, y_score, threshold=threshold)
+    y_true, y_score = _check_shapes(y_true, y_score, ndim=2)
+    metrics["prauc"] = _samples_average_precision(y_true, y_score)
+    pooled = float(average_precision_score(y_true, y_score, average="micro")) if y_true.any() else float("nan")
+    metrics["ap_micro"] = pooled
     return metrics
 
 

@@ -19,7 +19,8 @@ from medmplm.tasks.featurize import ExampleFeaturizer
 from medmplm.tasks.modeling import FineTuningModel, HeadConfig, build_finetuning_model, head_config_for
 from medmplm.tasks.testing_utils import write_finetune_prepared_dir
 
-TORCH_MODELS = [name for name, spec in MODELS.items() if spec.build is not None]
+# Patient-level models (M-BEHRT) read patient examples, not these visit batches: tests/test_mbehrt_next_dx.py.
+TORCH_MODELS = [name for name, spec in MODELS.items() if spec.build is not None and not spec.patient_level]
 # Every model on readmission, and every task through a multimodal and a history-summarising model, run by default;
 # the rest of the model x task grid is marked slow.
 FAST_CASES = {(m, "readmission") for m in TORCH_MODELS} | {("medmplm", "medrec"), ("medmplm", "icd"), ("rnn", "medrec")}

@@ -1,5 +1,5 @@
-"""Fine-tuning tasks: medication recommendation, 30-day readmission, ICD coding, and the NER auxiliary check (see each
-module)."""
+"""Fine-tuning tasks: medication recommendation, 30-day readmission, ICD coding, next-visit diagnosis categories, and
+the NER auxiliary check (see each module)."""
 
 from __future__ import annotations
 
@@ -7,12 +7,14 @@ from medmplm.tasks.base import ExampleSet, NoExamplesError, PreparedDataError, T
 from medmplm.tasks.icd import IcdCoding
 from medmplm.tasks.medrec import MedicationRecommendation
 from medmplm.tasks.ner import ConceptExtraction
+from medmplm.tasks.next_dx import NextVisitDiagnosis
 from medmplm.tasks.readmission import Readmission
 
 TASKS: dict[str, type] = {
     MedicationRecommendation.name: MedicationRecommendation,
     Readmission.name: Readmission,
     IcdCoding.name: IcdCoding,
+    NextVisitDiagnosis.name: NextVisitDiagnosis,
     ConceptExtraction.name: ConceptExtraction,
 }
 
@@ -39,6 +41,7 @@ __all__ = [
     "ExampleSet",
     "IcdCoding",
     "MedicationRecommendation",
+    "NextVisitDiagnosis",
     "NoExamplesError",
     "PreparedDataError",
     "Readmission",

@@ -33,6 +33,11 @@ name                             reads          representation of a visit
 ``gbert+clinicalbert``           text + codes   the two, concatenated (Table III's G-BERT + ClinicalBERT)
 ``medbert+clinicalbert``         text + codes   the same with Med-BERT
 ``medmplm-code+medmplm-text``    text + codes   MedM-PLM's two parts, each from its own backbone, concatenated
+``mbehrt-early``, ``-late``,     text + codes   M-BEHRT, patient-level: the whole history before the target
+``-shared``                                     (codes, labs, notes; early, late or shared-attention fusion)
+                                                is one sequence, one patient vector (``medmplm.tasks.patient``)
+``mbehrt-tabular``               codes          M-BEHRT's tabular BEHRT alone (codes and labs)
+``mbehrt-text``                  text           M-BEHRT's text BEHRT alone, its BERT from ``--init-text``
 ===============================  =============  ==============================================================
 
 A note read in several windows (``text_long_note="windows"``) gives one [CLS] state per window; the text vector pools
@@ -58,6 +63,7 @@ from medmplm.models import MedMPLMModel
 from medmplm.models.baselines import MultiHotLogisticRegression, TextCNNEncoder, VisitGRUEncoder
 from medmplm.models.text_encoder import WindowPooling, window_starts
 from medmplm.tasks.encoding import VisitEncoding
+from medmplm.tasks.patient import MBehrtPatientEncoder
 
 
 class MedMPLMEncoder(nn.Module):
@@ -208,6 +214,11 @@ def _cnn(backbone: MedMPLMModel) -> TextCNNEncoder:
     )
 
 
+def _mbehrt(backbone: nn.Module, text: MedMPLMModel) -> MBehrtPatientEncoder:
+    # The M-BEHRT backbone reads both sides itself.
+    return MBehrtPatientEncoder(backbone)
+
+
 @dataclass(frozen=True)
 class ModelSpec:
     """One ``--model`` entry.
@@ -222,6 +233,9 @@ class ModelSpec:
         build: ``(code_backbone, text_backbone) -> encoder module``; ``None`` for the scikit-learn model and for the
             models of a task that builds its own (``task``).
         task: the one task the model serves, which builds it (``ner``); ``None``: a visit encoder for every visit task.
+        patient_level: the encoder reads each example as one patient history (M-BEHRT, ``medmplm.tasks.patient``),
+            from its own featuriser, rather than visit by visit; its backbone (``code_backbone`` an ``mbehrt-*``
+            kind, or for ``mbehrt-text`` a ``bert`` text side) is an M-BEHRT.
     """
 
     modalities: frozenset[str]
@@ -229,6 +243,7 @@ class ModelSpec:
     text_backbone: str | None
     build: Callable[[nn.Module, MedMPLMModel], nn.Module] | None
     task: str | None = None
+    patient_level: bool = False
 
     @property
     def trains_in_loop(self) -> bool:
@@ -274,6 +289,11 @@ MODELS: dict[str, ModelSpec] = {
         "medmplm",
         lambda code, text: ConcatEncoder(CodeOnlyEncoder(code), TextOnlyEncoder(text)),
     ),
+    "mbehrt-early": ModelSpec(TEXT_AND_CODES, "mbehrt-early", None, _mbehrt, patient_level=True),
+    "mbehrt-late": ModelSpec(TEXT_AND_CODES, "mbehrt-late", None, _mbehrt, patient_level=True),
+    "mbehrt-shared": ModelSpec(TEXT_AND_CODES, "mbehrt-shared", None, _mbehrt, patient_level=True),
+    "mbehrt-tabular": ModelSpec(CODES, "mbehrt-tabular", None, _mbehrt, patient_level=True),
+    "mbehrt-text": ModelSpec(TEXT, None, "bert", _mbehrt, patient_level=True),
     "bilstm-crf": ModelSpec(TEXT, None, None, None, task="ner"),
     "bilstm-crf+bert": ModelSpec(TEXT, None, "bert", None, task="ner"),
     "bilstm-crf+medmplm": ModelSpec(TEXT, None, "medmplm", None, task="ner"),

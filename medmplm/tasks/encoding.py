@@ -27,6 +27,21 @@ class VisitEncoding(ModelOutput):
     codes: torch.Tensor | None = None
 
 
+@dataclass
+class PatientEncoding(ModelOutput):
+    """What a patient-level encoder gives for a batch of examples (``medmplm.tasks.patient``).
+
+    Attributes:
+        patient: ``[B, patient_size]`` one vector per example: the whole history before (and as much of) the target
+            visit as the task shows.
+        auxiliary_loss: ``[]`` a loss of the encoder's own, weighted, that training adds to the task's (M-BEHRT's
+            visit alignment), or ``None``.
+    """
+
+    patient: torch.Tensor | None = None
+    auxiliary_loss: torch.Tensor | None = None
+
+
 class VisitEncoder(Protocol):
     """What :class:`FineTuningModel` needs of an encoder (an ``nn.Module``).
 

@@ -105,22 +105,30 @@ class ExampleFeaturizer:
         visit_mask = np.zeros((batch_size, self.max_visits), dtype=np.int64)
         visit_mask[rows, cols] = 1
         out["visit_mask"] = visit_mask
-        out["labels"] = self._labels(batch, batch_size)
+        out["labels"] = encode_labels(batch, self._label_index)
         return out
 
-    def _labels(self, batch: Mapping[str, np.ndarray], batch_size: int) -> np.ndarray:
-        if self._label_index is None:
-            labels = np.asarray(batch["label"], dtype=np.float32)
-            if labels.shape != (batch_size,) or not np.isin(labels, (0.0, 1.0)).all():
-                raise ValueError(f"binary labels must be one 0/1 value per example, got shape {labels.shape}")
-            return labels
-        labels = np.zeros((batch_size, len(self._label_index)), dtype=np.float32)
-        for row, codes in enumerate(batch["label_codes"]):
-            for code in _as_list(codes):
-                if code not in self._label_index:
-                    raise ValueError(f"row {row}: label code {code!r} is outside the task's label space")
-                labels[row, self._label_index[code]] = 1.0
+
+def encode_labels(batch: Mapping[str, np.ndarray], label_index: Mapping[str, int] | None) -> np.ndarray:
+    """The ``labels`` array of a batch of examples: ``[B]`` float32 0/1 from ``label`` (``label_index`` ``None``: a
+    binary task), or ``[B, K]`` float32 multi-hot of ``label_codes`` over the label space (code -> column).
+
+    Raises:
+        ValueError: a binary label that is not 0/1, or a label code outside the label space.
+    """
+    if label_index is None:
+        labels = np.asarray(batch["label"], dtype=np.float32)
+        if labels.ndim != 1 or not np.isin(labels, (0.0, 1.0)).all():
+            raise ValueError(f"binary labels must be one 0/1 value per example, got shape {labels.shape}")
         return labels
+    codes_per_row = batch["label_codes"]
+    labels = np.zeros((len(codes_per_row), len(label_index)), dtype=np.float32)
+    for row, codes in enumerate(codes_per_row):
+        for code in _as_list(codes):
+            if code not in label_index:
+                raise ValueError(f"row {row}: label code {code!r} is outside the task's label space")
+            labels[row, label_index[code]] = 1.0
+    return labels
 
 
 def _object_array(items: list) -> np.ndarray:

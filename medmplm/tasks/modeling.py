@@ -13,6 +13,9 @@ way for every encoder:
    GRU baseline). Concatenated with the target visit's vectors of the modalities the task shows for it;
 4. an MLP gives one logit per label; the loss is binary cross-entropy on the sigmoid (eqs. 12-16).
 
+A *patient-level* encoder (M-BEHRT, ``medmplm.tasks.patient``) reads each example's history as one sequence instead
+and gives one vector per example: :class:`PatientFineTuningModel` puts the same MLP on it, without steps 1-3.
+
 A model built by :func:`build_finetuning_model` knows the ``--model`` name and the backbones it came from, so it can
 ``save_pretrained`` / ``from_pretrained`` itself (safetensors and JSON only; nothing is unpickled)::
 
@@ -47,7 +50,7 @@ from transformers.utils import ModelOutput
 
 from medmplm.models import MedMPLMModel
 from medmplm.models.tokenization import TOKENIZER_MARKER, load_tokenizer
-from medmplm.tasks.encoders import build_encoder
+from medmplm.tasks.encoders import build_encoder, model_spec
 from medmplm.tasks.encoding import MODALITIES
 
 CONFIG_FILE = "config.json"
@@ -124,12 +127,7 @@ class FineTuningModel(nn.Module):
         self.head_config = head
         self._summarize: Callable | None = getattr(encoder, "summarize_history", None)
         self._target_modalities = [m for m in MODALITIES if m in encoder.modalities and m in head.target_modalities]
-        width = sum(self._size(m) for m in self._target_modalities)
-        if head.has_history:
-            if self._summarize is not None:
-                width += int(encoder.history_size)
-            else:
-                width += sum(self._size(m) for m in MODALITIES if m in encoder.modalities)
+        width = self._feature_width()
         if width == 0:
             raise ValueError(
                 f"the encoder reads {sorted(encoder.modalities)} but the task shows none of them: nothing to predict"
@@ -142,10 +140,24 @@ class FineTuningModel(nn.Module):
             nn.Linear(head.hidden_size, head.num_labels),
         )
         self.no_history = nn.ParameterDict()
-        if head.has_history and self._summarize is None:
+        if self._learns_no_history():
             for modality in MODALITIES:
                 if modality in encoder.modalities:
                     self.no_history[modality] = nn.Parameter(torch.empty(self._size(modality)).normal_(std=0.02))
+
+    def _feature_width(self) -> int:
+        """Width of the classifier's input: the target visit's vectors and the history's."""
+        width = sum(self._size(m) for m in self._target_modalities)
+        if self.head_config.has_history:
+            if self._summarize is not None:
+                width += int(self.encoder.history_size)
+            else:
+                width += sum(self._size(m) for m in MODALITIES if m in self.encoder.modalities)
+        return width
+
+    def _learns_no_history(self) -> bool:
+        """Whether the history is pooled by mean, with a learned vector for a modality no earlier visit shows."""
+        return self.head_config.has_history and self._summarize is None
 
     def _size(self, modality: str) -> int:
         return int(self.encoder.text_size if modality == "text" else self.encoder.code_size)
@@ -302,6 +314,33 @@ class FineTuningModel(nn.Module):
         return model
 
 
+class PatientFineTuningModel(FineTuningModel):
+    """A patient-level encoder (``medmplm.tasks.patient``) with the task head: the encoder reads each example as one
+    patient history (the earlier visits and as much of the target visit as the task shows, laid out by its own
+    featuriser) and gives one patient vector, which the MLP reads; nothing is pooled over visits. Saved and loaded as
+    :class:`FineTuningModel` (:func:`build_finetuning_model` picks the class by the ``--model`` name)."""
+
+    def _feature_width(self) -> int:
+        return int(self.encoder.patient_size)
+
+    def _learns_no_history(self) -> bool:
+        return False
+
+    def forward(self, labels: torch.Tensor | None = None, **inputs: torch.Tensor) -> FineTuningOutput:
+        """Logits (and the loss, given labels: binary cross-entropy plus the encoder's auxiliary loss, if any) for a
+        batch of examples; ``inputs`` are the patient featuriser's columns."""
+        encoding = self.encoder(**inputs)
+        logits = self.classifier(encoding.patient)
+        if self.head_config.num_labels == 1:
+            logits = logits.squeeze(-1)
+        loss = None
+        if labels is not None:
+            loss = nn.functional.binary_cross_entropy_with_logits(logits, labels.to(logits.dtype))
+            if encoding.auxiliary_loss is not None:
+                loss = loss + encoding.auxiliary_loss
+        return FineTuningOutput(loss=loss, logits=logits)
+
+
 def _save_backbone_config(backbone: nn.Module, directory: Path) -> None:
     backbone.config.save_pretrained(directory)
     tokenizer = getattr(backbone, "tokenizer", None)
@@ -335,4 +374,5 @@ def build_finetuning_model(
     one), with the task head ``head``."""
     text_backbone = text_backbone if text_backbone is not None else code_backbone
     encoder = build_encoder(model_name, code_backbone, text_backbone)
-    return FineTuningModel(encoder, head, model_name, {"code": code_backbone, "text": text_backbone})
+    model_class = PatientFineTuningModel if model_spec(model_name).patient_level else FineTuningModel
+    return model_class(encoder, head, model_name, {"code": code_backbone, "text": text_backbone})

@@ -41,6 +41,7 @@ from medmplm.data.features import VisitFeaturizer
 from medmplm.data.manifest import is_synthetic_release
 from medmplm.data.splits import subset_train_visits
 from medmplm.models import MedMPLMConfig, MedMPLMModel
+from medmplm.pretraining.mbehrt import read_visit_table
 from medmplm.pretraining.medmplm import build_medmplm
 from medmplm.results import SCRATCH, ResultRecord, setting_of, write_result
 from medmplm.tasks import build_task, read_visits
@@ -50,6 +51,14 @@ from medmplm.tasks.data_source import is_synthetic
 from medmplm.tasks.encoders import ModelSpec, build_logistic_regression, model_spec
 from medmplm.tasks.featurize import ExampleFeaturizer
 from medmplm.tasks.modeling import HeadConfig, build_finetuning_model
+from medmplm.tasks.patient import (
+    PatientExampleFeaturizer,
+    patient_backbone,
+    patient_examples,
+    patient_featurizer,
+    patient_featurizer_key,
+    with_patient_histories,
+)
 from medmplm.tasks.training import FinetuningTask
 from medmplm.train import storage
 from medmplm.train.task import concatenate_collected
@@ -136,17 +145,20 @@ class Backbones:
     """The models a fine-tuning run's encoder is built from, and where their weights came from.
 
     Attributes:
-        code: the code-side backbone: a MedM-PLM, or a ``gbert`` / ``medbert`` family model.
-        text: the text-side backbone (a MedM-PLM; text-only models read only its text encoder).
+        code: the code-side backbone: a MedM-PLM, or a ``gbert`` / ``medbert`` family model; for a patient-level model
+            its M-BEHRT (``medmplm.tasks.patient``).
+        text: the text-side backbone (a MedM-PLM; text-only models read only its text encoder); for a patient-level
+            model the same M-BEHRT.
         vocabularies: the MedM-PLM whose code vocabularies and ``max_codes`` fix the code ids (the code backbone when
-            it is a MedM-PLM; a family model's vocabularies are checked equal to it).
+            it is a MedM-PLM; a family model's vocabularies are checked equal to it); ``None`` for a patient-level
+            model, which featurises with its M-BEHRT's own vocabularies.
         code_init: the export the code side's weights came from; ``None`` when they are freshly initialised.
         text_init: the same for the text side.
     """
 
     code: torch.nn.Module
     text: MedMPLMModel
-    vocabularies: MedMPLMModel
+    vocabularies: MedMPLMModel | None
     code_init: str | None
     text_init: str | None
 
@@ -193,7 +205,8 @@ def build_backbones(config: FinetuneConfig, prepared_dir: str) -> Backbones:
     """The backbones of ``--model`` (see :mod:`medmplm.tasks.encoders`): a MedM-PLM from ``model.init_from`` or built
     from the prepared directory with ``model.preset`` (seeded by ``train.seed``); the text side from
     ``finetune.init_text`` (a MedM-PLM export, or for ``clinicalbert`` models a BERT checkpoint such as a ``bert-mlm``
-    export); the code side of ``gbert`` / ``medbert`` models from ``finetune.init_code`` or freshly built.
+    export); the code side of ``gbert`` / ``medbert`` models from ``finetune.init_code`` or freshly built; a
+    patient-level model's M-BEHRT from :func:`~medmplm.tasks.patient.patient_backbone` (no MedM-PLM is built).
 
     Raises:
         ConfigError: naming the ``finetune.init_*`` key when it holds a kind of model the ``--model`` does not read.
@@ -201,6 +214,9 @@ def build_backbones(config: FinetuneConfig, prepared_dir: str) -> Backbones:
     section, finetune = config.model, config.finetune
     spec = model_spec(finetune.model)
     torch.manual_seed(config.train.seed)
+    if spec.patient_level:
+        model, init = patient_backbone(config, prepared_dir)
+        return Backbones(model, model, None, init if spec.code_backbone else None, init if spec.text_backbone else None)
     note_reading = section.text.model_fields()
 
     def medmplm_preset(text_checkpoint: str | None) -> MedMPLMModel:
@@ -265,8 +281,13 @@ def record_init(spec: ModelSpec, backbones: Backbones) -> str:
     return code or text or SCRATCH
 
 
-def example_featurizer(task: Task, label_space: list[str], backbones: Backbones) -> ExampleFeaturizer:
-    """Featuriser of the task's examples: the text backbone's tokenizer, the reference MedM-PLM's vocabularies."""
+def example_featurizer(
+    task: Task, label_space: list[str], backbones: Backbones
+) -> ExampleFeaturizer | PatientExampleFeaturizer:
+    """Featuriser of the task's examples: the text backbone's tokenizer, the reference MedM-PLM's vocabularies; a
+    patient-level model's own featuriser of patient examples (``medmplm.tasks.patient``)."""
+    if backbones.vocabularies is None:
+        return patient_featurizer(task, label_space, backbones.code)
     reference, text = backbones.vocabularies, backbones.text
     visits = VisitFeaturizer(
         text.tokenizer,
@@ -285,6 +306,8 @@ def featurizer_key(task: Task, label_space: Sequence[str], backbones: Backbones)
     """What a task's featurised examples depend on, hashed: the task and its options, the label space, the
     tokenizer and the code vocabularies, the note length and the code slots. Runs with the same key featurise every
     example identically, whatever their model, train ratio or seed."""
+    if backbones.vocabularies is None:
+        return patient_featurizer_key(task, label_space, backbones.code)
     reference, text = backbones.vocabularies, backbones.text
     identity = {
         "task": task.name,
@@ -333,6 +356,8 @@ def featurize_all_examples(
     for split in ("train", *EVAL_SPLITS):
         visits = train_visits if split == "train" else read_visits(prepared_dir, split)
         examples = task.build_examples(visits, label_space).examples
+        if backbones.vocabularies is None:
+            examples = patient_examples(examples, read_visit_table(prepared_dir, split))
         dataset = ray.data.from_arrow(examples).map_batches(featurizer, batch_format="numpy", batch_size=batch_size)
         blocks[split] = dataset.to_arrow_refs()
     return featurizer_key(task, label_space, backbones), blocks
@@ -651,6 +676,8 @@ def run_finetune(
     label_space, sets = build_example_sets(task, prepared_dir, section.train_ratio, config.train.seed)
     backbones = build_backbones(config, prepared_dir)
     featurizer = example_featurizer(task, label_space, backbones)
+    if spec.patient_level:
+        sets = with_patient_histories(sets, prepared_dir, task, featurizer.builder)
     if spec.build is None:
         predictions, info = _run_logistic_regression(config, task, backbones.vocabularies, featurizer, sets)
     else:
