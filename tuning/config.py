@@ -5,7 +5,8 @@ Same machinery as the run configs (``medmplm.config``): dataclass defaults, then
 ``--resume`` reads back.
 
 Learning rates are a grid per task, centred on the paper's values (5e-5 medication recommendation, 2e-5
-readmission, 1e-5 ICD coding, 3e-5 NER) with a factor of two either side.
+readmission, 1e-5 ICD coding, 3e-5 NER; 5e-5 next-visit diagnosis categories, which the paper does not have) with a
+factor of two either side.
 
 NER (the auxiliary check) is a task of its own data and models: ``tasks: [ner]`` with ``ner_corpus`` (an
 i2b2-2010-format corpus) and ``models`` among ``bilstm-crf``, ``bilstm-crf+bert`` (``exports.bert``) and
@@ -22,11 +23,19 @@ from typing import Any, Literal
 from medmplm.config import ConfigError
 
 CONFIG_FILE_NAME = "sweep_config.yaml"
-PAPER_LEARNING_RATES = {"medrec": 5e-5, "readmission": 2e-5, "icd": 1e-5, "ner": 3e-5}
+# next_dx is not a task of the paper: medication recommendation's rate, the other multi-label task over a history.
+PAPER_LEARNING_RATES = {"medrec": 5e-5, "readmission": 2e-5, "icd": 1e-5, "next_dx": 5e-5, "ner": 3e-5}
 # The paper's primary metric is the AUC; each task's AUC in medmplm.metrics. NER's is strict micro F1.
-PRIMARY_METRICS = {"medrec": "auc_micro", "readmission": "auroc", "icd": "auc_micro", "ner": "f1"}
-# Kind of pretrained backbone -> the key of `exports` naming its export.
-EXPORT_KINDS = ("medmplm", "bert", "gbert", "medbert")
+PRIMARY_METRICS = {
+    "medrec": "auc_micro",
+    "readmission": "auroc",
+    "icd": "auc_micro",
+    "next_dx": "auc_micro",
+    "ner": "f1",
+}
+# Kind of pretrained backbone -> the key of `exports` naming its export (an M-BEHRT export per layout: one
+# pretraining run each).
+EXPORT_KINDS = ("medmplm", "bert", "gbert", "medbert", "mbehrt-early", "mbehrt-late", "mbehrt-shared", "mbehrt-tabular")
 SCRATCH_SUFFIX = "-scratch"
 
 
@@ -88,8 +97,9 @@ class SweepConfig:
         ner_corpus: the i2b2-2010-format corpus the ``ner`` task reads (made absolute when validated: trials run in
             directories of their own).
         exports: the pretrained export of each backbone kind the models start from: ``medmplm`` (MedM-PLM,
-            ``python -m medmplm.pretrain``), ``bert`` (a ``bert-mlm`` export, for ``clinicalbert``), ``gbert``,
-            ``medbert``.
+            ``python -m medmplm.pretrain``), ``bert`` (a ``bert-mlm`` export, for ``clinicalbert`` and
+            ``mbehrt-text``), ``gbert``, ``medbert``, and an ``mbehrt`` export per M-BEHRT model: ``mbehrt-early``,
+            ``mbehrt-late``, ``mbehrt-shared`` and ``mbehrt-tabular``.
         tasks: fine-tuning tasks.
         models: model variants: a name of ``medmplm.tasks.encoders.MODELS`` (pretrained from ``exports`` when it has
             a backbone), or such a name with ``-scratch`` (the same architecture from random weights).

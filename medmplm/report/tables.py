@@ -20,18 +20,29 @@ import pandas as pd
 from medmplm.results import _mean_with_t_interval
 
 # The paper reports AUC first (NER: strict F1); every metric here is higher-is-better.
-PRIMARY_METRIC = {"medrec": "auc_micro", "readmission": "auroc", "icd": "auc_micro", "ner": "f1"}
+PRIMARY_METRIC = {
+    "medrec": "auc_micro",
+    "readmission": "auroc",
+    "icd": "auc_micro",
+    "next_dx": "auc_micro",
+    "ner": "f1",
+}
 
 # Table III column -> metric name (medmplm.metrics), per task.
 TABLE3_COLUMNS = {
     "medrec": {"Jaccard": "jaccard", "PR-AUC": "prauc", "F1": "f1", "Accuracy": "hamming_accuracy", "AUC": "auc_micro"},
     "readmission": {"F1": "f1", "Accuracy": "accuracy", "AUC": "auroc"},
     "icd": {"F1": "f1_micro", "Accuracy": "hamming_accuracy", "AUC": "auc_micro"},
+    # Next-visit diagnosis categories: BEHRT reports the pooled average precision and the AUC.
+    "next_dx": {"AP": "ap_micro", "PR-AUC": "prauc", "F1": "f1_micro", "AUC": "auc_micro"},
     # The NER auxiliary check in the layout of the paper's Table V (strict seqeval metrics, micro averages).
     "ner": {"Precision": "precision", "Recall": "recall", "F1": "f1"},
 }
-# Tasks the paper reports in a table of their own; their section says which.
-PAPER_TABLE = {"ner": "the paper's Table V: strict micro precision, recall and F1 of concepts"}
+# Tasks outside the paper's Table III; their section says where they come from.
+PAPER_TABLE = {
+    "ner": "the paper's Table V: strict micro precision, recall and F1 of concepts",
+    "next_dx": "not in the paper: BEHRT's next-visit prediction of diagnosis categories (M-BEHRT, issue #18)",
+}
 
 # Exact-set-match accuracy over hundreds of codes is near 0, so the paper's 89-93% can only be per-label accuracy.
 ACCURACY_NOTE = (
