@@ -273,10 +273,16 @@ def _next_steps(where: dict[str, str]) -> list[str]:
         ],
         "gbert": [f"{finetune} --model gbert --init-code {export}"],
         "medbert": [f"{finetune} --model medbert --init-code {export}"],
+        "mbehrt": [
+            f"  python -m medmplm.finetune --task next_dx {data} --model mbehrt-shared --init-code {export}"
+            "   # the --model of its layout: mbehrt-early, -late, -shared or -tabular"
+        ],
     }
+    embed = f"  python -m medmplm.embed --model {export} --prepared {prepared} --out {where['run_dir']}/embeddings"
     return [
         *steps.get(where["family"], []),
-        f"  python -m medmplm.embed --model {export} --prepared {prepared} --out {where['run_dir']}/embeddings",
+        # M-BEHRT's vector is a patient history's, not a visit's: medmplm.embed has none to give.
+        *([] if where["family"] == "mbehrt" else [embed]),
         f"  tensorboard --logdir {where['run_dir']}/tensorboard",
     ]
 
