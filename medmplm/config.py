@@ -36,6 +36,8 @@ import yaml
 CONFIG_FILE_NAME = "pretrain_config.yaml"
 # Presets ship inside the package so that `--config tiny` works from any directory, not only the repository root.
 PRESETS_DIR = Path(__file__).resolve().parent / "configs"
+# The families that read notes through MedM-PLM's text encoder, so that model.text applies to them.
+NOTE_READING_FAMILIES = ("medmplm", "contrastive")
 
 T = TypeVar("T")
 
@@ -144,8 +146,8 @@ class ModelSection:
     Attributes:
         family: ``medmplm`` (text + codes, T2C/C2C), ``bert-mlm`` (a BERT text encoder by masked language modelling on
             the notes), ``gbert`` (G-BERT on codes alone), ``medbert`` (Med-BERT on patient code sequences),
-            ``mbehrt`` (M-BEHRT on patient histories: time-stamped codes and labs, and notes); see
-            :mod:`medmplm.pretraining`.
+            ``mbehrt`` (M-BEHRT on patient histories: time-stamped codes and labs, and notes), ``contrastive``
+            (MedM-PLM's text and code encoders by a code-note InfoNCE); see :mod:`medmplm.pretraining`.
         preset: the family's model preset; every family has ``tiny``. MedM-PLM:
             ``tiny`` (seconds per step on a laptop CPU) or ``paper`` (BERT-base text encoder, 10 of 12 layers frozen;
             code encoder 2 x 300; ontology 75 x 4 heads).
@@ -164,7 +166,8 @@ class ModelSection:
             it; ``false`` builds MedM-PLM directly (then frozen random layers need ``allow_random_frozen``).
         text_stage_epochs: epochs of that ``bert-mlm`` stage (a synthetic discharge summary is about 12 windows of
             128 tokens, so one epoch is about 12 times as many steps as a MedM-PLM epoch).
-        text: how MedM-PLM reads a long note (:class:`TextSection`), e.g. ``model.text.long_note=head``.
+        text: how MedM-PLM (and the contrastive family, its text encoder) reads a long note (:class:`TextSection`),
+            e.g. ``model.text.long_note=head``.
     """
 
     family: str = "medmplm"
@@ -344,7 +347,7 @@ class PretrainConfig:
         _require(self.model.family in FAMILIES, "model.family", f"expected one of {list(FAMILIES)}, got {self.model.family!r}")
         _require(self.model.text_stage_epochs >= 1, "model.text_stage_epochs", "must be >= 1")
         _require(
-            self.model.family == "medmplm" or not self.model.text.model_fields(),
+            self.model.family in NOTE_READING_FAMILIES or not self.model.text.model_fields(),
             "model.text",
             f"the {self.model.family} family does not read notes through MedM-PLM's text encoder; leave it unset",
         )

@@ -16,6 +16,7 @@ FAMILY_MODULES = {
     "gbert": "medmplm.pretraining.gbert",
     "medbert": "medmplm.pretraining.medbert",
     "mbehrt": "medmplm.pretraining.mbehrt",
+    "contrastive": "medmplm.pretraining.contrastive",
 }
 
 FAMILIES = tuple(FAMILY_MODULES)

@@ -3,15 +3,17 @@
 This is how users take the learned representations to their own models. The export is loaded with
 ``transformers.AutoModel`` (every family is registered), and each visit gets the vector its family's fine-tuning reads:
 
-=============  ==================================================================================================
-family         visit vector
-=============  ==================================================================================================
-``medmplm``    ``visit_embedding``: the fused [CLS] states of the note, the diagnoses and the medications [3 H_code]
-``gbert``      ``visit_embedding``: the diagnosis and medication [CLS] states [2 H]
-``medbert``    ``encode_visits``: the [CLS] state of the visit as a one-visit sequence [H]
-BERT           the [CLS] state of the note's first ``max_length`` tokens [H] (``bert-mlm`` exports, any local BERT);
-               a visit without a note has no vector (null), and is counted
-=============  ==================================================================================================
+===============  ==================================================================================================
+family           visit vector
+===============  ==================================================================================================
+``medmplm``      ``visit_embedding``: the fused [CLS] states of the note, the diagnoses and the medications [3 H_code]
+``contrastive``  ``visit_embedding``: the note's window [CLS] states (mean), and the diagnosis and medication [CLS]
+                 states, unfused [H_text + 2 H_code]
+``gbert``        ``visit_embedding``: the diagnosis and medication [CLS] states [2 H]
+``medbert``      ``encode_visits``: the [CLS] state of the visit as a one-visit sequence [H]
+BERT             the [CLS] state of the note's first ``max_length`` tokens [H] (``bert-mlm`` exports, any local BERT);
+                 a visit without a note has no vector (null), and is counted
+===============  ==================================================================================================
 
 Output: ``<out>/<split>/*.parquet`` with ``subject_id``, ``hadm_id`` and ``embedding`` (a fixed-size list of float32),
 and ``<out>/embeddings.json`` (model, family, width, rows per split). Everything is written under a temporary name and
@@ -35,7 +37,7 @@ logger = logging.getLogger(__name__)
 VISIT_COLUMNS = ("subject_id", "hadm_id", "note_text", "diagnoses", "medications")
 MANIFEST_FILE = "embeddings.json"
 # Families whose visit vector comes from the codes (a BERT's from the note).
-CODE_MODEL_TYPES = ("medmplm", "gbert", "medbert")
+CODE_MODEL_TYPES = ("medmplm", "contrastive", "gbert", "medbert")
 
 
 class VisitEmbedder:
@@ -68,7 +70,7 @@ class VisitEmbedder:
         from medmplm.pretraining.gbert import CodeFeaturizer
 
         config = self.model.config
-        if self.model_type == "medmplm":
+        if self.model_type in ("medmplm", "contrastive"):
             return VisitFeaturizer.from_model(self.model)
         if self.model_type in ("gbert", "medbert"):
             vocabs = [CodeVocab(t, config.vocabularies[t]) for t in ("diagnosis", "medication")]
@@ -91,6 +93,9 @@ class VisitEmbedder:
             )
             if self.model_type == "medmplm":
                 text = {name: tensor(name) for name in ("input_ids", "attention_mask", "has_note")}
+                vectors = self.model(**codes, **text).visit_embedding
+            elif self.model_type == "contrastive":
+                text = {name: tensor(name) for name in ("input_ids", "attention_mask")}
                 vectors = self.model(**codes, **text).visit_embedding
             elif self.model_type == "gbert":
                 vectors = self.model(**codes).visit_embedding

@@ -7,10 +7,16 @@ predicted as a set from the fused note and code vectors (the model computes the 
 A fresh model's text encoder comes from ``model.text_checkpoint`` (e.g. a ``bert-mlm`` export: the paper starts from
 ClinicalBERT) or is a fresh BERT. Freezing layers of a fresh BERT freezes random features, so that is refused unless
 ``model.allow_random_frozen=true`` or no layer is frozen.
+
+``model.init_from`` continues a MedM-PLM export, or starts a new MedM-PLM from the text and code encoders of a
+``contrastive`` export (its cross-modal module and heads fresh; ``model.overrides`` set its objective, e.g.
+``contrastive_weight``).
 """
 
 from __future__ import annotations
 
+import inspect
+import json
 import logging
 import os
 from dataclasses import dataclass
@@ -103,6 +109,58 @@ def build_text_side(
     return backbone, tokenizer
 
 
+def refuse_random_frozen(model: ModelSection, frozen_layers: int) -> None:
+    """Raise ConfigError when a text encoder without ``model.text_checkpoint`` (random weights) would have frozen
+    layers, unless ``model.allow_random_frozen``."""
+    if model.text_checkpoint is None and frozen_layers > 0 and not model.allow_random_frozen:
+        raise ConfigError(
+            f"model.text_checkpoint: none given, so the text encoder starts from random weights, and "
+            f"{frozen_layers} of its layers (and its embeddings) would stay frozen: random features "
+            "that never learn. Pretrain a text encoder first (python -m medmplm.pretrain model.family=bert-mlm) and "
+            "pass its export as model.text_checkpoint=DIR, or set model.overrides.text_num_frozen_layers=0, or "
+            "model.allow_random_frozen=true to train on random frozen features anyway"
+        )
+
+
+def export_model_type(directory: str | os.PathLike) -> str | None:
+    """The ``model_type`` in an export's ``config.json``.
+
+    Raises:
+        ConfigError: naming ``model.init_from`` when the directory has no ``config.json``.
+    """
+    config_file = Path(directory) / "config.json"
+    if not config_file.is_file():
+        raise ConfigError(f"model.init_from: {config_file} is missing; expected a save_pretrained directory")
+    return json.loads(config_file.read_text(encoding="utf-8")).get("model_type")
+
+
+def refuse_unknown_overrides(overrides: dict[str, Any]) -> None:
+    """Raise ConfigError naming the first ``model.overrides`` key that is no MedM-PLM configuration field (the
+    configuration itself would keep it as a stray attribute)."""
+    from medmplm.models import MedMPLMConfig
+
+    known = set(inspect.signature(MedMPLMConfig.__init__).parameters) - {"self", "kwargs"}
+    unknown = sorted(set(overrides) - known)
+    if unknown:
+        raise ConfigError(f"model.overrides.{unknown[0]}: not a MedM-PLM configuration field; known: {sorted(known)}")
+
+
+def with_overrides(config: Any, overrides: dict[str, Any]) -> Any:
+    """``config`` (a MedM-PLM configuration) with ``model.overrides`` set on it.
+
+    Raises:
+        ConfigError: naming an override that is no configuration field, or a value out of range.
+    """
+    refuse_unknown_overrides(overrides)
+    for name, value in overrides.items():
+        setattr(config, name, value)
+    try:
+        config.validate_sizes()
+    except ValueError as error:
+        raise ConfigError(f"model.overrides: {error}") from error
+    return config
+
+
 def build_medmplm(
     model_class: type,
     prepared_dir: str | os.PathLike,
@@ -182,6 +240,7 @@ class MedMPLMFamily:
 
     def build_model(self, prepared_dir: str, model: ModelSection) -> BuiltModel:
         from medmplm.models import MedMPLMConfig, MedMPLMForPretraining
+        from medmplm.models.configuration_medmplm import ENCODER_EXPORT_TYPES
 
         resolve_options(self, model.options)
         note_reading = model.text.model_fields()
@@ -191,20 +250,26 @@ class MedMPLMFamily:
                 config.set_note_reading(**note_reading)
             except ValueError as error:
                 raise ConfigError(f"model.text: {error}") from error
+            source = export_model_type(model.init_from)
+            if source in ENCODER_EXPORT_TYPES:
+                try:
+                    built = MedMPLMForPretraining.from_pretrained(
+                        model.init_from, config=with_overrides(config, model.overrides)
+                    )
+                except ValueError as error:
+                    raise ConfigError(f"model.overrides: {error}") from error
+                return BuiltModel(
+                    built,
+                    description=f"text and code encoders from the {source} export {model.init_from}, "
+                    "cross-modal module and heads fresh",
+                )
             built = MedMPLMForPretraining.from_pretrained(model.init_from, config=config)
             return BuiltModel(built, description=f"continued from {model.init_from}")
         try:
             config = MedMPLMConfig(**{**preset_values(self, model), **note_reading})
         except (TypeError, ValueError) as error:
             raise ConfigError(f"model.overrides or model.text: {error}") from error
-        if model.text_checkpoint is None and config.text_num_frozen_layers > 0 and not model.allow_random_frozen:
-            raise ConfigError(
-                f"model.text_checkpoint: none given, so the text encoder starts from random weights, and "
-                f"{config.text_num_frozen_layers} of its layers (and its embeddings) would stay frozen: random features "
-                "that never learn. Pretrain a text encoder first (python -m medmplm.pretrain model.family=bert-mlm) and "
-                "pass its export as model.text_checkpoint=DIR, or set model.overrides.text_num_frozen_layers=0, or "
-                "model.allow_random_frozen=true to train on random frozen features anyway"
-            )
+        refuse_random_frozen(model, config.text_num_frozen_layers)
         built = build_medmplm(MedMPLMForPretraining, prepared_dir, config, model.tokenizer_dir, model.text_checkpoint)
         text = f"text encoder from {model.text_checkpoint}" if model.text_checkpoint else "text encoder random"
         frozen = config.text_num_frozen_layers
@@ -229,12 +294,11 @@ class MedMPLMFamily:
         import ray
 
         from medmplm.data.features import VisitFeaturizer
-        from medmplm.models import MedMPLMForPretraining
         from medmplm.train import storage
         from medmplm.train.bundle import ModelBundle
         from medmplm.train.data import TEXT_CACHE_DIR, cache_frozen_prefix, feature_counts, featurize, read_visits, select_model_columns
 
-        featurizer = VisitFeaturizer.from_model(MedMPLMForPretraining.from_pretrained(model_dir))
+        featurizer = VisitFeaturizer.from_model(self.load_model(model_dir))
         data, scaling = config.data, config.scaling
         model_ref = ray.put(ModelBundle.from_directory(model_dir)) if data.text_cache else None
         datasets = {}
