@@ -30,12 +30,23 @@ PRIMARY_METRICS = {
     "medrec": "auc_micro",
     "readmission": "auroc",
     "icd": "auc_micro",
+    "disease10": "auc_micro",
     "next_dx": "auc_micro",
     "ner": "f1",
 }
 # Kind of pretrained backbone -> the key of `exports` naming its export (an M-BEHRT export per layout: one
-# pretraining run each).
-EXPORT_KINDS = ("medmplm", "bert", "gbert", "medbert", "mbehrt-early", "mbehrt-late", "mbehrt-shared", "mbehrt-tabular")
+# pretraining run each; MEDFuse's lab encoder: a medfuse-lab export).
+EXPORT_KINDS = (
+    "medmplm",
+    "bert",
+    "gbert",
+    "medbert",
+    "mbehrt-early",
+    "mbehrt-late",
+    "mbehrt-shared",
+    "mbehrt-tabular",
+    "medfuse-lab",
+)
 SCRATCH_SUFFIX = "-scratch"
 
 

@@ -4,6 +4,7 @@ the NER auxiliary check (see each module)."""
 from __future__ import annotations
 
 from medmplm.tasks.base import ExampleSet, NoExamplesError, PreparedDataError, Task, read_visits
+from medmplm.tasks.disease10 import Disease10
 from medmplm.tasks.icd import IcdCoding
 from medmplm.tasks.medrec import MedicationRecommendation
 from medmplm.tasks.ner import ConceptExtraction
@@ -14,6 +15,7 @@ TASKS: dict[str, type] = {
     MedicationRecommendation.name: MedicationRecommendation,
     Readmission.name: Readmission,
     IcdCoding.name: IcdCoding,
+    Disease10.name: Disease10,
     NextVisitDiagnosis.name: NextVisitDiagnosis,
     ConceptExtraction.name: ConceptExtraction,
 }
@@ -38,6 +40,7 @@ def build_task(name: str, **options) -> Task:
 __all__ = [
     "TASKS",
     "ConceptExtraction",
+    "Disease10",
     "ExampleSet",
     "IcdCoding",
     "MedicationRecommendation",

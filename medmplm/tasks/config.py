@@ -71,7 +71,7 @@ class FinetuneSection:
         logreg_max_iter: solver iterations of the ``logreg`` model.
     """
 
-    task: Literal["medrec", "readmission", "icd", "next_dx", "ner"] = "readmission"
+    task: Literal["medrec", "readmission", "icd", "disease10", "next_dx", "ner"] = "readmission"
     model: str | None = None
     ner_corpus: str | None = None
     init_code: str | None = None

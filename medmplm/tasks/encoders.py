@@ -33,6 +33,8 @@ name                             reads          representation of a visit
 ``gbert+clinicalbert``           text + codes   the two, concatenated (Table III's G-BERT + ClinicalBERT)
 ``medbert+clinicalbert``         text + codes   the same with Med-BERT
 ``medmplm-code+medmplm-text``    text + codes   MedM-PLM's two parts, each from its own backbone, concatenated
+``medfuse``, ``medfuse-*``       labs + text    MEDFuse and its ablations, ``disease10`` only (the task builds them:
+                                                ``medmplm.tasks.medfuse``)
 ``mbehrt-early``, ``-late``,     text + codes   M-BEHRT, patient-level: the whole history before the target
 ``-shared``                                     (codes, labs, notes; early, late or shared-attention fusion)
                                                 is one sequence, one patient vector (``medmplm.tasks.patient``)
@@ -254,6 +256,9 @@ class ModelSpec:
 TEXT_AND_CODES = frozenset({"text", "codes"})
 CODES = frozenset({"codes"})
 TEXT = frozenset({"text"})
+# MEDFuse reads lab tests, a modality of its own models only.
+LABS = frozenset({"labs"})
+LABS_AND_TEXT = frozenset({"labs", "text"})
 
 MODELS: dict[str, ModelSpec] = {
     "medmplm": ModelSpec(TEXT_AND_CODES, "medmplm", "medmplm", lambda code, text: MedMPLMEncoder(code)),
@@ -294,6 +299,19 @@ MODELS: dict[str, ModelSpec] = {
     "mbehrt-shared": ModelSpec(TEXT_AND_CODES, "mbehrt-shared", None, _mbehrt, patient_level=True),
     "mbehrt-tabular": ModelSpec(CODES, "mbehrt-tabular", None, _mbehrt, patient_level=True),
     "mbehrt-text": ModelSpec(TEXT, None, "bert", _mbehrt, patient_level=True),
+    # MEDFuse on disease10 (medmplm.tasks.medfuse): its lab encoder from a medfuse-lab export, its notes through a
+    # language model (the "bert" kind: a bert-mlm export or any local checkpoint); the task builds the model.
+    **{
+        name: ModelSpec(modalities, "medfuse-lab" if "labs" in modalities else None, text, None, task="disease10")
+        for name, modalities, text in (
+            ("medfuse", LABS_AND_TEXT, "bert"),
+            ("medfuse-labs", LABS, None),
+            ("medfuse-notes", TEXT, "bert"),
+            ("medfuse-concat", LABS_AND_TEXT, "bert"),
+            ("medfuse-no-infonce", LABS_AND_TEXT, "bert"),
+            ("medfuse-no-independence", LABS_AND_TEXT, "bert"),
+        )
+    },
     "bilstm-crf": ModelSpec(TEXT, None, None, None, task="ner"),
     "bilstm-crf+bert": ModelSpec(TEXT, None, "bert", None, task="ner"),
     "bilstm-crf+medmplm": ModelSpec(TEXT, None, "medmplm", None, task="ner"),
@@ -312,9 +330,17 @@ def model_spec(name: str) -> ModelSpec:
 
 
 def models_for(task: str) -> list[str]:
-    """The models of ``task``: its own (``ModelSpec.task``) when it has some, else the visit models."""
+    """The models of ``task``: its own (``ModelSpec.task``) when it has some, else the visit models. A visit task with
+    models of its own (``disease10``: the MEDFuse models) takes its own first, then the visit models that read a
+    modality it shows (a code-only model has nothing to read in a task that shows only the note)."""
+    from medmplm.tasks import TASKS
+
     own = [name for name, spec in MODELS.items() if spec.task == task]
-    return own or [name for name, spec in MODELS.items() if spec.task is None]
+    visit = [name for name, spec in MODELS.items() if spec.task is None]
+    task_class = TASKS.get(task)
+    if not own or task_class is None or not callable(getattr(task_class, "build_examples", None)):
+        return own or visit
+    return own + [name for name in visit if MODELS[name].modalities & task_class.target_modalities]
 
 
 def build_encoder(name: str, code_backbone: nn.Module, text_backbone: MedMPLMModel | None = None) -> nn.Module:

@@ -604,9 +604,16 @@ def _arrow_columns(columns: dict[str, np.ndarray]) -> pa.Table:
 
 
 def _run_own_examples(
-    config: FinetuneConfig, task: Any, run_name: str, progress_bar: bool, callbacks: Sequence[Any]
+    config: FinetuneConfig,
+    task: Any,
+    prepared_dir: str | None,
+    run_name: str,
+    progress_bar: bool,
+    callbacks: Sequence[Any],
 ) -> ResultRecord:
-    """Fine-tune and evaluate a task that reads its own corpus (:class:`OwnExamples`); write its result record."""
+    """Fine-tune and evaluate a task's own model on the examples it featurises (:class:`OwnExamples`): a task that
+    reads its own corpus (``ner``), or a visit task's own models (``disease10``'s MEDFuse, which read the prepared
+    ``prepared_dir``); write its result record."""
     import ray.data
 
     from medmplm.train.data import keep_row_order
@@ -619,7 +626,8 @@ def _run_own_examples(
     collected, info = _train_and_predict(
         config, own.training_task, own.build_model, datasets, run_name, progress_bar, callbacks
     )
-    setting, setting_json = run_setting(config, None)
+    visit_data = prepared_dir if callable(getattr(task, "build_examples", None)) else None
+    setting, setting_json = run_setting(config, visit_data)
     record = ResultRecord(
         run_id=run_name,
         task=task.name,
@@ -629,7 +637,11 @@ def _run_own_examples(
         seed=config.train.seed,
         setting=setting,
         setting_json=setting_json,
-        synthetic_data=is_synthetic_release(Path(section.ner_corpus).expanduser()),
+        synthetic_data=(
+            is_synthetic(visit_data)
+            if visit_data is not None
+            else is_synthetic_release(Path(section.ner_corpus).expanduser())
+        ),
         lr=config.train.lr,
         epochs=info.pop("epochs"),
         num_train=own.num_examples["train"],
@@ -671,8 +683,9 @@ def run_finetune(
     section = config.finetune
     spec = model_spec(section.model)
     task = build_task(section.task, **section.task_options)
-    if reads_own_examples(task):
-        return _run_own_examples(config, task, run_name, progress_bar, callbacks)
+    # A task's own models (ner's, disease10's MEDFuse) train on its own examples; disease10 also serves visit models.
+    if reads_own_examples(task) and spec.task == task.name:
+        return _run_own_examples(config, task, prepared_dir, run_name, progress_bar, callbacks)
     label_space, sets = build_example_sets(task, prepared_dir, section.train_ratio, config.train.seed)
     backbones = build_backbones(config, prepared_dir)
     featurizer = example_featurizer(task, label_space, backbones)
