@@ -18,6 +18,7 @@ from medmplm.models.mbehrt.configuration_mbehrt import MASKED_VALUE_ID, NO_VALUE
 from medmplm.models.mbehrt.testing_utils import tiny_config, visit_record, word_tokenizer, write_patient_prepared_dir
 from medmplm.pretraining import get_family
 from medmplm.pretraining.mbehrt import (
+    COUNT_COLUMNS,
     FAMILY,
     VISIT_COLUMNS,
     PatientSequenceBuilder,
@@ -136,6 +137,13 @@ def test_long_histories_lose_their_oldest_visits_and_are_counted():
     # Untruncated patients count nothing.
     rows = build(visits)
     assert (rows["visits_dropped"][0], rows["tokens_dropped"][0]) == (0, 0)
+
+    # Counting without building (fine-tuning's per-split log) gives the rows' counts, notes aside.
+    builder = PatientSequenceBuilder(tiny_config(max_length=8, max_visits=3), word_tokenizer())
+    patients = [([as_visit(v) for v in visits], "F"), ([as_visit(v) for v in visits[1:]], None)]
+    rows = builder.build(patients)
+    expected = {name: int(rows[name].sum()) for name in COUNT_COLUMNS if name != "notes_truncated"}
+    assert builder.count(patients) == expected and expected["visits_dropped"] == 1
 
 
 def test_ages_beyond_the_table_are_clamped_and_counted_and_bad_input_is_named():

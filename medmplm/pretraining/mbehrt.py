@@ -218,8 +218,10 @@ class PatientSequenceBuilder:
     def __init__(self, config: MBehrtConfig, tokenizer: Any = None) -> None:
         from medmplm.data.features import VisitFeaturizer
         from medmplm.data.vocab import CodeVocab
-        from medmplm.models.mbehrt.configuration_mbehrt import TOKEN_TYPES
+        from medmplm.models.mbehrt.configuration_mbehrt import NO_VALUE_ID, PRESENT_VALUE_ID, TOKEN_TYPES
 
+        # Kept here: the per-token methods must not run an import statement for every lab event.
+        self.no_value_id, self.present_value_id = NO_VALUE_ID, PRESENT_VALUE_ID
         self.reads_tabular = "tabular" in config.modalities
         self.reads_text = "text" in config.modalities
         self.token_ids: dict[str, dict[str, int]] = {}
@@ -298,37 +300,35 @@ class PatientSequenceBuilder:
 
     def _lab_value(self, item: str, value: Any, counts: dict[str, int]) -> tuple[int, float]:
         """A lab event's (value id, standardised value)."""
-        from medmplm.models.mbehrt.configuration_mbehrt import NO_VALUE_ID, PRESENT_VALUE_ID
-
+        no_value = (self.no_value_id, 0.0)
         if value is None or not np.isfinite(value):
             counts["lab_values_missing"] += 1
-            return NO_VALUE_ID, 0.0
+            return no_value
         if self.binned:
             if item not in self.edges:
                 counts["lab_values_without_statistics"] += 1
-                return NO_VALUE_ID, 0.0
-            return PRESENT_VALUE_ID + int(np.searchsorted(self.edges[item], value, side="right")), 0.0
+                return no_value
+            return self.present_value_id + int(np.searchsorted(self.edges[item], value, side="right")), 0.0
         if item not in self.means:
             counts["lab_values_without_statistics"] += 1
-            return NO_VALUE_ID, 0.0
+            return no_value
         std = float(self.stds[item])
         # A constant item (standard deviation 0) is only centred.
         standardised = (float(value) - float(self.means[item])) / (std if std > 0 else 1.0)
         if abs(standardised) > self.clip:
             counts["lab_values_clipped"] += 1
             standardised = float(np.clip(standardised, -self.clip, self.clip))
-        return PRESENT_VALUE_ID, standardised
+        return self.present_value_id, standardised
 
     def _visit_tokens(self, visit: Visit, counts: dict[str, int]) -> list[tuple[int, int, float, float]]:
         """``(token id, value id, standardised value, hours since admission)`` of a visit's tabular tokens."""
-        from medmplm.models.mbehrt.configuration_mbehrt import NO_VALUE_ID
-
         if not self.reads_tabular:
             return []
         tokens = []
         for column, token_type in CODE_COLUMNS:
             ids = self.token_ids[token_type]
-            tokens += [(ids.get(code, UNK_ID), NO_VALUE_ID, 0.0, 0.0) for code in dict.fromkeys(visit.codes[column])]
+            codes = dict.fromkeys(visit.codes[column])
+            tokens += [(ids.get(code, UNK_ID), self.no_value_id, 0.0, 0.0) for code in codes]
         events = []
         for event in visit.labs:
             hours = event["hours_since_admit"]
@@ -388,11 +388,12 @@ class PatientSequenceBuilder:
         return kept, gender_token
 
     def count(self, patients: Sequence[tuple[Sequence[Visit], str | None]]) -> dict[str, int]:
-        """The :data:`COUNT_COLUMNS` summed over ``patients`` without building their rows (notes are not tokenised:
-        ``notes_truncated`` stays 0)."""
+        """The :data:`COUNT_COLUMNS` summed over ``patients`` without building their rows; notes are not tokenised,
+        so ``notes_truncated`` is not among them."""
         counts = dict.fromkeys(COUNT_COLUMNS, 0)
         for visits, gender in patients:
             self._select(visits, gender, counts)
+        del counts["notes_truncated"]
         return counts
 
     def _age_id(self, age: float | None) -> int:
@@ -499,15 +500,18 @@ def sequence_counts(dataset: Any) -> dict[str, int]:
 
 
 def describe_counts(counts: Mapping[str, int]) -> str:
-    """The builder's counts in one line, for a run log."""
-    return (
+    """The builder's counts in one line, for a run log (notes not read to their end when counted)."""
+    line = (
         f"visits kept {counts['num_visits']}, dropped from the oldest end {counts['visits_dropped']} "
         f"({counts['tokens_dropped']} tokens), empty {counts['empty_visits']}; tokens not in the vocabularies "
         f"{counts['unknown_tokens']}; lab events beyond the per-visit limit {counts['lab_events_dropped']}; lab values "
         f"not embedded: {counts['lab_values_missing']} without a number, {counts['lab_values_without_statistics']} of "
         f"items without training statistics; lab values clipped {counts['lab_values_clipped']}; ages above the age "
-        f"table {counts['ages_clamped']}; notes not read to their end {counts['notes_truncated']}"
+        f"table {counts['ages_clamped']}"
     )
+    if "notes_truncated" in counts:
+        line += f"; notes not read to their end {counts['notes_truncated']}"
+    return line
 
 
 def read_visit_table(prepared_dir: str | Path, split: str, columns: Sequence[str] = VISIT_COLUMNS) -> pa.Table:

@@ -286,7 +286,8 @@ class MBehrtPreTrainedModel(PreTrainedModel):
 
     def __init__(self, config: MBehrtConfig, text_backbone: PreTrainedModel | None = None) -> None:
         super().__init__(config)
-        if "text" in config.modalities and config.text_config is None and text_backbone is None:
+        if "text" in config.modalities and config.text_config is None:
+            # Needed even beside a loaded text backbone: a saved model is rebuilt from its configuration alone.
             raise ValueError("config.text_config is missing: the text encoder's transformers config is needed")
         self.tokenizer: PreTrainedTokenizerBase | None = None
 
