@@ -15,6 +15,7 @@ FAMILY_MODULES = {
     "bert-mlm": "medmplm.pretraining.bert_mlm",
     "gbert": "medmplm.pretraining.gbert",
     "medbert": "medmplm.pretraining.medbert",
+    "medfuse-lab": "medmplm.pretraining.medfuse_lab",
     "mbehrt": "medmplm.pretraining.mbehrt",
     "contrastive": "medmplm.pretraining.contrastive",
 }
