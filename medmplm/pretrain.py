@@ -277,12 +277,17 @@ def _next_steps(where: dict[str, str]) -> list[str]:
             f"  python -m medmplm.finetune --task next_dx {data} --model mbehrt-shared --init-code {export}"
             "   # the --model of its layout: mbehrt-early, -late, -shared or -tabular"
         ],
+        "medfuse-lab": [
+            f"  python -m medmplm.finetune --task disease10 {data} --model medfuse --init-code {export} "
+            "--init-text LM_DIR   # LM_DIR: a local language model, e.g. a bert-mlm export"
+        ],
     }
     embed = f"  python -m medmplm.embed --model {export} --prepared {prepared} --out {where['run_dir']}/embeddings"
     return [
         *steps.get(where["family"], []),
-        # M-BEHRT's vector is a patient history's, not a visit's: medmplm.embed has none to give.
-        *([] if where["family"] == "mbehrt" else [embed]),
+        # M-BEHRT's vector is a patient history's, not a visit's, and medmplm.embed does not featurise lab tests:
+        # it has none to give for either.
+        *([] if where["family"] in ("mbehrt", "medfuse-lab") else [embed]),
         f"  tensorboard --logdir {where['run_dir']}/tensorboard",
     ]
 
