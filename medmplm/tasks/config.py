@@ -44,18 +44,21 @@ class FinetuneSection:
     """What to fine-tune, on how much data, and where the result goes.
 
     Attributes:
-        task: ``medrec``, ``readmission``, ``icd``, ``next_dx`` (next visit's diagnosis categories), or ``ner`` (the
-            NER auxiliary check, on ``ner_corpus``).
+        task: ``medrec``, ``readmission``, ``icd``, ``disease10`` (MEDFuse's 10 diagnosis groups, from labs and the
+            note), ``next_dx`` (next visit's diagnosis categories), or ``ner`` (the NER auxiliary check, on
+            ``ner_corpus``).
         model: a model of ``medmplm.tasks.encoders.MODELS`` (``medmplm``, ``medmplm-code``, ``logreg``, ...; for
-            ``ner``: ``bilstm-crf``, ``bilstm-crf+bert``, ``bilstm-crf+medmplm``); none: the task's first model
-            (``medmplm``, or ``bilstm-crf`` for ``ner``), set when the config is validated.
+            ``ner``: ``bilstm-crf``, ``bilstm-crf+bert``, ``bilstm-crf+medmplm``; ``disease10`` adds ``medfuse`` and
+            its ablations); none: the task's first model (``medmplm``, ``bilstm-crf`` for ``ner``, ``medfuse`` for
+            ``disease10``), set when the config is validated.
         ner_corpus: the i2b2-2010-format corpus the ``ner`` task reads (``--ner-corpus``, ``medmplm.data.i2b2``).
         init_code: a ``gbert`` or ``medbert`` pretraining export for the code side of the ``gbert`` / ``medbert``
-            models and their concatenations, or an ``mbehrt`` export for the M-BEHRT models (``--init-code``); none:
-            that side starts from random weights.
+            models and their concatenations, an ``mbehrt`` export for the M-BEHRT models, or a ``medfuse-lab`` export
+            for MEDFuse's lab encoder (``--init-code``); none: that side starts from random weights.
         init_text: the text side's export when it comes from another pretraining run than ``model.init_from``
             (``--init-text``): a ``bert-mlm`` export (or any local BERT checkpoint) for ``clinicalbert`` models and
-            ``mbehrt-text``, a MedM-PLM export for ``medmplm-text`` and ``medmplm-code+medmplm-text``.
+            ``mbehrt-text``, a MedM-PLM export for ``medmplm-text`` and ``medmplm-code+medmplm-text``; for MEDFuse
+            the language model that reads the notes (any local Hugging Face checkpoint with its tokenizer).
         train_ratio: fraction of training patients kept (nested across ratios for a seed, see
             ``medmplm.data.splits``); validation and test are always whole.
         task_options: keyword options of the task (``threshold``, ``top_k``, ``max_history``, ``subsample_negatives``,
