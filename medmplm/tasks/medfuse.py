@@ -30,8 +30,8 @@ Inputs (where they come from):
   variant; ``model.overrides.lab_encoder`` (a mapping) changes a fresh lab encoder's preset.
 
 Note vectors: with the language model frozen (``note_finetuning: frozen``, the default), each note is embedded once
-by a Ray Data stage (:func:`cache_note_embeddings`) and cached as zstd Parquet under
-``<run.storage_path>/note_embeddings/<key>/<split>/``; the key hashes the language model's files, the pooling, the
+by a Ray Data stage (:func:`cache_note_embeddings`, every split in one pass) and cached as zstd Parquet under
+``<run.storage_path>/note_embeddings/<key>/``; the key hashes the language model's files, the pooling, the
 note length and the prepared directory's manifest, so every run of a sweep (its runs share ``run.storage_path``)
 reuses the first one's vectors. Fine-tuned (``last_layers``, or ``lora`` with ``pip install 'medmplm[lora]'``), the
 language model is part of the MEDFuse model and the examples carry the notes' token ids (``note_max_length``). Note
@@ -187,10 +187,10 @@ def _notes_with_text(batch: pa.Table) -> pa.Table:
 
 
 def cache_note_embeddings(
-    prepared_dir: str, split: str, directory: str, pooling: str, max_length: int, location: str, batch_size: int
+    prepared_dir: str, directory: str, pooling: str, max_length: int, location: str, batch_size: int
 ) -> pa.Table:
-    """``hadm_id``, ``note_embedding`` of every note of a split, computed once by :class:`NoteEmbedder` and cached at
-    ``location`` (a local path or URI).
+    """``hadm_id``, ``note_embedding`` of every note of a prepared directory (all splits: one pass, one language
+    model loaded), computed once by :class:`NoteEmbedder` and cached at ``location`` (a local path or URI).
 
     Each computation writes its shards into a directory of its own under ``location``, then the marker
     (:data:`NOTE_CACHE_MARKER`, naming that directory and its rows) last: a cache cut short is never read, and two
@@ -199,13 +199,14 @@ def cache_note_embeddings(
     import pyarrow.dataset as ds
     import ray.data
 
-    from medmplm.data.schema import VISITS_DIR
+    from medmplm.data.schema import SPLITS, VISITS_DIR
     from medmplm.train import storage
 
     marker = storage.join(location, NOTE_CACHE_MARKER)
     if not storage.exists(marker):
         attempt = f"part-{secrets.token_hex(4)}"
-        visits = ray.data.read_parquet(storage.join(prepared_dir, VISITS_DIR, split), columns=["hadm_id", "note_text"])
+        splits = [storage.join(prepared_dir, VISITS_DIR, split) for split in SPLITS]
+        visits = ray.data.read_parquet(splits, columns=["hadm_id", "note_text"])
         embedded = visits.map_batches(_notes_with_text, batch_format="pyarrow", num_cpus=0).map_batches(
             NoteEmbedder,
             fn_constructor_kwargs={"directory": directory, "pooling": pooling, "max_length": max_length},
@@ -216,13 +217,13 @@ def cache_note_embeddings(
         embedded.write_parquet(storage.join(location, attempt), compression="zstd")
         rows = ray.data.read_parquet(storage.join(location, attempt)).count()
         storage.write_text(marker, json.dumps({"attempt": attempt, "rows": rows}, indent=1))
-        logger.info("%s: %d notes embedded into %s", split, rows, location)
+        logger.info("%d notes embedded into %s", rows, location)
     attempt = json.loads(storage.read_text(marker))["attempt"]
     return ds.dataset(storage.join(location, attempt), format="parquet").to_table()
 
 
-def note_cache_location(config: Any, prepared_dir: str, split: str, medfuse: Any) -> str:
-    """Where a split's note vectors are cached for this language model, pooling and note length."""
+def note_cache_location(config: Any, prepared_dir: str, medfuse: Any) -> str:
+    """Where the prepared directory's note vectors are cached for this language model, pooling and note length."""
     from medmplm.data.schema import MANIFEST_FILE
     from medmplm.train import storage
 
@@ -234,7 +235,7 @@ def note_cache_location(config: Any, prepared_dir: str, split: str, medfuse: Any
     }
     key = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
     root = storage.resolve_storage_path(config.run.storage_path)
-    return storage.join(root, NOTE_CACHE_DIR, key, split)
+    return storage.join(root, NOTE_CACHE_DIR, key)
 
 
 @dataclass
@@ -351,7 +352,7 @@ def featurize_split(
     and counts for the run log.
 
     Args:
-        notes: the split's cached note vectors (``hadm_id``, ``note_embedding``) when the language model is frozen.
+        notes: the cached note vectors (``hadm_id``, ``note_embedding``) when the language model is frozen.
         tokenizer: the language model's tokenizer when it is fine-tuned.
 
     Raises:
@@ -479,20 +480,18 @@ def medfuse_examples(task: Any, config: Any) -> Any:
     medfuse, tokenizer = start.config, start.tokenizer
     reads_notes = "notes" in medfuse.modalities
     lab_featurizer = LabFeaturizer(medfuse.lab_config) if start.lab_model is not None else None
+    notes = None
+    if reads_notes and medfuse.note_finetuning == "frozen":
+        notes = cache_note_embeddings(
+            prepared_dir,
+            finetune.init_text,
+            medfuse.note_pooling,
+            medfuse.note_max_length,
+            note_cache_location(config, prepared_dir, medfuse),
+            finetune.eval_batch_size,
+        )
     featurized, counts = {}, {}
     for split, examples in sets.items():
-        notes = None
-        if reads_notes and medfuse.note_finetuning == "frozen":
-            location = note_cache_location(config, prepared_dir, split, medfuse)
-            notes = cache_note_embeddings(
-                prepared_dir,
-                split,
-                finetune.init_text,
-                medfuse.note_pooling,
-                medfuse.note_max_length,
-                location,
-                finetune.eval_batch_size,
-            )
         featurized[split], counts[split] = featurize_split(
             examples.examples, split, prepared_dir, medfuse, label_space, lab_featurizer, notes, tokenizer
         )
