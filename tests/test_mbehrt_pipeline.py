@@ -24,7 +24,8 @@ def test_pretrain_mbehrt_end_to_end_with_zero2(ray_local, synthetic_prepared, tm
         f"run.storage_path={tmp_path}",
         "run.name=x",
         "train.epochs=4",
-        # A random BERT trained whole (nothing frozen), reading the head of each note, a short history.
+        # A one-layer random BERT trained whole (nothing frozen), reading the head of each note; a short history.
+        "model.overrides.text_num_layers=1",
         "model.overrides.text_num_frozen_layers=0",
         "model.overrides.text_max_length=32",
         "model.overrides.max_visits=6",
