@@ -14,7 +14,7 @@ not overlap, so every admission is in exactly one unit and counts from different
 are not counted); for every item: the number of units holding it. An item occurring twice in a unit counts once.
 
 **Aggregation.** A Ray Data pipeline: visits -> their item ids (:class:`VisitItems`, the only stage that reads notes)
--> units (:class:`UnitItems`; patients and windows grouped with ``groupby("subject_id").map_groups``) -> one sparse
+-> units (:func:`unit_items`; patients and windows grouped with ``groupby("subject_id").map_groups``) -> one sparse
 count matrix (:class:`CooccurrenceAggregate`, a Ray Data ``AggregateFnV2``: a matrix per block, summed). Only that
 matrix leaves the aggregation; it is written after small-cell suppression (:func:`release`): counts below ``min_count``
 (default 11, as MIMIC's data use agreement asks of published counts) are withheld, items and pairs alike, and the
@@ -195,58 +195,55 @@ def grouped_lists(groups: np.ndarray, values: np.ndarray, num_groups: int) -> pa
     return pa.ListArray.from_arrays(pa.array(offsets), pa.array(values.astype(np.int32)))
 
 
-class UnitItems:
+def unit_items(batch: pa.Table, unit: str, window_days: int = DEFAULT_WINDOW_DAYS) -> pa.Table:
     """Ray Data stage: visits' items -> units' items (a visit, a patient, or a patient's time window).
 
     Takes :class:`VisitItems` rows of whole patients (``map_groups`` gives one patient; any number works). Output
     columns: ``items`` (list<int32>, sorted, each item once), ``visits`` and ``outside_vocabulary`` (sums over the
-    unit's visits).
+    unit's visits). A function, not a callable object: ``map_groups`` takes only functions.
+
+    Raises:
+        ValueError: naming the admission without a time, for ``window`` units.
     """
-
-    def __init__(self, unit: str, window_days: int = DEFAULT_WINDOW_DAYS) -> None:
-        self.unit = unit
-        self.window_seconds = window_days * SECONDS_PER_DAY
-
-    def __call__(self, batch: pa.Table) -> pa.Table:
-        if self.unit == "visit" or batch.num_rows == 0:
-            return pa.table(
-                {
-                    "items": batch["items"],
-                    "visits": np.ones(batch.num_rows, np.int64),
-                    "outside_vocabulary": batch["outside_vocabulary"],
-                }
-            )
-        _, subject = np.unique(np.asarray(batch["subject_id"], dtype=np.int64), return_inverse=True)
-        unit_of_visit = subject
-        if self.unit == "window":
-            times = batch["admittime"]
-            if times.null_count:
-                row = np.flatnonzero(np.asarray(pc.is_null(times), dtype=bool))[0]
-                raise ValueError(
-                    f"column 'admittime', hadm_id {batch['hadm_id'][int(row)].as_py()}: null; time windows need "
-                    "every admission's time"
-                )
-            times = np.asarray(times, dtype=np.int64)
-            first = np.full(subject.max() + 1, np.iinfo(np.int64).max)
-            np.minimum.at(first, subject, times)
-            window = (times - first[subject]) // self.window_seconds
-            _, unit_of_visit = np.unique(np.stack([subject, window], axis=1), axis=0, return_inverse=True)
-            unit_of_visit = unit_of_visit.reshape(-1)
-        num_units = int(unit_of_visit.max()) + 1
-        lists = batch["items"].combine_chunks()
-        flat = np.asarray(pc.list_flatten(lists), dtype=np.int64)
-        parents = np.asarray(pc.list_parent_indices(lists), dtype=np.int64)
-        width = int(flat.max()) + 1 if len(flat) else 1
-        keys = np.unique(unit_of_visit[parents] * width + flat)
+    if unit == "visit" or batch.num_rows == 0:
         return pa.table(
             {
-                "items": grouped_lists(keys // width, keys % width, num_units),
-                "visits": np.bincount(unit_of_visit, minlength=num_units).astype(np.int64),
-                "outside_vocabulary": np.bincount(
-                    unit_of_visit, weights=np.asarray(batch["outside_vocabulary"]), minlength=num_units
-                ).astype(np.int64),
+                "items": batch["items"],
+                "visits": np.ones(batch.num_rows, np.int64),
+                "outside_vocabulary": batch["outside_vocabulary"],
             }
         )
+    _, subject = np.unique(np.asarray(batch["subject_id"], dtype=np.int64), return_inverse=True)
+    unit_of_visit = subject
+    if unit == "window":
+        times = batch["admittime"]
+        if times.null_count:
+            row = np.flatnonzero(np.asarray(pc.is_null(times), dtype=bool))[0]
+            raise ValueError(
+                f"column 'admittime', hadm_id {batch['hadm_id'][int(row)].as_py()}: null; time windows need "
+                "every admission's time"
+            )
+        times = np.asarray(times, dtype=np.int64)
+        first = np.full(subject.max() + 1, np.iinfo(np.int64).max)
+        np.minimum.at(first, subject, times)
+        window = (times - first[subject]) // (window_days * SECONDS_PER_DAY)
+        _, unit_of_visit = np.unique(np.stack([subject, window], axis=1), axis=0, return_inverse=True)
+        unit_of_visit = unit_of_visit.reshape(-1)
+    num_units = int(unit_of_visit.max()) + 1
+    lists = batch["items"].combine_chunks()
+    flat = np.asarray(pc.list_flatten(lists), dtype=np.int64)
+    parents = np.asarray(pc.list_parent_indices(lists), dtype=np.int64)
+    width = int(flat.max()) + 1 if len(flat) else 1
+    keys = np.unique(unit_of_visit[parents] * width + flat)
+    return pa.table(
+        {
+            "items": grouped_lists(keys // width, keys % width, num_units),
+            "visits": np.bincount(unit_of_visit, minlength=num_units).astype(np.int64),
+            "outside_vocabulary": np.bincount(
+                unit_of_visit, weights=np.asarray(batch["outside_vocabulary"]), minlength=num_units
+            ).astype(np.int64),
+        }
+    )
 
 
 def within_unit_pairs(offsets: np.ndarray, items: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -286,7 +283,7 @@ class CountMatrix:
 
 
 class CooccurrenceAggregate(AggregateFnV2):
-    """Ray Data aggregation over :class:`UnitItems` rows: one :class:`CountMatrix` per block, summed.
+    """Ray Data aggregation over :func:`unit_items` rows: one :class:`CountMatrix` per block, summed.
 
     Args:
         num_items: V. num_codes: items below this index are codes (the rest terms, which pair only with codes).
@@ -331,7 +328,7 @@ class CooccurrenceAggregate(AggregateFnV2):
 def count_table(table: pa.Table, index: ItemIndex, unit: str, window_days: int = DEFAULT_WINDOW_DAYS) -> CountMatrix:
     """The counts of one table of visit records (whole patients), in process: the stages of the Ray pipeline, in
     order."""
-    units = UnitItems(unit, window_days)(VisitItems(index)(table))
+    units = unit_items(VisitItems(index)(table), unit, window_days)
     return CooccurrenceAggregate(len(index), index.num_codes).aggregate_block(units)
 
 
@@ -356,11 +353,11 @@ def count_prepared(
     dataset = ray.data.read_parquet(locations, columns=visit_items.input_columns).map_batches(
         visit_items, batch_format="pyarrow", batch_size=batch_size
     )
-    units = UnitItems(unit, window_days)
+    unit_options = {"unit": unit, "window_days": window_days}
     if unit == "visit":
-        dataset = dataset.map_batches(units, batch_format="pyarrow", batch_size=batch_size)
+        dataset = dataset.map_batches(unit_items, batch_format="pyarrow", batch_size=batch_size, fn_kwargs=unit_options)
     else:
-        dataset = dataset.groupby("subject_id").map_groups(units, batch_format="pyarrow")
+        dataset = dataset.groupby("subject_id").map_groups(unit_items, batch_format="pyarrow", fn_kwargs=unit_options)
     return dataset.aggregate(CooccurrenceAggregate(len(index), index.num_codes))[CooccurrenceAggregate.NAME]
 
 
@@ -635,7 +632,6 @@ __all__ = [
     "CountMatrix",
     "CountingOptions",
     "ItemIndex",
-    "UnitItems",
     "VisitItems",
     "cooccur",
     "count_prepared",
@@ -643,5 +639,6 @@ __all__ = [
     "read_counts",
     "release",
     "sum_counts",
+    "unit_items",
     "within_unit_pairs",
 ]

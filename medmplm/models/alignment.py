@@ -173,7 +173,8 @@ class ContrastiveAlignment(nn.Module):
         self.text_projection = nn.Linear(text_size, projection_size, bias=False)
         self.code_projection = nn.Linear(code_size, projection_size, bias=False)
         self.initial_temperature = initial_temperature
-        self.logit_scale = nn.Parameter(torch.tensor(math.log(1.0 / initial_temperature)))
+        # Shape [1], not a scalar: DeepSpeed broadcasts parameters as byte views, which a 0-d tensor cannot give.
+        self.logit_scale = nn.Parameter(torch.full((1,), math.log(1.0 / initial_temperature)))
 
     def embed_codes(self, code_vectors: torch.Tensor) -> torch.Tensor:
         """[B, code_size] -> [B, D] unit-length code vectors in the shared space."""
@@ -198,7 +199,7 @@ class ContrastiveAlignment(nn.Module):
         """
         code_embeds = self.embed_codes(code_vectors)
         text_embeds = self.embed_text(text_window_states, text_window_mask)
-        scale = self.logit_scale.clamp(max=math.log(MAX_LOGIT_SCALE)).exp()
+        scale = self.logit_scale.clamp(max=math.log(MAX_LOGIT_SCALE)).exp()[0]
         result = symmetric_infonce(code_embeds, text_embeds, eligible, scale, gather=self.training)
         return AlignmentOutput(
             **{name: getattr(result, name) for name in result.keys()},
