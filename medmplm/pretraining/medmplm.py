@@ -252,11 +252,11 @@ class MedMPLMFamily:
                 raise ConfigError(f"model.text: {error}") from error
             source = export_model_type(model.init_from)
             if source in ENCODER_EXPORT_TYPES:
+                config = with_overrides(config, model.overrides)
                 try:
-                    built = MedMPLMForPretraining.from_pretrained(
-                        model.init_from, config=with_overrides(config, model.overrides)
-                    )
+                    built = MedMPLMForPretraining.from_pretrained(model.init_from, config=config)
                 except ValueError as error:
+                    # The weights do not fit: an override changed a shape the export's encoders have.
                     raise ConfigError(f"model.overrides: {error}") from error
                 return BuiltModel(
                     built,
