@@ -35,6 +35,7 @@ from transformers import initialization as init
 from transformers.utils import ModelOutput
 
 from medmplm.data.vocab import PAD_ID
+from medmplm.models.initialization import init_standard_module
 from medmplm.models.mbehrt.configuration_mbehrt import MASKED_VALUE_ID, NO_VALUE_ID, PRESENT_VALUE_ID, MBehrtConfig
 from medmplm.models.text_encoder import TextEncoder, WindowPooling, backbone_from_config_dict, window_starts
 from medmplm.models.tokenization import TOKENIZER_MARKER, load_tokenizer
@@ -295,23 +296,9 @@ class MBehrtPreTrainedModel(PreTrainedModel):
     def _init_weights(self, module: nn.Module) -> None:
         # transformers' init functions skip weights loaded from a checkpoint (a text backbone passed in).
         std = self.config.initializer_range
-        if isinstance(module, nn.Linear):
-            init.normal_(module.weight, mean=0.0, std=std)
-            if module.bias is not None:
-                init.zeros_(module.bias)
-        elif isinstance(module, nn.MultiheadAttention):
-            # The query/key/value projections are one parameter of nn.MultiheadAttention, not Linear modules.
-            init.normal_(module.in_proj_weight, mean=0.0, std=std)
-            init.zeros_(module.in_proj_bias)
-        elif isinstance(module, nn.Embedding):
-            init.normal_(module.weight, mean=0.0, std=std)
-            # Checked here: the zeros_ call below slices the weight, and a slice loses the loaded-weight flag.
-            if module.padding_idx is not None and not getattr(module.weight, "_is_hf_initialized", False):
-                init.zeros_(module.weight[module.padding_idx])
-        elif isinstance(module, nn.LayerNorm):
-            init.ones_(module.weight)
-            init.zeros_(module.bias)
-        elif isinstance(module, TokenPredictionHead):
+        if init_standard_module(module, std):
+            return
+        if isinstance(module, TokenPredictionHead):
             init.zeros_(module.bias)
         elif isinstance(module, MBehrtModel) and module.text_cls is not None:
             init.normal_(module.text_cls, mean=0.0, std=std)

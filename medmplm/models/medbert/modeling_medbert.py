@@ -29,6 +29,7 @@ from transformers import initialization as init
 from transformers.utils import ModelOutput
 
 from medmplm.data.vocab import CLS_ID, NUM_SPECIAL_TOKENS, PAD_ID
+from medmplm.models.initialization import init_standard_module
 from medmplm.models.medbert.configuration_medbert import MedBertConfig
 
 IGNORE_INDEX = -100
@@ -136,23 +137,9 @@ class MedBertPreTrainedModel(PreTrainedModel):
     @torch.no_grad()
     def _init_weights(self, module: nn.Module) -> None:
         std = self.config.initializer_range
-        if isinstance(module, nn.Linear):
-            init.normal_(module.weight, mean=0.0, std=std)
-            if module.bias is not None:
-                init.zeros_(module.bias)
-        elif isinstance(module, nn.MultiheadAttention):
-            # The query/key/value projections are one parameter of nn.MultiheadAttention, not Linear modules.
-            init.normal_(module.in_proj_weight, mean=0.0, std=std)
-            init.zeros_(module.in_proj_bias)
-        elif isinstance(module, nn.Embedding):
-            init.normal_(module.weight, mean=0.0, std=std)
-            # Checked here: the zeros_ call below slices the weight, and a slice loses the loaded-weight flag.
-            if module.padding_idx is not None and not getattr(module.weight, "_is_hf_initialized", False):
-                init.zeros_(module.weight[module.padding_idx])
-        elif isinstance(module, nn.LayerNorm):
-            init.ones_(module.weight)
-            init.zeros_(module.bias)
-        elif isinstance(module, MedBertCodePredictionHead):
+        if init_standard_module(module, std):
+            return
+        if isinstance(module, MedBertCodePredictionHead):
             init.zeros_(module.bias)
 
 

@@ -34,6 +34,7 @@ from transformers import AutoConfig, AutoModel, PreTrainedModel
 from transformers import initialization as init
 from transformers.utils import ModelOutput
 
+from medmplm.models.initialization import init_standard_module
 from medmplm.models.medfuse.configuration_medfuse import MedFuseConfig, MedFuseLabConfig
 
 
@@ -101,18 +102,9 @@ class MedFuseLabPreTrainedModel(PreTrainedModel):
     @torch.no_grad()
     def _init_weights(self, module: nn.Module) -> None:
         std = self.config.initializer_range
-        if isinstance(module, nn.Linear):
-            init.normal_(module.weight, mean=0.0, std=std)
-            if module.bias is not None:
-                init.zeros_(module.bias)
-        elif isinstance(module, nn.MultiheadAttention):
-            # The query/key/value projections are one parameter of nn.MultiheadAttention, not Linear modules.
-            init.normal_(module.in_proj_weight, mean=0.0, std=std)
-            init.zeros_(module.in_proj_bias)
-        elif isinstance(module, nn.LayerNorm):
-            init.ones_(module.weight)
-            init.zeros_(module.bias)
-        elif isinstance(module, MedFuseLabEmbeddings):
+        if init_standard_module(module, std):
+            return
+        if isinstance(module, MedFuseLabEmbeddings):
             for parameter in (module.value_weight, module.token_bias, module.hidden_value, module.cls):
                 init.normal_(parameter, mean=0.0, std=std)
 
@@ -446,17 +438,9 @@ class MedFusePreTrainedModel(PreTrainedModel):
     @torch.no_grad()
     def _init_weights(self, module: nn.Module) -> None:
         std = self.config.initializer_range
-        if isinstance(module, nn.Linear):
-            init.normal_(module.weight, mean=0.0, std=std)
-            if module.bias is not None:
-                init.zeros_(module.bias)
-        elif isinstance(module, nn.MultiheadAttention):
-            init.normal_(module.in_proj_weight, mean=0.0, std=std)
-            init.zeros_(module.in_proj_bias)
-        elif isinstance(module, nn.LayerNorm):
-            init.ones_(module.weight)
-            init.zeros_(module.bias)
-        elif isinstance(module, MedFuseModel):
+        if init_standard_module(module, std):
+            return
+        if isinstance(module, MedFuseModel):
             for parameter in (module.missing_note, module.slot_embeddings):
                 if parameter is not None:
                     init.normal_(parameter, mean=0.0, std=std)
