@@ -113,6 +113,8 @@ def test_ray_job_submit_from_the_repository_root(tmp_path):
                 f"data.data_root={tmp_path / 'data'}", "data.synthetic_patients=120",
                 f"run.storage_path={tmp_path / 'runs'}", "run.name=job",
                 "train.epochs=1", "train.global_batch_size=16", "train.micro_batch_size=8",
+                # What is under test is the submission, not the training: a few steps of each stage.
+                "model.text_stage_epochs=1", "train.max_steps=6",
             ],
         )  # fmt: skip
         # The embedded default: a bert-mlm text encoder first, then MedM-PLM from it.
