@@ -12,7 +12,7 @@ original id at selected positions and -100 elsewhere.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
@@ -145,3 +145,41 @@ class CodeMasker:
             out[ids_key], out[labels_key] = self.mask_codes(ids, mask, self.vocab_sizes[prefix], generator)
             out[mask_key] = mask
         return out
+
+
+def mask_sequence_tokens(
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    generator: torch.Generator,
+    token_ranges: Sequence[tuple[int, int]],
+    mask_prob: float,
+    mask_token_prob: float,
+    random_token_prob: float,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """BERT's masking of a sequence of several token kinds (Med-BERT's codes, M-BEHRT's codes and lab items).
+
+    Each real, non-special token is a target with ``mask_prob``; a target becomes [MASK] with ``mask_token_prob``, a
+    random token of its own kind (the ``[start, end)`` id range of ``token_ranges`` it lies in) with
+    ``random_token_prob``, and stays itself otherwise.
+
+    Returns:
+        ``[B, L]`` (masked ids, labels: the original id at targets, -100 elsewhere).
+    """
+
+    def uniform() -> torch.Tensor:
+        return torch.rand(input_ids.shape, generator=generator, device=generator.device).to(input_ids.device)
+
+    targets = attention_mask.bool() & (input_ids >= NUM_SPECIAL_TOKENS) & (uniform() < mask_prob)
+    labels = torch.where(targets, input_ids, torch.full_like(input_ids, IGNORE_INDEX))
+    action = uniform()
+    to_mask = targets & (action < mask_token_prob)
+    to_random = targets & (action >= mask_token_prob) & (action < mask_token_prob + random_token_prob)
+    draw = uniform()
+    random_tokens = input_ids
+    for start, end in token_ranges:
+        if end > start:
+            in_range = (input_ids >= start) & (input_ids < end)
+            tokens = start + (draw * (end - start)).long().clamp(max=end - start - 1)
+            random_tokens = torch.where(in_range, tokens, random_tokens)
+    masked = torch.where(to_mask, torch.full_like(input_ids, MASK_ID), input_ids)
+    return torch.where(to_random, random_tokens, masked), labels

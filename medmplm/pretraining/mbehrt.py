@@ -682,26 +682,17 @@ class MBehrtPretrainingTask:
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor, generator: torch.Generator
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """``[B, L]`` ids -> (masked ids, labels: the original id at targets, -100 elsewhere)."""
-        import torch
+        from medmplm.data.masking import mask_sequence_tokens
 
-        def uniform() -> torch.Tensor:
-            return torch.rand(input_ids.shape, generator=generator, device=generator.device).to(input_ids.device)
-
-        targets = attention_mask.bool() & (input_ids >= NUM_SPECIAL_TOKENS) & (uniform() < self.mask_prob)
-        labels = torch.where(targets, input_ids, torch.full_like(input_ids, IGNORE_INDEX))
-        action = uniform()
-        to_mask = targets & (action < self.mask_token_prob)
-        random_share = self.mask_token_prob + self.random_token_prob
-        to_random = targets & (action >= self.mask_token_prob) & (action < random_share)
-        draw = uniform()
-        random_tokens = input_ids
-        for start, end in self.token_ranges:
-            if end > start:
-                in_range = (input_ids >= start) & (input_ids < end)
-                tokens = start + (draw * (end - start)).long().clamp(max=end - start - 1)
-                random_tokens = torch.where(in_range, tokens, random_tokens)
-        masked = torch.where(to_mask, torch.full_like(input_ids, MASK_ID), input_ids)
-        return torch.where(to_random, random_tokens, masked), labels
+        return mask_sequence_tokens(
+            input_ids,
+            attention_mask,
+            generator,
+            self.token_ranges,
+            self.mask_prob,
+            self.mask_token_prob,
+            self.random_token_prob,
+        )
 
     def mask_values(
         self, value_ids: torch.Tensor, values: torch.Tensor | None, generator: torch.Generator
