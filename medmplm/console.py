@@ -62,6 +62,37 @@ def start_ray(verbose: bool, **local_options: Any) -> None:
     quiet_ray_data(verbose)
 
 
+def start_ray_for_train_runs_in_actors(verbose: bool, **local_options: Any) -> None:
+    """:func:`start_ray` for a driver whose Ray Train runs start inside actors that may die mid-run, as a sweep's
+    trials do when ASHA stops them: a local Ray starts with its dashboard, on a GCS port chosen here, and every worker
+    gets that address in ``RAY_ADDRESS``.
+
+    Why: a Train run's placement group outlives its controller when the controller dies with its owner; Ray Train's
+    ``PlacementGroupCleaner`` then removes it, but only after asking the state API (the dashboard) whether the
+    controller lives, and it finds the dashboard through ``RAY_ADDRESS`` or, without it, fails as soon as this machine
+    runs another Ray. A leaked placement group holds its workers' CPUs for good, and the sweep waits forever."""
+    import socket
+
+    import ray
+
+    if os.environ.get("RAY_ADDRESS"):
+        start_ray(verbose)
+        return
+    with socket.socket() as probe:
+        probe.bind(("", 0))
+        port = probe.getsockname()[1]
+    # Read by Ray only when it starts a head node: the GCS listens on the port the workers are told.
+    os.environ["RAY_GCS_SERVER_PORT"] = str(port)
+    address = f"{ray.util.get_node_ip_address()}:{port}"
+    start_ray(
+        verbose,
+        address="local",
+        include_dashboard=True,
+        runtime_env={"env_vars": {"RAY_ADDRESS": address}},
+        **local_options,
+    )
+
+
 def quiet_ray_data(verbose: bool) -> None:
     """Ray Data's progress bars and per-dataset execution lines only with ``verbose``. Ray Data configures its
     loggers when it is first used, so this runs after ``ray.init``."""

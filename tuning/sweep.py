@@ -15,13 +15,14 @@ report is ``python -m tuning.report <sweep dir> --out DIR``. The keys are those 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
 import yaml
 
 from medmplm.config import ConfigError, from_dict, load_config, parse_overrides
-from medmplm.console import configure_output, start_ray
+from medmplm.console import configure_output, start_ray_for_train_runs_in_actors
 from medmplm.train import storage
 
 CONFIGS_DIR = Path(__file__).resolve().parent / "configs"
@@ -68,7 +69,9 @@ def main(argv: list[str] | None = None) -> int:
         f"search {sweep.search.algorithm}, scheduler {sweep.search.scheduler}"
         + (f"; {grid} trials" if sweep.search.algorithm == "grid" else "")
     )
-    start_ray(args.verbose, include_dashboard=False)
+    # A local Ray gets one logical CPU beyond the cores for Ray Data's millisecond tasks (tuning.trials.DATA_TASKS_CPU),
+    # so that the trials still train on every core.
+    start_ray_for_train_runs_in_actors(args.verbose, num_cpus=len(os.sched_getaffinity(0)) + 1)
     import ray
 
     try:

@@ -31,8 +31,13 @@ RESULTS_DIR = "results"
 RUNS_DIR = "runs"
 # Tune's Repeater numbers the repeats of one searched configuration 0, 1, ...: the index of the trial's seed.
 REPEAT_INDEX = "__trial_index__"
-# A torch trial's own process only waits on its Ray Train run; Tune cannot place a trial that asks for nothing at all.
-DRIVER_CPU = 0.001
+# A torch trial's own process only waits on its Ray Train run, so it holds no CPU (Tune cannot place a trial that asks
+# for nothing at all: it holds a token of memory instead).
+DRIVER_RESOURCES = {"CPU": 0.0, "memory": float(1 << 20)}
+# Ray Data's small tasks that a trial's process starts (``ray.data.from_arrow``'s metadata tasks, featurisation when
+# not shared) each ask for a whole free CPU: with every CPU held by trials' Train workers, a starting trial would wait
+# until another trial's training ended, and the sweep would train one trial at a time. A sweep leaves them one CPU.
+DATA_TASKS_CPU = 1.0
 
 
 def grid_cells(sweep: SweepConfig) -> list[dict[str, Any]]:
@@ -131,21 +136,23 @@ def resource_keys(sweep: SweepConfig) -> dict[str, Any]:
 
 def trial_resources(sweep: SweepConfig, cell: Mapping[str, Any]) -> dict[str, float]:
     """What the trial's own process holds. A torch trial trains in Ray Train workers, which hold their CPUs and GPUs
-    themselves, so its driver holds next to none; the ``logreg`` model fits in the trial's process, which holds one
-    worker's CPUs."""
+    themselves, so its driver holds none (:data:`DRIVER_RESOURCES`); the ``logreg`` model fits in the trial's process,
+    which holds one worker's CPUs."""
     model, _ = model_variant(cell["variant"])
-    return {"CPU": DRIVER_CPU} if has_learning_rate(model) else {"CPU": sweep.resources.cpus_per_worker}
+    return dict(DRIVER_RESOURCES) if has_learning_rate(model) else {"CPU": sweep.resources.cpus_per_worker}
 
 
 def max_concurrent_trials(sweep: SweepConfig, cluster: Mapping[str, float]) -> int:
     """Trials at once: ``resources.max_concurrent_trials``, else as many torch trials as the cluster's CPUs (and GPUs,
-    when trials use them) hold now, so that no trial waits on another's workers and no core runs two trials' threads.
-    An autoscaling cluster starts smaller than it grows: give it ``resources.max_concurrent_trials``."""
+    when trials use them) hold now beside :data:`DATA_TASKS_CPU`, so that no trial waits on another's workers and no
+    core runs two trials' threads. An autoscaling cluster starts smaller than it grows: give it
+    ``resources.max_concurrent_trials``."""
     resources = sweep.resources
     if resources.max_concurrent_trials is not None:
         return resources.max_concurrent_trials
     workers = resources.workers_per_trial
-    limit = math.floor(cluster.get("CPU", 0.0) / (workers * resources.cpus_per_worker) + 1e-9)
+    cpus = cluster.get("CPU", 0.0) - DATA_TASKS_CPU
+    limit = math.floor(cpus / (workers * resources.cpus_per_worker) + 1e-9)
     if resources.gpus_per_worker > 0:
         limit = min(limit, math.floor(cluster.get("GPU", 0.0) / (workers * resources.gpus_per_worker) + 1e-9))
     return max(1, limit)
