@@ -29,6 +29,7 @@ import platform
 import shutil
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -297,9 +298,18 @@ def _read_bucket(source: Source, work_dir: Path, bucket: int) -> dict[str, pa.Ta
 def _build_shard(
     shard: int, source: Source, work_dir: Path, out_dir: Path, buckets_per_shard: int, options: PrepareOptions
 ) -> list[tuple]:
-    """Build and write one shard of every split; returns stats rows."""
+    """Build and write one shard of every split; returns stats rows, one per (kind, scope, key).
+
+    Rows are summed here, per shard, rather than kept per bucket: a bucket's code counts are a row per distinct code,
+    and a shard handles more buckets the larger the input, so a list per bucket grew with the input (the driver sums
+    them all the same, ``_aggregate``)."""
     ledger = RowLedger(raw_columns=source.raw_columns)
-    stats: list[tuple[str, str, str, int]] = []
+    totals: Counter[tuple[str, str, str]] = Counter()
+
+    def add(rows: list[tuple[str, str, str, int]]) -> None:
+        for kind, scope, key, value in rows:
+            totals[(kind, scope, key)] += value
+
     paths = {split: out_dir / VISITS_DIR / split / f"part-{shard:05d}.parquet" for split in SPLITS}
     tmp_paths = {split: p.with_name(f"{p.name}.tmp-{os.getpid()}") for split, p in paths.items()}
     writers = {
@@ -310,19 +320,20 @@ def _build_shard(
             source.quarantine_invalid_subjects(_read_bucket(source, work_dir, INVALID_SUBJECT_BUCKET), ledger)
         for bucket in range(shard * buckets_per_shard, (shard + 1) * buckets_per_shard):
             visits, extra = source.build_visits(_read_bucket(source, work_dir, bucket), ledger)
-            stats.extend(extra)
+            add(extra)
             split_index = source.split_index(visits["subject_id"].to_numpy(), options.seed, options.split)
             for i, split in enumerate(SPLITS):
                 part = visits.filter(pa.array(split_index == i))
                 if part.num_rows:
                     writers[split].write_table(part)
-                    stats.extend(_code_counts(part, split))
-                    stats.extend(_label_counts(part, split))
+                    add(_code_counts(part, split))
+                    add(_label_counts(part, split))
     finally:
         for writer in writers.values():
             writer.close()
     for split in SPLITS:
         os.replace(tmp_paths[split], paths[split])
+    stats = [(*key, value) for key, value in totals.items()]
     for (kind, table, reason), count in sorted(ledger.counts.items()):
         stats.append((kind, table, reason, count))
     for table in source.work_tables:
