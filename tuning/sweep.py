@@ -57,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
 
-    from tuning.trials import grid_cells
+    from tuning.trials import DATA_TASKS_CPU, grid_cells
     from tuning.tuner import run_sweep
 
     grid = len(grid_cells(sweep))
@@ -69,9 +69,9 @@ def main(argv: list[str] | None = None) -> int:
         f"search {sweep.search.algorithm}, scheduler {sweep.search.scheduler}"
         + (f"; {grid} trials" if sweep.search.algorithm == "grid" else "")
     )
-    # A local Ray gets one logical CPU beyond the cores for Ray Data's millisecond tasks (tuning.trials.DATA_TASKS_CPU),
-    # so that the trials still train on every core.
-    start_ray_for_train_runs_in_actors(args.verbose, num_cpus=len(os.sched_getaffinity(0)) + 1)
+    # A local Ray gets logical CPUs beyond the cores for Ray Data's millisecond tasks (DATA_TASKS_CPU), so that the
+    # trials still train on every core.
+    start_ray_for_train_runs_in_actors(args.verbose, num_cpus=(os.cpu_count() or 1) + DATA_TASKS_CPU)
     import ray
 
     try:

@@ -37,7 +37,7 @@ DRIVER_RESOURCES = {"CPU": 0.0, "memory": float(1 << 20)}
 # Ray Data's small tasks that a trial's process starts (``ray.data.from_arrow``'s metadata tasks, featurisation when
 # not shared) each ask for a whole free CPU: with every CPU held by trials' Train workers, a starting trial would wait
 # until another trial's training ended, and the sweep would train one trial at a time. A sweep leaves them one CPU.
-DATA_TASKS_CPU = 1.0
+DATA_TASKS_CPU = 1
 
 
 def grid_cells(sweep: SweepConfig) -> list[dict[str, Any]]:

@@ -26,7 +26,7 @@ import numpy as np
 
 from medmplm.data import schema
 from medmplm.data.features import clean_note_text
-from medmplm.data.vocab import CLS_ID, MASK_ID, NUM_SPECIAL_TOKENS, PAD_ID, UNK_ID
+from medmplm.data.vocab import CLS_ID, PAD_ID, UNK_ID
 from medmplm.pretraining.family import BuiltModel, preset_values, resolve_options
 
 if TYPE_CHECKING:
@@ -38,7 +38,6 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("medmplm.pretraining.mbehrt")
 
-IGNORE_INDEX = -100
 SECONDS_PER_HOUR = 3600
 
 # VISIT_SCHEMA columns the featuriser reads (schema version 2: gender and age).
@@ -701,6 +700,7 @@ class MBehrtPretrainingTask:
         at hidden values)."""
         import torch
 
+        from medmplm.data.masking import IGNORE_INDEX
         from medmplm.models.mbehrt.configuration_mbehrt import MASKED_VALUE_ID, PRESENT_VALUE_ID
 
         draw = torch.rand(value_ids.shape, generator=generator, device=generator.device).to(value_ids.device)

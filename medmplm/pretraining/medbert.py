@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 
 from medmplm.data import schema
-from medmplm.data.vocab import CLS_ID, MASK_ID, NUM_SPECIAL_TOKENS, PAD_ID, UNK_ID
+from medmplm.data.vocab import CLS_ID, PAD_ID, UNK_ID
 from medmplm.pretraining.family import BuiltModel, preset_values, resolve_options
 
 if TYPE_CHECKING:
@@ -29,8 +29,6 @@ if TYPE_CHECKING:
     from medmplm.models.medbert import MedBertConfig, MedBertForPretraining
 
 logger = logging.getLogger("medmplm.pretraining.medbert")
-
-IGNORE_INDEX = -100
 
 # VISIT_SCHEMA columns the featuriser reads.
 VISIT_COLUMNS = ("subject_id", "hadm_id", "admittime", "dischtime", "diagnoses", "medications")
