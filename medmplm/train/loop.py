@@ -93,8 +93,10 @@ class LoopSpec:
 
 
 def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
-    """Ray Train entry: ``TorchTrainer(train_loop_per_worker, train_loop_config={"spec": LoopSpec(...)})``."""
-    spec: LoopSpec = loop_config["spec"]
+    """Ray Train entry: ``TorchTrainer(train_loop_per_worker, train_loop_config={"spec": ray.put(LoopSpec(...))})``."""
+    import ray
+
+    spec: LoopSpec = ray.get(loop_config["spec"])
     # DeepSpeed 0.19.8 calls a torch.distributed function that torch deprecated; nothing to act on here.
     warnings.filterwarnings("ignore", message=".*all_gather_into_tensor.*", category=FutureWarning)
     select_accelerator(spec.use_gpu)
