@@ -58,8 +58,49 @@ def start_ray(verbose: bool, **local_options: Any) -> None:
     if os.environ.get("RAY_ADDRESS"):
         ray.init(**quiet)
     else:
+        without_preemption_watcher()
         ray.init(**local_options, **quiet)
     quiet_ray_data(verbose)
+    if not verbose:
+        hide_worker_pool_warnings()
+
+
+def without_preemption_watcher() -> None:
+    """No preemption watcher in the Ray Train runs of a Ray started here (call before ``ray.init``: its processes
+    inherit this environment). The watcher is one more process per run, polling for a cloud node's preemption notice;
+    a local Ray's only node is this machine. On a cluster (``RAY_ADDRESS``) the cluster's own setting holds."""
+    os.environ.setdefault("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")
+
+
+# The raylet's warning, pushed to every driver, that it has started many worker processes.
+WORKER_POOL_WARNING = "worker processes have been started on node"
+
+
+def hide_worker_pool_warnings() -> None:
+    """Keep the raylet's "N PYTHON worker processes have been started ... the maximum expected startup concurrency"
+    warnings off this terminal; every other message Ray pushes to the driver (a worker died, out of memory) still
+    shows.
+
+    Why by hand: a run starts one process per actor (Ray Train's controller, workers and helpers; Ray Data's
+    coordinators; a sweep's trials), so a normal sweep on a small machine crosses the raylet's threshold (a few times
+    its CPU count) again and again. Ray has no setting for the threshold or the message, and its driver prints every
+    pushed message through ``ray._private.worker.print_to_stdstream``, so that function is wrapped. The warning stays
+    in the raylet's own log."""
+    import ray._private.worker as ray_worker
+
+    original = ray_worker.print_to_stdstream
+    if getattr(original, "hides_worker_pool_warnings", False):
+        return
+
+    def print_to_stdstream(data: dict[str, Any], ignore_prefix: bool) -> None:
+        lines = data.get("lines", [])
+        if data.get("pid") == "raylet":
+            lines = [line for line in lines if WORKER_POOL_WARNING not in line]
+        if lines:
+            original({**data, "lines": lines}, ignore_prefix=ignore_prefix)
+
+    print_to_stdstream.hides_worker_pool_warnings = True  # type: ignore[attr-defined]
+    ray_worker.print_to_stdstream = print_to_stdstream
 
 
 def start_ray_for_train_runs_in_actors(verbose: bool, **local_options: Any) -> None:

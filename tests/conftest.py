@@ -17,6 +17,8 @@ from pathlib import Path
 
 import pytest
 
+from medmplm.console import without_preemption_watcher
+
 SYNTHETIC_PATIENTS = 160
 SYNTHETIC_SEED = 0
 
@@ -37,6 +39,7 @@ def start_local_ray() -> None:
 
     if ray.is_initialized():
         return
+    without_preemption_watcher()  # as a local run's Ray (medmplm.console.start_ray)
     # Ray gives its raylet a fixed 30 s to register, and its dashboard a fixed time to come up; on a machine loaded by
     # parallel test runs either can be too short.
     for attempt in range(5):

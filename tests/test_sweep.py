@@ -243,6 +243,8 @@ def test_small_sweep_end_to_end_reports_every_epoch_and_writes_records_and_repor
     assert "24 trials (0 errored, 0 unfinished)" in out.stdout and "up to 2 at once" in out.stdout
     # Tune's own experiment table and result paths are --verbose output; the sweep prints a line per trial.
     assert "Configuration for experiment" not in out.stdout and "View detailed results" not in out.stdout
+    # The raylet's "N PYTHON worker processes have been started" warnings too (medmplm.console).
+    assert "worker processes have been started" not in out.stdout + out.stderr
     records = _records(sweep_dir)
     assert len(records) == 24
     cells = Counter(name.rsplit("-", 1)[0] for name in records)
