@@ -21,7 +21,14 @@ from test_prepare_support import (
 from medmplm.data import quarantine as q
 from medmplm.data.manifest import read_manifest
 from medmplm.data.ndc_atc import MissingNdcMapError
-from medmplm.data.pipeline import OutputExistsError, PrepareOptions, assign_splits, prepare
+from medmplm.data.pipeline import (
+    OutputExistsError,
+    PrepareOptions,
+    assign_splits,
+    count_buckets,
+    prepare,
+    shard_buckets,
+)
 from medmplm.data.schema import SPLITS, VISIT_SCHEMA
 from medmplm.data.tables import MalformedCsvError, MissingColumnError, MissingTableError
 from medmplm.data.vocab_io import read_vocab
@@ -171,6 +178,19 @@ def test_rerun_is_byte_identical_and_other_case_and_gzip_give_same_visits(prepar
     for split in SPLITS:
         assert read_split(lower_out, split).equals(read_split(out, split))
     assert read_manifest(lower_out).tables == read_manifest(out).tables
+
+
+@pytest.mark.parametrize("admissions", [1, 390, 7_999, 8_000, 8_001, 21_080, 84_621, 431_231])
+def test_buckets_stay_within_their_size_at_every_input_size_and_each_is_built_by_one_shard(admissions: int) -> None:
+    options = PrepareOptions(num_shards_per_split=4, admissions_per_bucket=2000)
+    buckets = count_buckets(admissions, options)
+    assert buckets >= 4 and admissions / buckets <= 2000
+    if admissions >= 4 * 2000:
+        # Full buckets once the input fills the shards: the size (and a visits task's memory) no longer follows it.
+        assert admissions / buckets > 2000 * (buckets - 1) / buckets
+    ranges = [shard_buckets(shard, buckets, 4) for shard in range(4)]
+    assert [b for r in ranges for b in r] == list(range(buckets))
+    assert max(map(len, ranges)) - min(map(len, ranges)) <= 1
 
 
 def test_split_is_patient_level_deterministic_and_configurable(tmp_path) -> None:

@@ -281,12 +281,27 @@ def _write_parquet_atomically(table: pa.Table, path: Path) -> None:
 
 
 def _build_shard_batch(
-    batch: pa.Table, *, source: Source, work_dir: str, out_dir: str, buckets_per_shard: int, options: PrepareOptions
+    batch: pa.Table, *, source: Source, work_dir: str, out_dir: str, num_buckets: int, options: PrepareOptions
 ) -> pa.Table:
     stats = []
     for shard in batch["shard"].to_pylist():
-        stats.extend(_build_shard(shard, source, Path(work_dir), Path(out_dir), buckets_per_shard, options))
+        stats.extend(_build_shard(shard, source, Path(work_dir), Path(out_dir), num_buckets, options))
     return _stats(stats)
+
+
+def count_buckets(num_admissions: int, options: PrepareOptions) -> int:
+    """Work buckets for ``num_admissions``: as few as keep each within ``admissions_per_bucket``, and at least one per
+    shard.
+
+    A visits task holds one bucket at a time, so its memory follows the bucket's size, which this keeps near
+    ``admissions_per_bucket`` at every input size once the input fills the shards. (Rounding buckets per shard up
+    instead made the size swing with the input: 1,757 admissions at 5% of MIMIC-IV, 1,923 at 20%.)"""
+    return max(options.num_shards_per_split, -(-num_admissions // options.admissions_per_bucket))
+
+
+def shard_buckets(shard: int, num_buckets: int, num_shards: int) -> range:
+    """The consecutive buckets shard ``shard`` builds: every bucket in one shard, shards differing by at most one."""
+    return range(shard * num_buckets // num_shards, (shard + 1) * num_buckets // num_shards)
 
 
 def _read_bucket(source: Source, work_dir: Path, bucket: int) -> dict[str, pa.Table]:
@@ -296,7 +311,7 @@ def _read_bucket(source: Source, work_dir: Path, bucket: int) -> dict[str, pa.Ta
 
 
 def _build_shard(
-    shard: int, source: Source, work_dir: Path, out_dir: Path, buckets_per_shard: int, options: PrepareOptions
+    shard: int, source: Source, work_dir: Path, out_dir: Path, num_buckets: int, options: PrepareOptions
 ) -> list[tuple]:
     """Build and write one shard of every split; returns stats rows, one per (kind, scope, key).
 
@@ -318,7 +333,7 @@ def _build_shard(
     try:
         if shard == 0:
             source.quarantine_invalid_subjects(_read_bucket(source, work_dir, INVALID_SUBJECT_BUCKET), ledger)
-        for bucket in range(shard * buckets_per_shard, (shard + 1) * buckets_per_shard):
+        for bucket in shard_buckets(shard, num_buckets, options.num_shards_per_split):
             visits, extra = source.build_visits(_read_bucket(source, work_dir, bucket), ledger)
             add(extra)
             split_index = source.split_index(visits["subject_id"].to_numpy(), options.seed, options.split)
@@ -466,10 +481,7 @@ def prepare(
     try:
         work_dir = tmp / _WORK_DIR
         admission_subjects = source.admission_subjects()
-        buckets_per_shard = max(
-            1, -(-len(admission_subjects) // (options.num_shards_per_split * options.admissions_per_bucket))
-        )
-        num_buckets = buckets_per_shard * options.num_shards_per_split
+        num_buckets = count_buckets(len(admission_subjects), options)
         boundaries = bucket_boundaries(admission_subjects, num_buckets)
         logger.debug(
             "%s: %d admissions -> %d buckets, %d shards per split",
@@ -501,7 +513,7 @@ def prepare(
                     source=source,
                     work_dir=str(work_dir),
                     out_dir=str(tmp),
-                    buckets_per_shard=buckets_per_shard,
+                    num_buckets=num_buckets,
                     options=options,
                 ),
             ),
