@@ -343,6 +343,11 @@ def _build_shard(
                     writers[split].write_table(part)
                     add(_code_counts(part, split))
                     add(_label_counts(part, split))
+            del visits, part
+            # Arrow's allocator keeps freed pages for reuse, and what it keeps crept up bucket after bucket (a task's
+            # memory between buckets grew from 0.69 to 0.87 GiB over 40 buckets of 2,000 admissions; 0.56-0.60 GiB
+            # flat with this), so a shard's memory followed how many buckets it built, that is the input's size.
+            pa.default_memory_pool().release_unused()
     finally:
         for writer in writers.values():
             writer.close()
