@@ -89,6 +89,9 @@ def write_buckets(
                 batch = transform(batch)
             columns = [*batch.columns, assign_buckets(batch.column(subject_column), boundaries)]
             yield pa.RecordBatch.from_arrays(columns, schema=schema)
+            # Arrow's allocator keeps freed pages, and what it kept grew with the file's length: 20% of MIMIC-IV's
+            # LABEVENTS peaked at 553 MiB, 460 MiB with this, in the same time (benchmarks/prepare.py: stage bucket).
+            pa.default_memory_pool().release_unused()
 
     pads.write_dataset(
         pa.RecordBatchReader.from_batches(schema, with_buckets()),
