@@ -130,7 +130,6 @@ def fit(
     Raises:
         ray.train.TrainingFailedError: when workers keep failing beyond ``run.max_failures``.
     """
-    import ray
     import ray.train
     from ray.data import DataContext
     from ray.train.torch import TorchConfig, TorchTrainer
