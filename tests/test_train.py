@@ -31,6 +31,7 @@ from medmplm.train.checkpoint import (
 )
 from medmplm.train.data import TEXT_HIDDEN_STATES, FrozenPrefixEncoder
 from medmplm.train.engine import deepspeed_config, optimizer_parameter_groups
+from medmplm.train.loop import seed_dropout
 from medmplm.train.metrics import WeightedSums
 from medmplm.train.trainer import DatasetTooSmallError, export_checkpoint, steps_per_epoch
 
@@ -217,6 +218,17 @@ def test_trainer_state_round_trip_and_unknown_fields(tmp_path):
 
 
 # --- data and run plumbing -------------------------------------------------------------------------------------------
+
+
+def test_seed_dropout_on_cpu_draws_as_torch_manual_seed_does():
+    dropout = torch.nn.Dropout(0.5)
+    torch.manual_seed(1234)
+    expected = dropout(torch.ones(64))
+    torch.manual_seed(99)
+    seed_dropout(1234, torch.device("cpu"))
+    assert torch.equal(dropout(torch.ones(64)), expected)
+    seed_dropout(1235, torch.device("cpu"))
+    assert not torch.equal(dropout(torch.ones(64)), expected)
 
 
 def test_steps_per_epoch_follows_the_equal_split_and_drops_partial_batches():

@@ -162,6 +162,18 @@ def _seed(*parts: int) -> int:
     return int(np.random.SeedSequence([int(p) & 0xFFFFFFFF for p in parts]).generate_state(2, dtype=np.uint64)[0] >> 1)
 
 
+def seed_dropout(seed: int, device: torch.device) -> None:
+    """Seed the random generators that dropout on ``device`` draws from (the CPU one, and the GPU's).
+
+    Not ``torch.manual_seed``: it also seeds every accelerator backend torch knows, and on a machine without one each
+    backend records a formatted stack trace to seed it later, 0.64 ms per call, which at every micro-batch of the
+    ``tiny`` preset on CPU (~150 ms a step) cost 0.4% of training time.
+    """
+    torch.default_generator.manual_seed(seed)
+    if device.type == "cuda":
+        torch.cuda.manual_seed(seed)
+
+
 # Score of checkpoints taken between validations (see _Worker._unvalidated_metrics).
 UNVALIDATED_SCORE = 1e30
 
@@ -282,7 +294,7 @@ class _Worker:
                 # worker consumes its shard to the end (the streaming split's epochs stay in step).
                 if index < skip or index >= micro_per_epoch or stop:
                     continue
-                torch.manual_seed(_seed(train.seed, self.rank, _DROPOUT, state.global_step, index))
+                seed_dropout(_seed(train.seed, self.rank, _DROPOUT, state.global_step, index), self.device)
                 generator = torch.Generator().manual_seed(_seed(train.seed, self.rank, _TRAIN, epoch, index))
                 inputs = self._inputs(batch, generator, training=True)
                 output = self.engine(**inputs)
