@@ -165,8 +165,12 @@ def run(config: PretrainConfig, progress_bar: bool) -> dict[str, str]:
     from medmplm.pretraining import get_family
     from medmplm.train import storage
     from medmplm.train.data import keep_row_order
+    from medmplm.train.engine import select_accelerator
     from medmplm.train.trainer import export_checkpoint, fit, initial_model_bundle
 
+    # Saving the initial model imports DeepSpeed (transformers' save_pretrained unwraps the model through accelerate,
+    # which imports it), and DeepSpeed warns on a machine without a GPU unless told first to use the CPU.
+    select_accelerator(config.scaling.use_gpu)
     keep_row_order()
     warn_if_outputs_are_ephemeral(config)
     prepared_dir = ensure_prepared(config.data)
