@@ -481,11 +481,17 @@ def from_dict(cls: type[T], data: Mapping[str, Any], prefix: str = "") -> T:
         raise ConfigError(f"{prefix or '<root>'}: {error}") from error
 
 
-def parse_overrides(tokens: Sequence[str]) -> dict[str, Any]:
+# Keys under these prefixes name things of their own (a model configuration's fields, a family's options), not
+# dataclass fields, so their hyphens are kept.
+FREE_FORM_PREFIXES = ("model.overrides.", "model.options.")
+
+
+def parse_overrides(tokens: Sequence[str], free_form: Sequence[str] = FREE_FORM_PREFIXES) -> dict[str, Any]:
     """Parse ``key=value``, ``--key=value`` and ``--key value`` tokens into ``{dotted key: value}``.
 
     Values are YAML scalars or flow collections (``1e-4`` -> float, ``null`` -> None, ``[0.9, 0.98]`` -> list).
-    The caller passes the tokens (library code never reads ``sys.argv``).
+    Hyphens in keys become underscores (``train.max-steps`` is ``train.max_steps``), except in keys under one of the
+    ``free_form`` prefixes. The caller passes the tokens (library code never reads ``sys.argv``).
     """
     overrides: dict[str, Any] = {}
     index = 0
@@ -502,8 +508,9 @@ def parse_overrides(tokens: Sequence[str]) -> dict[str, Any]:
             index += 1
         else:
             raise ConfigError(f"cannot read override {token!r}: expected key=value or --key value")
-        free_form = key.startswith(("model.overrides.", "model.options."))
-        key = key.strip().replace("-", "_") if not free_form else key.strip()
+        key = key.strip()
+        if not key.startswith(tuple(free_form)):
+            key = key.replace("-", "_")
         if not key or key.startswith(".") or key.endswith(".") or ".." in key:
             raise ConfigError(f"cannot read override {token!r}: the key must be dotted names like train.lr")
         try:

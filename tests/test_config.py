@@ -63,6 +63,16 @@ def test_values_are_parsed_as_yaml_scalars():
     }
 
 
+def test_hyphens_become_underscores_except_under_free_form_prefixes():
+    tokens = ["train.max-steps=5", "model.overrides.my-field=1", "exports.mbehrt-early=/x"]
+    assert parse_overrides(tokens) == {"train.max_steps": 5, "model.overrides.my-field": 1, "exports.mbehrt_early": "/x"}
+    assert parse_overrides(tokens, free_form=["exports."]) == {
+        "train.max_steps": 5,
+        "model.overrides.my_field": 1,
+        "exports.mbehrt-early": "/x",
+    }
+
+
 def test_int_is_accepted_for_float_and_converted():
     config = load_config(PretrainConfig, overrides=["train.lr=1"])
     assert isinstance(config.train.lr, float)

@@ -19,6 +19,7 @@ import pytest
 from medmplm.config import ConfigError, load_config
 from medmplm.tasks.runner import featurized_rows
 from tuning.config import SweepConfig
+from tuning.sweep import read_sweep_config
 from tuning.trials import (
     DRIVER_RESOURCES,
     grid_cells,
@@ -81,6 +82,21 @@ def test_paper_preset_centres_learning_rates_on_the_papers_values():
 def test_bad_sweep_configs_name_the_key(overrides, message):
     with pytest.raises(ConfigError, match=message):
         _sweep(**overrides)
+
+
+def test_command_line_keys_keep_the_hyphens_of_export_kinds():
+    # As python -m tuning.sweep reads them (mbehrt_tiny.yaml's documented command).
+    sweep = read_sweep_config(
+        "mbehrt_tiny",
+        [
+            "prepared_dir=/data/prepared",
+            "models=[mbehrt-early]",
+            "exports.mbehrt-early=/runs/early/export",
+            "finetune.train.max-steps=7",
+        ],
+    )
+    assert sweep.exports["mbehrt-early"] == "/runs/early/export"
+    assert sweep.finetune["train"]["max_steps"] == 7
 
 
 def test_trial_config_is_the_cell_with_the_sweeps_keys():

@@ -97,6 +97,18 @@ class ResourcesSection:
     max_concurrent_trials: int | None = None
 
 
+# Sweep keys whose next part is a name of the user's (an export kind such as ``mbehrt-early``, a task) or fine-tuning's
+# own free-form keys: hyphens there are kept (see medmplm.config.parse_overrides).
+SWEEP_FREE_FORM_PREFIXES = (
+    "exports.",
+    "learning_rates.",
+    "primary_metric.",
+    "task_options.",
+    "finetune.model.overrides.",
+    "finetune.model.options.",
+)
+
+
 @dataclass
 class SweepConfig:
     """Everything ``python -m tuning.sweep`` needs.

@@ -18,12 +18,16 @@ import argparse
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import yaml
 
 from medmplm.config import ConfigError, from_dict, load_config, parse_overrides
 from medmplm.console import configure_output, start_ray_for_train_runs_in_actors
 from medmplm.train import storage
+
+if TYPE_CHECKING:
+    from tuning.config import SweepConfig
 
 CONFIGS_DIR = Path(__file__).resolve().parent / "configs"
 
@@ -48,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
                 raise ConfigError(f"--resume {args.resume}: no {CONFIG_FILE_NAME} there; not a sweep directory")
             sweep = from_dict(SweepConfig, yaml.safe_load(storage.read_text(saved))).validate()
         else:
-            sweep = load_config(SweepConfig, _config_file(args.config), parse_overrides(tokens))
+            sweep = read_sweep_config(args.config, tokens)
             sweep.name = sweep.name or storage.new_run_name(_stem(args.config))
             sweep_dir = storage.join(storage.resolve_storage_path(sweep.storage_path), sweep.name)
             _resolve_paths(sweep)
@@ -89,6 +93,14 @@ def main(argv: list[str] | None = None) -> int:
     elif outcome.errors:
         print(f"errors are kept in the trial directories; retry them: python -m tuning.sweep --resume {sweep_dir}")
     return 1 if outcome.errors or outcome.unfinished else 0
+
+
+def read_sweep_config(config: str | None, tokens: list[str]) -> SweepConfig:
+    """The :class:`~tuning.config.SweepConfig` of ``--config`` (a file or a shipped name) and command-line keys."""
+    from tuning.config import SWEEP_FREE_FORM_PREFIXES, SweepConfig
+
+    overrides = parse_overrides(tokens, free_form=SWEEP_FREE_FORM_PREFIXES)
+    return load_config(SweepConfig, _config_file(config), overrides)
 
 
 def _config_file(name: str | None) -> str | None:
