@@ -5,7 +5,7 @@ import math
 import pandas as pd
 import pytest
 
-from tuning.compare import compare, comparison_markdown
+from tuning.compare import compare, comparison_markdown, one_model
 
 
 def runs(values_by_seed: dict[int, float], setting: str, model: str = "medmplm", lr: float = 1e-3) -> pd.DataFrame:
@@ -34,3 +34,15 @@ def test_differences_are_paired_by_seed_with_a_t_interval():
 def test_groups_only_one_side_holds_are_left_out():
     assert compare(runs({0: 0.7}, "a"), runs({0: 0.7}, "b", lr=3e-4)).empty
     assert compare(runs({0: 0.7}, "a"), runs({0: 0.7}, "b", model="logreg")).empty
+
+
+def test_two_models_of_one_sweep_pair_by_seed():
+    rows = pd.concat(
+        [runs({0: 0.60, 1: 0.62}, "s", model="mbehrt-tabular"), runs({0: 0.65, 1: 0.70}, "s", model="mbehrt-early")]
+    )
+    table = compare(one_model(rows, "mbehrt-tabular"), one_model(rows, "mbehrt-early"))
+    assert len(table) == 1 and table.iloc[0].pairs == 2
+    assert table.iloc[0].difference == pytest.approx(0.065)
+    assert "| tabular / early |" in comparison_markdown(table, "tabular", "early")
+    with pytest.raises(ValueError, match="no runs of model medmplm"):
+        one_model(rows, "medmplm")

@@ -2,9 +2,11 @@
 
     python -m tuning.compare LEFT RIGHT [--left-label head] [--right-label windows] [--metrics auroc auc_micro]
                              [--out comparison.md]
+    python -m tuning.compare SWEEP SWEEP --left-model mbehrt-tabular --right-model mbehrt-early   # two models, one sweep
 
 LEFT and RIGHT are sweep directories or results directories (``medmplm.results``), e.g. the same models fine-tuned
-reading the notes' head and reading them in windows. For every (task, model, pretrained, train ratio, learning rate)
+reading the notes' head and reading them in windows, or (``--left-model``, ``--right-model``) two models of one sweep,
+each side keeping only its model's runs. For every (task, model, pretrained, train ratio, learning rate)
 both hold, it writes each side's test metric as mean (std) over seeds and their difference paired by seed (a seed
 fixes the training subset, so a pair trained on the same patients) with a Student-t interval. Only the learning
 rates both sides ran are compared: this tool chooses nothing, so run it on sweeps whose learning rates were already
@@ -39,6 +41,22 @@ def test_rows(location: str) -> pd.DataFrame:
     if not mixed.empty:
         raise ValueError(f"{location}: several settings in one group {list(mixed.index[0])}: filter the results first")
     return results[results["split"] == "test"]
+
+
+def one_model(rows: pd.DataFrame, variant: str) -> pd.DataFrame:
+    """The rows of model variant ``variant`` (``mbehrt-early``, ``medmplm-scratch``, ...), relabelled as one model, so
+    that two variants' rows pair by task, train ratio, learning rate and seed.
+
+    Raises:
+        ValueError: naming the variant when no row is of it.
+    """
+    from tuning.config import model_variant
+
+    model, pretrained = model_variant(variant)
+    kept = rows[(rows["model"] == model) & (rows["pretrained"] == pretrained)]
+    if kept.empty:
+        raise ValueError(f"no runs of model {variant}; the runs hold {sorted(set(rows['model']))}")
+    return kept.assign(model="", pretrained=True)
 
 
 def compare(
@@ -87,7 +105,7 @@ def comparison_markdown(table: pd.DataFrame, left_label: str, right_label: str) 
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in table.itertuples(index=False):
         interval = f"{row.difference:+.3f}" + ("" if pd.isna(row.low) else f" [{row.low:+.3f}, {row.high:+.3f}]")
-        model = row.model if row.pretrained else f"{row.model} (scratch)"
+        model = (row.model if row.pretrained else f"{row.model} (scratch)") or f"{left_label} / {right_label}"
         cells = [
             row.task,
             model,
@@ -113,10 +131,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--left-label", default="left")
     parser.add_argument("--right-label", default="right")
     parser.add_argument("--metrics", nargs="+", help="test metrics (default: each task's primary metric)")
+    parser.add_argument("--left-model", help="keep only this model's runs on the left (with --right-model)")
+    parser.add_argument("--right-model", help="keep only this model's runs on the right (with --left-model)")
     parser.add_argument("--out", help="write the Markdown table here (default: print it)")
     args = parser.parse_args(argv)
+    if (args.left_model is None) != (args.right_model is None):
+        parser.error("--left-model and --right-model go together")
     try:
-        table = compare(test_rows(args.left), test_rows(args.right), args.metrics)
+        left, right = test_rows(args.left), test_rows(args.right)
+        if args.left_model is not None:
+            left, right = one_model(left, args.left_model), one_model(right, args.right_model)
+        table = compare(left, right, args.metrics)
     except (FileNotFoundError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
