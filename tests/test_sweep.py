@@ -11,6 +11,7 @@ import sys
 import time
 from collections import Counter
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pyarrow as pa
@@ -20,6 +21,7 @@ from medmplm.config import ConfigError, load_config
 from medmplm.tasks.runner import featurized_rows
 from tuning.config import SweepConfig
 from tuning.sweep import read_sweep_config
+from tuning.tuner import TrialLines
 from tuning.trials import (
     DRIVER_RESOURCES,
     grid_cells,
@@ -97,6 +99,16 @@ def test_command_line_keys_keep_the_hyphens_of_export_kinds():
     )
     assert sweep.exports["mbehrt-early"] == "/runs/early/export"
     assert sweep.finetune["train"]["max_steps"] == 7
+
+
+def test_a_finished_trials_line_shows_its_cell_and_validation_auc_with_counts_as_integers():
+    trial = SimpleNamespace(
+        config={"cell": {"task": "next_dx", "variant": "mbehrt-early", "train_ratio": 1.0}, "lr": 1e-3, "seed": 2},
+        last_result={"val_auc_micro": 0.73651, "val_auc_macro_codes": 50.0, "val_loss": 0.2, "test_auc_micro": 0.7},
+    )
+    lines = []
+    TrialLines(lines.append).on_trial_complete(0, [], trial)
+    assert lines == ["done      next_dx-mbehrt-early-r1-lr0.001-s2  val_auc_macro_codes 50 val_auc_micro 0.7365"]
 
 
 def test_trial_config_is_the_cell_with_the_sweeps_keys():
@@ -185,8 +197,6 @@ def test_experiments_are_one_grid_or_one_group_per_task_model_and_ratio():
 
 
 def test_an_interrupted_sweep_counts_the_trials_tune_never_created_as_unfinished():
-    from types import SimpleNamespace
-
     from tuning.tuner import SweepOutcome, experiments, is_complete
 
     # small.yaml: 2 tasks x (rnn: 2 ratios x 2 lrs x 2 seeds + logreg: 2 ratios x 2 seeds) = 24 trials.

@@ -20,6 +20,7 @@ from typing import Any
 from ray.tune import Callback
 
 from medmplm.config import to_yaml
+from medmplm.metrics import COUNT_METRICS
 from medmplm.train import storage
 from tuning.config import CONFIG_FILE_NAME, SweepConfig, model_variant
 from tuning.slots import SLOTS_ACTOR_PREFIX, start_slots
@@ -239,7 +240,9 @@ def _trial_line(trial: Any, status: str) -> str:
         cell["seed"] = f"#{cell.pop(REPEAT_INDEX)}"
     result = trial.last_result or {}
     metrics = " ".join(
-        f"{key} {value:.4f}" for key, value in sorted(result.items()) if key.startswith("val_") and "auc" in key
+        f"{key} {int(value)}" if key.removeprefix("val_") in COUNT_METRICS else f"{key} {value:.4f}"
+        for key, value in sorted(result.items())
+        if key.startswith("val_") and "auc" in key
     )
     return f"{status:9s} {trial_name(cell)}  {metrics}".rstrip()
 
