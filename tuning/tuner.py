@@ -22,7 +22,7 @@ from ray.tune import Callback
 from medmplm.config import to_yaml
 from medmplm.metrics import COUNT_METRICS
 from medmplm.train import storage
-from tuning.config import CONFIG_FILE_NAME, SweepConfig, model_variant
+from tuning.config import CONFIG_FILE_NAME, PRIMARY_METRICS, SweepConfig, model_variant
 from tuning.slots import SLOTS_ACTOR_PREFIX, start_slots
 from tuning.trials import (
     REPEAT_INDEX,
@@ -239,16 +239,18 @@ def _trial_line(trial: Any, status: str) -> str:
     if REPEAT_INDEX in cell:
         cell["seed"] = f"#{cell.pop(REPEAT_INDEX)}"
     result = trial.last_result or {}
+    shown = {f"val_{PRIMARY_METRICS[cell['task']]}"} if cell.get("task") in PRIMARY_METRICS else set()
     metrics = " ".join(
         f"{key} {int(value)}" if key.removeprefix("val_") in COUNT_METRICS else f"{key} {value:.4f}"
         for key, value in sorted(result.items())
-        if key.startswith("val_") and "auc" in key
+        if key in shown or (key.startswith("val_") and "auc" in key)
     )
     return f"{status:9s} {trial_name(cell)}  {metrics}".rstrip()
 
 
 class TrialLines(Callback):
-    """One line per finished or failed trial (its cell and validation AUC), through ``emit``."""
+    """One line per finished or failed trial (its cell, validation AUCs and the task's primary metric), through
+    ``emit``."""
 
     def __init__(self, emit: Callable[[str], None]) -> None:
         self.emit = emit
