@@ -101,7 +101,7 @@ def test_command_line_keys_keep_the_hyphens_of_export_kinds():
     assert sweep.finetune["train"]["max_steps"] == 7
 
 
-def test_a_trials_line_shows_its_cell_validation_aucs_and_primary_metric_with_counts_as_integers():
+def test_a_trials_line_shows_its_cell_validation_aucs_and_the_sweeps_primary_metric_with_counts_as_integers():
     trial = SimpleNamespace(
         config={"cell": {"task": "next_dx", "variant": "mbehrt-early", "train_ratio": 1.0}, "lr": 1e-3, "seed": 2},
         last_result={"val_auc_micro": 0.73651, "val_auc_macro_codes": 50.0, "val_loss": 0.2, "test_auc_micro": 0.7},
@@ -111,11 +111,13 @@ def test_a_trials_line_shows_its_cell_validation_aucs_and_primary_metric_with_co
         last_result={"val_auroc": 0.61234, "val_auprc": 0.2, "val_f1": 0.0},
     )
     lines = []
-    TrialLines(lines.append).on_trial_complete(0, [], trial)
-    TrialLines(lines.append).on_trial_error(0, [], readmission)
+    # The sweep's own primary metric of a task (here not the default auroc) is the one shown.
+    trial_lines = TrialLines(lines.append, {"next_dx": "auc_micro", "readmission": "auprc"})
+    trial_lines.on_trial_complete(0, [], trial)
+    trial_lines.on_trial_error(0, [], readmission)
     assert lines == [
         "done      next_dx-mbehrt-early-r1-lr0.001-s2  val_auc_macro_codes 50 val_auc_micro 0.7365",
-        "error     readmission-logreg-r0.5-s0  val_auroc 0.6123",
+        "error     readmission-logreg-r0.5-s0  val_auprc 0.2000",
     ]
 
 

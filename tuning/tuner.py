@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,7 +22,7 @@ from ray.tune import Callback
 from medmplm.config import to_yaml
 from medmplm.metrics import COUNT_METRICS
 from medmplm.train import storage
-from tuning.config import CONFIG_FILE_NAME, PRIMARY_METRICS, SweepConfig, model_variant
+from tuning.config import CONFIG_FILE_NAME, SweepConfig, model_variant
 from tuning.slots import SLOTS_ACTOR_PREFIX, start_slots
 from tuning.trials import (
     REPEAT_INDEX,
@@ -219,7 +219,7 @@ def run_sweep(sweep: SweepConfig, sweep_dir: str, on_trial_end: Callable[[str], 
     slots = f"{SLOTS_ACTOR_PREFIX}-{hashlib.sha256(sweep_dir.encode()).hexdigest()[:12]}"
     slots_actor = start_slots(slots, concurrency)
     features = featurize_for_sweep(sweep)
-    callbacks = [TrialLines(on_trial_end)] if on_trial_end is not None else []
+    callbacks = [TrialLines(on_trial_end, sweep.primary_metric)] if on_trial_end is not None else []
     grids = []
     planned = experiments(sweep, sweep_dir)
     try:
@@ -234,12 +234,12 @@ def run_sweep(sweep: SweepConfig, sweep_dir: str, on_trial_end: Callable[[str], 
     return SweepOutcome(grids, trials, concurrency, time.perf_counter() - start)
 
 
-def _trial_line(trial: Any, status: str) -> str:
+def _trial_line(trial: Any, status: str, primary_metric: Mapping[str, str]) -> str:
     cell = _cell_of(trial.config)
     if REPEAT_INDEX in cell:
         cell["seed"] = f"#{cell.pop(REPEAT_INDEX)}"
     result = trial.last_result or {}
-    shown = {f"val_{PRIMARY_METRICS[cell['task']]}"} if cell.get("task") in PRIMARY_METRICS else set()
+    shown = {f"val_{primary_metric[cell['task']]}"} if cell.get("task") in primary_metric else set()
     metrics = " ".join(
         f"{key} {int(value)}" if key.removeprefix("val_") in COUNT_METRICS else f"{key} {value:.4f}"
         for key, value in sorted(result.items())
@@ -249,17 +249,18 @@ def _trial_line(trial: Any, status: str) -> str:
 
 
 class TrialLines(Callback):
-    """One line per finished or failed trial (its cell, validation AUCs and the task's primary metric), through
-    ``emit``."""
+    """One line per finished or failed trial (its cell, validation AUCs and the sweep's primary metric of its task),
+    through ``emit``."""
 
-    def __init__(self, emit: Callable[[str], None]) -> None:
+    def __init__(self, emit: Callable[[str], None], primary_metric: Mapping[str, str]) -> None:
         self.emit = emit
+        self.primary_metric = primary_metric
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self.emit(_trial_line(trial, "done"))
+        self.emit(_trial_line(trial, "done", self.primary_metric))
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self.emit(_trial_line(trial, "error"))
+        self.emit(_trial_line(trial, "error", self.primary_metric))
 
 
 def experiment_paths(sweep_dir: str) -> list[str]:
