@@ -40,9 +40,10 @@ def test_two_models_of_one_sweep_pair_by_seed():
     rows = pd.concat(
         [runs({0: 0.60, 1: 0.62}, "s", model="mbehrt-tabular"), runs({0: 0.65, 1: 0.70}, "s", model="mbehrt-early")]
     )
-    table = compare(one_model(rows, "mbehrt-tabular"), one_model(rows, "mbehrt-early"))
+    label = "tabular / early"
+    table = compare(one_model(rows, "mbehrt-tabular", label), one_model(rows, "mbehrt-early", label))
     assert len(table) == 1 and table.iloc[0].pairs == 2
     assert table.iloc[0].difference == pytest.approx(0.065)
     assert "| tabular / early |" in comparison_markdown(table, "tabular", "early")
     with pytest.raises(ValueError, match="no runs of model medmplm"):
-        one_model(rows, "medmplm")
+        one_model(rows, "medmplm", label)

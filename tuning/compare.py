@@ -43,9 +43,9 @@ def test_rows(location: str) -> pd.DataFrame:
     return results[results["split"] == "test"]
 
 
-def one_model(rows: pd.DataFrame, variant: str) -> pd.DataFrame:
-    """The rows of model variant ``variant`` (``mbehrt-early``, ``medmplm-scratch``, ...), relabelled as one model, so
-    that two variants' rows pair by task, train ratio, learning rate and seed.
+def one_model(rows: pd.DataFrame, variant: str, label: str) -> pd.DataFrame:
+    """The rows of model variant ``variant`` (``mbehrt-early``, ``medmplm-scratch``, ...) as model ``label``
+    (pretrained), so that two variants' rows, given the same label, pair by task, train ratio, learning rate and seed.
 
     Raises:
         ValueError: naming the variant when no row is of it.
@@ -56,7 +56,7 @@ def one_model(rows: pd.DataFrame, variant: str) -> pd.DataFrame:
     kept = rows[(rows["model"] == model) & (rows["pretrained"] == pretrained)]
     if kept.empty:
         raise ValueError(f"no runs of model {variant}; the runs hold {sorted(set(rows['model']))}")
-    return kept.assign(model="", pretrained=True)
+    return kept.assign(model=label, pretrained=True)
 
 
 def compare(
@@ -105,7 +105,7 @@ def comparison_markdown(table: pd.DataFrame, left_label: str, right_label: str) 
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in table.itertuples(index=False):
         interval = f"{row.difference:+.3f}" + ("" if pd.isna(row.low) else f" [{row.low:+.3f}, {row.high:+.3f}]")
-        model = (row.model if row.pretrained else f"{row.model} (scratch)") or f"{left_label} / {right_label}"
+        model = row.model if row.pretrained else f"{row.model} (scratch)"
         cells = [
             row.task,
             model,
@@ -140,7 +140,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         left, right = test_rows(args.left), test_rows(args.right)
         if args.left_model is not None:
-            left, right = one_model(left, args.left_model), one_model(right, args.right_model)
+            label = f"{args.left_model} / {args.right_model}"
+            left, right = one_model(left, args.left_model, label), one_model(right, args.right_model, label)
         table = compare(left, right, args.metrics)
     except (FileNotFoundError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
