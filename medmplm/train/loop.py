@@ -6,8 +6,9 @@ every epoch end; early stopping watches the task's score. Checkpoints (every ``c
 steps and at every epoch end) go through ``ray.train.report``; a restarted or resumed run continues from the latest one
 at the exact micro-batch it stopped after.
 
-Row order is reproducible: the driver runs Ray Data with ``preserve_order``, so the streaming split deals the same rows
-to the same worker in every run, and each worker shuffles its shard every epoch through a local shuffle buffer seeded
+Row order is reproducible: a materialised training split is cut once into equal shards, shard ``i`` to worker ``i``
+(``medmplm.train.ingest``), and a streamed one is dealt by Ray Data's order-preserving streaming split, so the same
+rows go to the same worker in every run; each worker shuffles its shard every epoch through a local shuffle buffer seeded
 by (run seed, epoch, rank). The same config and seed therefore give the same batches, and a run resumed mid-epoch
 replays that epoch's order and skips the micro-batches the checkpoint already covered.
 
@@ -291,7 +292,7 @@ class _Worker:
             stop = False
             for index, batch in enumerate(self._data_wait.timed(self._train_batches(epoch))):
                 # Batches before a mid-epoch resume point, or past the run's end, are read and dropped so that every
-                # worker consumes its shard to the end (the streaming split's epochs stay in step).
+                # worker consumes its shard to the end (a streaming split's epochs stay in step).
                 if index < skip or index >= micro_per_epoch or stop:
                     continue
                 seed_dropout(_seed(train.seed, self.rank, _DROPOUT, state.global_step, index), self.device)

@@ -115,8 +115,9 @@ def fit(
 ) -> TrainingOutcome:
     """Train ``task`` on ``datasets`` (``train`` and ``val`` Ray Datasets, featurised) with Ray Train + DeepSpeed.
 
-    The training split is dealt to the workers by Ray Data's streaming split with ``preserve_order`` (the same rows to
-    the same worker in every run); every worker reads the whole validation split and scores its share of batches.
+    A materialised training split is cut once into equal shards, one per worker (``medmplm.train.ingest``); a streamed
+    one is dealt by Ray Data's streaming split with ``preserve_order``: either way the same rows go to the same worker
+    in every run; every worker reads the whole validation split and scores its share of batches.
 
     Args:
         model: ``ray.put(ModelBundle)`` of the initial model.
@@ -133,6 +134,8 @@ def fit(
     import ray.train
     from ray.data import DataContext
     from ray.train.torch import TorchConfig, TorchTrainer
+
+    from medmplm.train.ingest import PresplitDataConfig, split_materialized
 
     for name in ("train", "val"):
         if name not in datasets:
@@ -176,7 +179,8 @@ def fit(
     resources = {"CPU": scaling.cpus_per_worker, **scaling.extra_resources}
     if scaling.use_gpu:
         resources["GPU"] = scaling.gpus_per_worker
-    # Deterministic ingest: with preserve_order the streaming split deals blocks in order instead of by locality.
+    # Deterministic ingest of a streamed (not materialised) split: with preserve_order the streaming split deals blocks
+    # in order instead of by locality.
     ingest = copy.deepcopy(DataContext.get_current().execution_options)
     ingest.preserve_order = True
     relay = ProgressRelay(ProgressPrinter(task.name, bar=progress_bar, interval_s=logging.console_interval_s))
@@ -204,7 +208,9 @@ def fit(
             callbacks=list(callbacks),
         ),
         datasets=datasets,
-        dataset_config=ray.train.DataConfig(datasets_to_split=["train"], execution_options=ingest),
+        dataset_config=PresplitDataConfig(
+            split_materialized(datasets, ["train"], plan.world_size), datasets_to_split=["train"], execution_options=ingest
+        ),
     )
     with relay:
         result = trainer.fit()
