@@ -106,6 +106,72 @@ def test_precision_resolution(precision, stage, device, bf16_supported, expected
     assert resolve_precision(section, torch.device(device), bf16_supported) == expected
 
 
+@pytest.mark.parametrize(
+    ("stage", "world_size", "precision", "expected"),
+    [
+        (2, 1, "auto", 0),  # one fp32 worker: nothing to partition
+        (3, 1, "fp32", 0),
+        (2, 2, "auto", 2),
+        (3, 2, "auto", 3),
+        (2, 1, "bf16", 2),  # bf16's fp32 master weights live in the ZeRO optimizer
+    ],
+)
+def test_a_single_fp32_worker_runs_zero_stage_0(stage, world_size, precision, expected):
+    from medmplm.train.engine import for_world_size
+
+    section = DeepSpeedSection(zero_stage=stage, precision=precision)
+    resolved = for_world_size(section, world_size, torch.device("cpu"))
+    assert resolved.zero_stage == expected
+    assert resolved.precision == precision and section.zero_stage == stage
+
+
+def test_single_worker_stage_0_skips_the_all_reduce_and_steps_as_plain_adamw(saved_model, features, process_group):
+    """Without the all-reduce over one rank, DeepSpeed's update must still be AdamW with clipping, step for step."""
+    from medmplm.train.engine import build_optimizer, initialize_engine
+
+    train = TrainSection(lr=1e-2, grad_clip=0.5, micro_batch_size=4, global_batch_size=4)
+    masker = CodeMasker.from_model(MedMPLMForPretraining.from_pretrained(saved_model))
+    batches = list(_batches(features, masker, 3))
+    plain = MedMPLMForPretraining.from_pretrained(saved_model)
+    engine, _ = initialize_engine(
+        MedMPLMForPretraining.from_pretrained(saved_model),
+        train,
+        DeepSpeedSection(zero_stage=0),
+        batch_plan(4, 4, 1),
+        10,
+        "gloo",
+        torch.device("cpu"),
+    )
+    assert engine.enable_backward_allreduce is False
+    optimizer = build_optimizer(plain, train, torch.device("cpu"))
+    for batch in batches:
+        torch.manual_seed(0)
+        output = engine(**batch)
+        engine.backward(output.loss)
+        engine.step()
+        torch.manual_seed(0)
+        plain(**batch).loss.backward()
+        torch.nn.utils.clip_grad_norm_(plain.parameters(), 0.5)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+    trained = dict(engine.module.named_parameters())
+    for name, parameter in plain.named_parameters():
+        torch.testing.assert_close(trained[name], parameter, rtol=1e-4, atol=1e-6, msg=name)
+    initial = dict(MedMPLMForPretraining.from_pretrained(saved_model).named_parameters())
+    assert any(not torch.equal(initial[name], p) for name, p in plain.named_parameters() if p.requires_grad)
+
+    staged, _ = initialize_engine(
+        MedMPLMForPretraining.from_pretrained(saved_model),
+        train,
+        DeepSpeedSection(zero_stage=2),
+        batch_plan(4, 4, 1),
+        10,
+        "gloo",
+        torch.device("cpu"),
+    )
+    assert staged.enable_backward_allreduce, "ZeRO >= 1 reduces its gradient partitions through this path"
+
+
 def test_adamw_is_fused_on_cuda_only():
     from medmplm.train.engine import adamw_options, build_optimizer
 

@@ -7,6 +7,7 @@ extension build the CPU install does not have, and ZeRO partitions a torch optim
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from typing import Any
 
@@ -41,6 +42,26 @@ def resolve_precision(deepspeed_section: DeepSpeedSection, device: torch.device,
     if deepspeed_section.precision != "auto":
         return deepspeed_section.precision
     return "bf16" if device.type == "cuda" and bf16_supported and deepspeed_section.zero_stage >= 1 else "fp32"
+
+
+def bf16_supported_on(device: torch.device) -> bool:
+    return device.type == "cuda" and torch.cuda.is_bf16_supported()
+
+
+def for_world_size(deepspeed_section: DeepSpeedSection, world_size: int, device: torch.device) -> DeepSpeedSection:
+    """The engine settings a run with ``world_size`` workers uses: the configured ones, except that a single fp32
+    worker runs ZeRO stage 0.
+
+    ZeRO partitions the optimizer state, gradients and weights over the workers; with one worker there is nothing to
+    partition, and its machinery (a hook per parameter, a flat gradient copy, a reduction over one rank, the masters
+    copied back) cost 6.3% of a ``tiny`` training step on CPU, against 0.1% for stage 0 without the all-reduce
+    (same process, alternating blocks). bf16 keeps the configured stage: its fp32 master weights live in the ZeRO
+    optimizer.
+    """
+    precision = resolve_precision(deepspeed_section, device, bf16_supported_on(device))
+    if world_size == 1 and precision == "fp32" and deepspeed_section.zero_stage != 0:
+        return dataclasses.replace(deepspeed_section, zero_stage=0)
+    return deepspeed_section
 
 
 def deepspeed_config(
@@ -118,8 +139,7 @@ def initialize_engine(
 
     deepspeed.init_distributed(dist_backend=backend)
     model.to(device)
-    bf16_supported = device.type == "cuda" and torch.cuda.is_bf16_supported()
-    precision = resolve_precision(deepspeed_section, device, bf16_supported)
+    precision = resolve_precision(deepspeed_section, device, bf16_supported_on(device))
     optimizer = build_optimizer(model, train, device)
     scheduler = build_scheduler(optimizer, train, total_steps)
     engine, _, _, _ = deepspeed.initialize(
@@ -128,6 +148,10 @@ def initialize_engine(
         lr_scheduler=scheduler,
         config=deepspeed_config(train, deepspeed_section, plan, precision),
     )
+    if deepspeed_section.zero_stage == 0 and engine.dp_world_size == 1:
+        # An all-reduce over one rank is the identity, but DeepSpeed still flattens every gradient, reduces it and
+        # copies it back: 8% of a ``tiny`` step on CPU.
+        engine.enable_backward_allreduce = False
     if train.compile:
         engine.compile()
     return engine, scheduler

@@ -43,7 +43,7 @@ from medmplm.train.checkpoint import (
     load_optimizer_shard,
     save_optimizer_shard,
 )
-from medmplm.train.engine import engine_dtype, initialize_engine, resolve_backend, select_accelerator
+from medmplm.train.engine import engine_dtype, for_world_size, initialize_engine, resolve_backend, select_accelerator
 from medmplm.train.metrics import MetricSink, WeightedSums, configure_worker_logging
 from medmplm.train.progress import send
 from medmplm.train.task import TrainingTask, concatenate_collected, has_evaluation
@@ -196,6 +196,7 @@ class _Worker:
         if self.world_size != spec.plan.world_size:
             raise RuntimeError(f"batch plan is for {spec.plan.world_size} workers, running with {self.world_size}")
         self.device = ray.train.torch.get_device() if spec.use_gpu else torch.device("cpu")
+        self.deepspeed = for_world_size(spec.deepspeed, self.world_size, self.device)
         if spec.cpu_threads is not None and not spec.use_gpu:
             torch.set_num_threads(spec.cpu_threads)
         configure_worker_logging(self.rank)
@@ -218,7 +219,7 @@ class _Worker:
             restored_from = Path(stack.enter_context(checkpoint.as_directory())) if checkpoint is not None else None
             if restored_from is None:
                 model = spec.task.load_model(self.initial_model_dir)
-                state = TrainerState(world_size=self.world_size, zero_stage=spec.deepspeed.zero_stage)
+                state = TrainerState(world_size=self.world_size, zero_stage=self.deepspeed.zero_stage)
             else:
                 # The model weights first: the engine's low-precision copies are made from them at initialisation.
                 model = spec.task.load_model(restored_from / MODEL_DIR)
@@ -228,14 +229,14 @@ class _Worker:
             engine, scheduler = initialize_engine(
                 model,
                 train,
-                spec.deepspeed,
+                self.deepspeed,
                 spec.plan,
                 spec.total_steps,
                 resolve_backend(spec.deepspeed, spec.use_gpu),
                 self.device,
             )
             if restored_from is not None:
-                load_optimizer_shard(engine, restored_from, self.rank, self.world_size, spec.deepspeed.zero_stage)
+                load_optimizer_shard(engine, restored_from, self.rank, self.world_size, self.deepspeed.zero_stage)
                 if state.scheduler:
                     scheduler.load_state_dict(state.scheduler)
                 engine.global_steps = state.global_step
@@ -261,7 +262,7 @@ class _Worker:
             "accumulation_steps": spec.plan.accumulation_steps,
             "world_size": spec.plan.world_size,
             "lr": spec.train.lr,
-            "zero_stage": spec.deepspeed.zero_stage,
+            "zero_stage": self.deepspeed.zero_stage,
             "precision": spec.deepspeed.precision,
         }
         return MetricSink(
@@ -499,7 +500,7 @@ class _Worker:
         spec = self.spec
         state.scheduler = self.scheduler.state_dict()
         with tempfile.TemporaryDirectory(prefix="medmplm-checkpoint-") as directory:
-            save_optimizer_shard(self.engine, directory, self.rank, self.world_size, spec.deepspeed.zero_stage)
+            save_optimizer_shard(self.engine, directory, self.rank, self.world_size, self.deepspeed.zero_stage)
             weights = gather_trainable_fp32(self.engine)
             if self.rank == 0:
                 model = self._model_for_export()
