@@ -251,6 +251,7 @@ class DeepSpeedSection:
 
     Attributes:
         zero_stage: ZeRO stage 0 (plain data parallel), 1 (optimizer state), 2 (+ gradients), 3 (+ parameters).
+            A single fp32 worker runs stage 0 whatever is asked (``medmplm.train.engine.for_world_size``).
         precision: ``fp32``, ``bf16`` (GPU; master weights and optimizer state stay fp32), or ``auto``: bf16 on GPUs
             that support it (Ampere and later) with ZeRO stage >= 1, fp32 otherwise.
         backend: collective backend: ``auto`` picks ``nccl`` with GPUs and ``gloo`` on CPU.
