@@ -133,15 +133,13 @@ def test_single_worker_stage_0_skips_the_all_reduce_and_steps_as_plain_adamw(sav
     masker = CodeMasker.from_model(MedMPLMForPretraining.from_pretrained(saved_model))
     batches = list(_batches(features, masker, 3))
     plain = MedMPLMForPretraining.from_pretrained(saved_model)
-    engine, _ = initialize_engine(
-        MedMPLMForPretraining.from_pretrained(saved_model),
-        train,
-        DeepSpeedSection(zero_stage=0),
-        batch_plan(4, 4, 1),
-        10,
-        "gloo",
-        torch.device("cpu"),
-    )
+
+    def engine_at(stage: int):
+        model = MedMPLMForPretraining.from_pretrained(saved_model)
+        plan = batch_plan(4, 4, 1)
+        return initialize_engine(model, train, DeepSpeedSection(zero_stage=stage), plan, 10, "gloo", torch.device("cpu"))[0]
+
+    engine = engine_at(0)
     assert engine.enable_backward_allreduce is False
     optimizer = build_optimizer(plain, train, torch.device("cpu"))
     for batch in batches:
@@ -160,16 +158,7 @@ def test_single_worker_stage_0_skips_the_all_reduce_and_steps_as_plain_adamw(sav
     initial = dict(MedMPLMForPretraining.from_pretrained(saved_model).named_parameters())
     assert any(not torch.equal(initial[name], p) for name, p in plain.named_parameters() if p.requires_grad)
 
-    staged, _ = initialize_engine(
-        MedMPLMForPretraining.from_pretrained(saved_model),
-        train,
-        DeepSpeedSection(zero_stage=2),
-        batch_plan(4, 4, 1),
-        10,
-        "gloo",
-        torch.device("cpu"),
-    )
-    assert staged.enable_backward_allreduce, "ZeRO >= 1 reduces its gradient partitions through this path"
+    assert engine_at(2).enable_backward_allreduce, "ZeRO >= 1 reduces its gradient partitions through this path"
 
 
 def test_adamw_is_fused_on_cuda_only():
