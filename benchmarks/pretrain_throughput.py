@@ -9,7 +9,8 @@ Prints, for the same model (``tiny``), data (synthetic MIMIC-III prepared by the
    cores;
 2. training samples/s of a bare PyTorch loop (AdamW, same masking, gradient clipping; features precomputed in
    memory; run before the Ray runs and again after, the ratios against the mean of both), of Ray Train + DeepSpeed
-   (ZeRO-2) with 1 worker, and with 2 workers (each worker one micro-batch per step, ``--threads`` CPUs per worker):
+   (ZeRO-2 asked; a single fp32 worker runs stage 0, see ``medmplm.train.engine.for_world_size``) with 1 worker, and
+   with 2 workers (each worker one micro-batch per step, ``--threads`` CPUs per worker):
    the Ray figures are the loop's own ``perf/samples_per_s`` windows from TensorBoard, first window (warm-up) left
    out, so startup, validation and checkpoints do not count;
 3. the ``paper`` preset's text encoder (BERT-base, 10 of 12 layers frozen), forward + backward, with and without the
