@@ -139,7 +139,8 @@ def test_single_worker_stage_0_skips_the_all_reduce_and_steps_as_plain_adamw(sav
     def engine_at(stage: int):
         model = MedMPLMForPretraining.from_pretrained(saved_model)
         plan = batch_plan(4, 4, 1)
-        return initialize_engine(model, train, DeepSpeedSection(zero_stage=stage), plan, 10, "gloo", torch.device("cpu"))[0]
+        section = DeepSpeedSection(zero_stage=stage)
+        return initialize_engine(model, train, section, plan, 10, "gloo", torch.device("cpu"))[0]
 
     engine = engine_at(0)
     assert engine.enable_backward_allreduce is False

@@ -8,8 +8,8 @@ at the exact micro-batch it stopped after.
 
 Row order is reproducible: a materialised training split is cut once into equal shards, shard ``i`` to worker ``i``
 (``medmplm.train.ingest``), and a streamed one is dealt by Ray Data's order-preserving streaming split, so the same
-rows go to the same worker in every run; each worker shuffles its shard every epoch through a local shuffle buffer seeded
-by (run seed, epoch, rank). The same config and seed therefore give the same batches, and a run resumed mid-epoch
+rows go to the same worker in every run; each worker shuffles its shard every epoch through a local shuffle buffer
+seeded by (run seed, epoch, rank). The same config and seed therefore give the same batches, and a run resumed mid-epoch
 replays that epoch's order and skips the micro-batches the checkpoint already covered.
 
 Validation scores every example exactly once whatever the number of workers: each worker reads the whole validation

@@ -179,8 +179,8 @@ def fit(
     resources = {"CPU": scaling.cpus_per_worker, **scaling.extra_resources}
     if scaling.use_gpu:
         resources["GPU"] = scaling.gpus_per_worker
-    # Deterministic ingest of a streamed (not materialised) split: with preserve_order the streaming split deals blocks
-    # in order instead of by locality.
+    # Deterministic ingest: with preserve_order a streaming split deals blocks in order instead of by locality, and every
+    # iterator (pre-split shards included) hands its batches over in order.
     ingest = copy.deepcopy(DataContext.get_current().execution_options)
     ingest.preserve_order = True
     relay = ProgressRelay(ProgressPrinter(task.name, bar=progress_bar, interval_s=logging.console_interval_s))
@@ -209,7 +209,9 @@ def fit(
         ),
         datasets=datasets,
         dataset_config=PresplitDataConfig(
-            split_materialized(datasets, ["train"], plan.world_size), datasets_to_split=["train"], execution_options=ingest
+            split_materialized(datasets, ["train"], plan.world_size),
+            datasets_to_split=["train"],
+            execution_options=ingest,
         ),
     )
     with relay:
