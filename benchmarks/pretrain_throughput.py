@@ -254,8 +254,9 @@ def text_cache_speed(prepared: Path, args: argparse.Namespace) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--prepared", help="a prepared directory (default: generate synthetic data)")
-    # Enough visits that the timed steps stay inside one epoch (3,000 patients: ~196 steps of 16), so the Ray figures
-    # are steady-state training and not the start of each epoch's data stream.
+    # 3,000 patients: ~3,100 training visits, ~196 steps of 16 per epoch for 1 worker, so its timed steps stay inside
+    # one epoch; 2 workers (~96 steps each per epoch) cross one epoch end, as training does: its validation pass is
+    # not counted, the next epoch's first window (and its wait for the first batch) is.
     parser.add_argument("--patients", type=int, default=3000, help="synthetic patients when --prepared is not given")
     parser.add_argument("--micro-batch", type=int, default=16)
     # Ray Train's first windows after start-up are slow: over 40 steps it read 0.71x the bare loop, over 150 0.80x.

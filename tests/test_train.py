@@ -383,6 +383,15 @@ def test_weighted_sums_ignore_empty_objectives_and_reset():
     assert sums.reduce_totals() == {}
 
 
+def test_weighted_sums_discard_forgets_only_the_named_sums():
+    sums = WeightedSums()
+    sums.add("loss", 2.0, 1.0)
+    sums.add("samples", 16.0, 1.0)
+    sums.discard("samples", "tokens")  # tokens were never added
+    sums.add("samples", 8.0, 1.0)
+    assert sums.reduce_totals() == {"loss": (2.0, 1.0), "samples": (8.0, 1.0)}
+
+
 def test_weighted_sums_accumulate_without_reading_device_values():
     # A meta tensor has no value: float() or .item() on it raises, as a host sync on a GPU tensor would stall.
     sums = WeightedSums(torch.device("meta"))

@@ -311,7 +311,7 @@ class _Worker:
                 state.samples_seen += plan.global_batch_size
                 if state.global_step % train.log_every_steps == 0 or state.global_step == total_steps:
                     self._log_train(stats, sink, state.global_step, epoch, time.perf_counter() - self._window_start)
-                    self._start_window(state)
+                    self._start_window(state, stats)
                 if state.global_step >= total_steps:
                     stop = True
                 elif (
@@ -321,7 +321,7 @@ class _Worker:
                 ):
                     self._checkpoint(state, self._unvalidated_metrics(), sink)
                     # Throughput counts training only, not the pause for the checkpoint.
-                    self._start_window(state)
+                    self._start_window(state, stats)
 
             if state.step_in_epoch >= spec.steps_per_epoch:
                 state.epoch += 1
@@ -350,12 +350,17 @@ class _Worker:
                 )
             if state.stopped_early or state.global_step >= total_steps:
                 break
-            self._start_window(state)
+            self._start_window(state, stats)
 
-    def _start_window(self, state: TrainerState) -> None:
-        """Start a throughput window: samples/s and the data-wait share count training from here."""
+    def _start_window(self, state: TrainerState, stats: WeightedSums) -> None:
+        """Start a throughput window: samples/s, tokens/s and the data-wait share count training from here.
+
+        The loss and accuracy sums keep the steps since the last log; the sample and token counts are dropped, or a
+        window opened after a validation or a checkpoint would divide the steps before it by the time after it.
+        """
         self._window_start, self._window_first_step = time.perf_counter(), state.global_step
         self._data_wait.seconds = 0.0
+        stats.discard("samples", "tokens")
 
     def _train_batches(self, epoch: int) -> Any:
         """This worker's micro-batches of one epoch, in the order the run seed and the epoch fix; prepared

@@ -42,6 +42,11 @@ class WeightedSums:
         else:
             self._sums[name] = pair
 
+    def discard(self, *names: str) -> None:
+        """Forget ``names`` on this worker (no collective): every worker must discard the same names."""
+        for name in names:
+            self._sums.pop(name, None)
+
     def _on_device(self, value: float | torch.Tensor) -> torch.Tensor:
         if isinstance(value, torch.Tensor):
             return value.detach().to(self._device, torch.float64).reshape(())
