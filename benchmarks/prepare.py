@@ -4,6 +4,7 @@
     python benchmarks/prepare.py --patients 46520 --scales 1.0     # generates synthetic data first
     python benchmarks/prepare.py --layout mimic4 --scales 0.05,0.1,0.2   # synthetic MIMIC-IV, 5-20% of its size
     python benchmarks/prepare.py --layout meds --scales 0.05,0.1,0.2     # the same, converted to MEDS
+    python benchmarks/prepare.py --layout mimic4 --scales 0.05,0.1,0.2 --worker-per-task   # a fresh worker per task
 
 A scale is a fraction of the full release: MIMIC-III (``--patients``, default 46,520) or MIMIC-IV (about 430k
 admissions: ``--patients`` default 340,000 simulated, of whom the adults are kept). Without ``--mimic`` the
@@ -61,13 +62,13 @@ class TreeMemorySampler:
     def __init__(self, interval: float) -> None:
         self.interval = interval
         self.samples: list[tuple[float, int, int, float]] = []
+        self._cpu_by_process: dict[tuple[int, float], float] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def _sample(self) -> tuple[float, int, int, float]:
         root = psutil.Process(os.getpid())
         rss = pss = 0
-        cpu = 0.0
         for process in [root, *root.children(recursive=True)]:
             try:
                 info = process.memory_full_info()
@@ -76,8 +77,10 @@ class TreeMemorySampler:
                 continue
             rss += info.rss
             pss += getattr(info, "pss", info.rss)
-            cpu += times.user + times.system
-        return time.perf_counter(), rss, pss, cpu
+            self._cpu_by_process[(process.pid, process.create_time())] = times.user + times.system
+        # CPU of processes that have exited since (each prepare task runs in its own worker) still counts, up to
+        # their last sample.
+        return time.perf_counter(), rss, pss, sum(self._cpu_by_process.values())
 
     def _run(self) -> None:
         while not self._stop.is_set():
@@ -374,7 +377,11 @@ def measure_scale(mimic: Path, out: Path, warmup_input: Path, options: PrepareOp
     # A first prepare in a fresh Ray pays for starting its worker processes; do that on the smallest input so the
     # timed scales compare like with like.
     warmup_start = time.perf_counter()
-    prepare(warmup_input, args.work / "out-warmup", PrepareOptions(source=args.layout, overwrite=True))
+    prepare(
+        warmup_input,
+        args.work / "out-warmup",
+        PrepareOptions(source=args.layout, overwrite=True, worker_per_task=options.worker_per_task),
+    )
     warmup = time.perf_counter() - warmup_start
     with TreeMemorySampler(args.sample_interval) as sampler:
         time.sleep(2 * args.sample_interval)
@@ -428,6 +435,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--object-store-memory", type=int, default=512 << 20)
     parser.add_argument("--num-shards-per-split", type=int, default=PrepareOptions.num_shards_per_split)
     parser.add_argument("--admissions-per-bucket", type=int, default=PrepareOptions.admissions_per_bucket)
+    parser.add_argument(
+        "--worker-per-task",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="PrepareOptions.worker_per_task (default: prepare's own rule, on from 50,000 admissions)",
+    )
     parser.add_argument("--sample-interval", type=float, default=0.5)
     args = parser.parse_args(argv)
     args.patients = args.patients or FULL_SCALE_PATIENTS[args.layout]
@@ -449,6 +462,7 @@ def main(argv: list[str] | None = None) -> int:
         source=args.layout,
         num_shards_per_split=args.num_shards_per_split,
         admissions_per_bucket=args.admissions_per_bucket,
+        worker_per_task=args.worker_per_task,
     )
     results = {}
     for scale in scales:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -22,8 +23,10 @@ from medmplm.data import quarantine as q
 from medmplm.data.manifest import read_manifest
 from medmplm.data.ndc_atc import MissingNdcMapError
 from medmplm.data.pipeline import (
+    STATS_SCHEMA,
     OutputExistsError,
     PrepareOptions,
+    _map_work_items,
     assign_splits,
     count_buckets,
     prepare,
@@ -290,3 +293,37 @@ def test_malformed_csv_row_fails_cleanly_without_quoting_text(tmp_path) -> None:
     assert isinstance(err.value, MalformedCsvError)
     assert "wrong number of fields" in str(err.value) and "secret" not in str(err.value)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["mimic"]
+
+
+def test_worker_per_task_runs_each_work_item_in_a_fresh_worker_process():
+    # A worker keeps memory after its task; each task starting on a fresh worker keeps one task's leftovers from
+    # adding to the next one's peak (4 items on 2 CPUs: a reused worker would show its pid twice).
+    def _worker_pid(batch: pa.Table) -> pa.Table:  # defined here: Ray's workers cannot import this test module
+        return pa.table(
+            {"kind": ["pid"], "scope": [""], "key": [str(os.getpid())], "value": [1]}, schema=STATS_SCHEMA
+        )
+
+    pids = _map_work_items([{"unit": i} for i in range(4)], _worker_pid, worker_per_task=True)["key"].to_pylist()
+    assert len(pids) == 4 and len(set(pids)) == 4, pids
+
+
+@pytest.mark.parametrize(
+    ("worker_per_task", "min_admissions", "expected"),
+    [(None, 50_000, False), (None, 1, True), (False, 1, False), (True, 50_000, True)],
+)
+def test_worker_per_task_is_on_from_a_number_of_admissions_unless_set(
+    worker_per_task, min_admissions, expected, tmp_path, monkeypatch
+):
+    from medmplm.data import pipeline
+
+    seen = []
+
+    def recording(items, fn, worker_per_task):
+        seen.append(worker_per_task)
+        return _map_work_items(items, fn, worker_per_task=False)
+
+    monkeypatch.setattr(pipeline, "_map_work_items", recording)
+    monkeypatch.setattr(pipeline, "WORKER_PER_TASK_MIN_ADMISSIONS", min_admissions)
+    mimic = write_mimic(tmp_path / "mimic", many_patients(3))
+    prepare(mimic, tmp_path / "out", PrepareOptions(num_shards_per_split=1, worker_per_task=worker_per_task))
+    assert seen == [expected, expected]
