@@ -130,7 +130,7 @@ class PrepareOptions:
         worker_per_task: run each Ray task in a fresh worker process (Ray's ``max_calls=1``). A worker keeps memory
             after its task, more after a larger input's, and the next task's peak sits on top of it: on synthetic
             MIMIC-IV at 5/10/20/40% (fresh Ray each) the peak PSS read 2.21/2.31/2.33/2.41 GiB without, and
-            2.14/2.17/2.17/2.18 GiB with. Each task then pays a worker start, about 10 s per prepare on 2 cores (a
+            2.10/2.13/2.14/2.18 GiB with. Each task then pays a worker start, about 10 s per prepare on 2 cores (a
             300-patient prepare took 23 s instead of 12 s; MIMIC-IV at 20%, 68-82 s instead of 63-66 s). None: on
             from :data:`WORKER_PER_TASK_MIN_ADMISSIONS` admissions, where the memory grows and the start-up is small
             beside the run.
