@@ -1,7 +1,7 @@
 """Pretraining throughput: bare PyTorch vs Ray Train (1 and 2 workers), frozen-prefix caching, model FLOPs utilisation.
 
     python benchmarks/pretrain_throughput.py [--prepared DIR | --patients 3000] [--micro-batch 16] [--steps 150]
-        [--threads 1] [--cache-batch 2] [--cache-steps 3] [--skip-ray] [--skip-cache]
+        [--threads 1] [--rounds 1] [--cache-batch 2] [--cache-steps 3] [--skip-ray] [--skip-cache]
 
 Prints, for the same model (``tiny``), data (synthetic MIMIC-III prepared by the real pipeline) and micro-batch:
 
@@ -12,7 +12,8 @@ Prints, for the same model (``tiny``), data (synthetic MIMIC-III prepared by the
    workers, then with 2 workers at ZeRO-2 (the ``paper`` config's stage); each worker one micro-batch per step,
    ``--threads`` CPUs per worker. The bare loop runs before, between and after the Ray runs, and each Ray run is
    compared with the mean of the bare runs just before and just after it: this machine's speed drifts by several
-   percent over minutes. The Ray figures are the loop's own ``perf/samples_per_s`` windows from TensorBoard, first
+   percent over minutes. ``--rounds N`` repeats the Ray runs (each followed by a bare run) and prints the mean
+   ratio with its range. The Ray figures are the loop's own ``perf/samples_per_s`` windows from TensorBoard, first
    window (warm-up) left out, so startup, validation and checkpoints do not count;
 3. the ``paper`` preset's text encoder (BERT-base, 10 of 12 layers frozen), forward + backward, with and without the
    cached frozen prefix, on real synthetic notes at 512 tokens; plus the full ``paper`` model's training step
@@ -276,6 +277,8 @@ def main() -> None:
     parser.add_argument("--cache-batch", type=int, default=2, help="notes per paper-preset step")
     parser.add_argument("--cache-steps", type=int, default=3)
     parser.add_argument("--cache-threads", type=int, default=torch.get_num_threads())
+    # This machine's speed drifts by several percent between minutes: more rounds give each ratio an interval.
+    parser.add_argument("--rounds", type=int, default=1, help="rounds of the Ray runs, each followed by a bare run")
     parser.add_argument("--skip-ray", action="store_true")
     parser.add_argument("--skip-cache", action="store_true")
     args = parser.parse_args()
@@ -293,25 +296,33 @@ def main() -> None:
         model_dir = workdir / "tiny"
         build_medmplm(MedMPLMForPretraining, prepared, MedMPLMConfig.from_preset("tiny")).save_pretrained(model_dir)
         bare_runs = [bare_loop(prepared, model_dir, args)]
-        ray_runs = []
-        if not args.skip_ray:
-            for index, (label, workers, overrides) in enumerate(RAY_RUNS):
-                speed, data_wait = ray_train(prepared, workdir, args, workers, overrides, f"throughput-{index}")
+        # label -> one (samples/s, x bare, data wait) per round
+        ray_runs: dict[str, list[tuple[float, float, float]]] = {label: [] for label, _, _ in RAY_RUNS}
+        for round_index in range(0 if args.skip_ray else args.rounds):
+            for label, workers, overrides in RAY_RUNS:
+                speed, data_wait = ray_train(prepared, workdir, args, workers, overrides, f"run-{len(bare_runs)}")
                 bare_runs.append(bare_loop(prepared, model_dir, args))
                 # Against the bare runs just before and just after this one.
                 neighbours = statistics.mean(bare_speed for bare_speed, _ in bare_runs[-2:])
-                ray_runs.append((label, workers, speed, speed / neighbours, data_wait))
+                ray_runs[label].append((speed, speed / neighbours, data_wait))
         flops_per_sample = bare_runs[0][1]
-        bare = statistics.mean(speed for speed, _ in bare_runs)
+        bare_speeds = [speed for speed, _ in bare_runs]
+        bare = statistics.mean(bare_speeds)
         rows = [
-            (f"bare PyTorch loop, run {i + 1}", args.threads, speed, speed / bare, float("nan"),
-             speed * flops_per_sample / 1e9 / peak_threads)
-            for i, (speed, _) in enumerate(bare_runs)
+            (f"bare PyTorch loop ({len(bare_speeds)} runs, {min(bare_speeds):.1f}-{max(bare_speeds):.1f})",
+             args.threads, bare, "1.00x", float("nan"), bare * flops_per_sample / 1e9 / peak_threads)
         ]  # fmt: skip
-        for label, workers, speed, ratio, data_wait in ray_runs:
+        for label, workers, _ in RAY_RUNS:
+            if not ray_runs[label]:
+                continue
+            speed = statistics.mean(run[0] for run in ray_runs[label])
+            ratios = [run[1] for run in ray_runs[label]]
+            ratio = f"{statistics.mean(ratios):.2f}x"
+            if len(ratios) > 1:
+                ratio += f" [{min(ratios):.2f}, {max(ratios):.2f}]"
+            data_wait = statistics.mean(run[2] for run in ray_runs[label])
             peak = peak_threads if workers * args.threads < cores else peak_all
-            mfu = speed * flops_per_sample / 1e9 / peak
-            rows.append((label, workers * args.threads, speed, ratio, data_wait, mfu))
+            rows.append((label, workers * args.threads, speed, ratio, data_wait, speed * flops_per_sample / 1e9 / peak))
         print(f"machine: {machine()}; torch {torch.__version__}; load average before {load_before}, after {load_average()}")
         print(f"matmul peak (fp32, 2048^3): {peak_threads:.1f} GFLOP/s with {args.threads} thread(s), "
               f"{peak_all:.1f} GFLOP/s with {cores}")  # fmt: skip
@@ -322,9 +333,10 @@ def main() -> None:
         print("| run | threads | samples/s | x bare | data wait | MFU |\n|---|---|---|---|---|---|")
         for name, threads, speed, ratio, data_wait, mfu in rows:
             wait = "-" if math.isnan(data_wait) else f"{data_wait:.1%}"
-            print(f"| {name} | {threads} | {speed:.1f} | {ratio:.2f}x | {wait} | {mfu:.1%} |")
-        print("x bare: a Ray run against the mean of the bare runs just before and after it, a bare run against the "
-              "mean of all bare runs; targets: 1 worker >= 0.95x bare; 2 workers >= 1.70x bare; data wait <= 3%")
+            print(f"| {name} | {threads} | {speed:.1f} | {ratio} | {wait} | {mfu:.1%} |")
+        print(f"means over {args.rounds} round(s); x bare: each Ray run against the mean of the bare runs just before and "
+              "after it ([min, max] over rounds); targets: 1 worker >= 0.95x bare; 2 workers >= 1.70x bare; data wait "
+              "<= 3%")
         if not args.skip_cache:
             text_cache_speed(prepared, args)
 
