@@ -298,7 +298,7 @@ def main() -> None:
         bare_runs = [bare_loop(prepared, model_dir, args)]
         # label -> one (samples/s, x bare, data wait) per round
         ray_runs: dict[str, list[tuple[float, float, float]]] = {label: [] for label, _, _ in RAY_RUNS}
-        for round_index in range(0 if args.skip_ray else args.rounds):
+        for _ in range(0 if args.skip_ray else args.rounds):
             for label, workers, overrides in RAY_RUNS:
                 speed, data_wait = ray_train(prepared, workdir, args, workers, overrides, f"run-{len(bare_runs)}")
                 bare_runs.append(bare_loop(prepared, model_dir, args))

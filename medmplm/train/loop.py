@@ -285,8 +285,8 @@ class _Worker:
         send(inbox, "start", step=state.global_step, total_steps=total_steps)
         micro_per_epoch = spec.steps_per_epoch * plan.accumulation_steps
         stats = WeightedSums(self.device)
-        self._window_start, self._window_first_step = time.perf_counter(), state.global_step
         self._data_wait = DataWait()
+        self._start_window(state, stats)
 
         for epoch in range(state.epoch, train.epochs):
             skip = state.step_in_epoch * plan.accumulation_steps
