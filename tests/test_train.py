@@ -577,3 +577,23 @@ def test_data_wait_counts_only_the_time_spent_waiting_for_batches():
         now[0] += 5.0  # the training step: not waiting
     assert received == [0, 1, 2]
     assert wait.seconds == 6.0
+
+
+def test_cpu_wait_reads_the_run_queue_time_of_the_thread_since_its_last_restart(tmp_path):
+    from medmplm.train.loop import CpuWait
+
+    schedstat = tmp_path / "schedstat"
+    # on a CPU, waiting on a run queue, time slices (nanoseconds, nanoseconds, count)
+    schedstat.write_text("9000000000 1500000000 120\n")
+    wait = CpuWait(str(schedstat))
+    schedstat.write_text("9900000000 1750000000 180\n")
+    assert wait.seconds == pytest.approx(0.25)
+    wait.restart()
+    schedstat.write_text("9950000000 2000000000 185\n")
+    assert wait.seconds == pytest.approx(0.25)
+
+
+def test_cpu_wait_is_nan_where_the_kernel_gives_no_scheduler_statistics(tmp_path):
+    from medmplm.train.loop import CpuWait
+
+    assert math.isnan(CpuWait(str(tmp_path / "missing")).seconds)

@@ -125,6 +125,36 @@ class DataWait:
             yield batch
 
 
+class CpuWait:
+    """Seconds the calling thread spent runnable but waiting for a CPU that another thread or process held, from
+    Linux's per-thread scheduler statistics (``/proc/thread-self/schedstat``: time on a CPU, time waiting on a run
+    queue, time slices). On a host whose cores the training workers fill, this is what every other process costs
+    them; NaN where the kernel gives no such file.
+
+    Read from the thread that trains: the statistics are that thread's own.
+    """
+
+    def __init__(self, path: str = "/proc/thread-self/schedstat") -> None:
+        self.path = path
+        self._start = self._read()
+
+    def _read(self) -> float:
+        try:
+            with open(self.path, encoding="ascii") as stats:
+                return int(stats.read().split()[1]) / 1e9
+        except (OSError, IndexError, ValueError):
+            return math.nan
+
+    def restart(self) -> None:
+        """Count from now."""
+        self._start = self._read()
+
+    @property
+    def seconds(self) -> float:
+        """Seconds spent waiting for a CPU since the last :meth:`restart` (or construction)."""
+        return self._read() - self._start
+
+
 def enable_gradient_checkpointing(model: torch.nn.Module) -> None:
     """Turn on transformers' gradient checkpointing in every ``PreTrainedModel`` of ``model`` that supports it (the
     text encoder's layers recompute their activations in the backward; frozen layers, which keep none, are
@@ -286,6 +316,7 @@ class _Worker:
         micro_per_epoch = spec.steps_per_epoch * plan.accumulation_steps
         stats = WeightedSums(self.device)
         self._data_wait = DataWait()
+        self._cpu_wait = CpuWait()
         self._start_window(state, stats)
 
         for epoch in range(state.epoch, train.epochs):
@@ -353,13 +384,14 @@ class _Worker:
             self._start_window(state, stats)
 
     def _start_window(self, state: TrainerState, stats: WeightedSums) -> None:
-        """Start a throughput window: samples/s, tokens/s and the data-wait share count training from here.
+        """Start a throughput window: samples/s, tokens/s and the data- and CPU-wait shares count training from here.
 
         The loss and accuracy sums keep the steps since the last log; the sample and token counts are dropped, or a
         window opened after a validation or a checkpoint would divide the steps before it by the time after it.
         """
         self._window_start, self._window_first_step = time.perf_counter(), state.global_step
         self._data_wait.seconds = 0.0
+        self._cpu_wait.restart()
         stats.discard("samples", "tokens")
 
     def _train_batches(self, epoch: int) -> Any:
@@ -407,6 +439,7 @@ class _Worker:
         metrics["perf/samples_per_s"] = samples / elapsed if elapsed > 0 else math.nan
         metrics["perf/tokens_per_s"] = tokens / elapsed if elapsed > 0 else math.nan
         metrics["perf/data_wait_share"] = self._data_wait.seconds / elapsed if elapsed > 0 else math.nan
+        metrics["perf/cpu_wait_share"] = self._cpu_wait.seconds / elapsed if elapsed > 0 else math.nan
         metrics["train/lr"] = self.scheduler.get_last_lr()[0]
         metrics["train/epoch"] = float(epoch)
         if sink is not None:
