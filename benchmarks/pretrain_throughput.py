@@ -37,7 +37,6 @@ layer-passes against 2 forward + 2x2 backward).
 from __future__ import annotations
 
 import argparse
-import logging
 import math
 import os
 import platform
@@ -51,6 +50,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from medmplm.config import PretrainConfig, load_config
+from medmplm.console import configure_output
 from medmplm.data.features import VisitFeaturizer
 from medmplm.data.masking import CodeMasker
 from medmplm.models import MedMPLMConfig, MedMPLMForPretraining
@@ -293,7 +293,8 @@ def main() -> None:
     parser.add_argument("--skip-ray", action="store_true")
     parser.add_argument("--skip-cache", action="store_true")
     args = parser.parse_args()
-    logging.basicConfig(level=logging.WARNING)
+    # As the entry points: warnings only, and no progress bar from transformers for every model saved and loaded.
+    configure_output(verbose=False)
 
     with tempfile.TemporaryDirectory(prefix="medmplm-throughput-") as scratch:
         workdir = Path(scratch)
