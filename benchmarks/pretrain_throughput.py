@@ -25,9 +25,9 @@ The throughput figures end as one table with the machine, the thread counts and 
 the share of each Ray run's training time its workers spent waiting for their next batch (``perf/data_wait_share``,
 the loop's own measure), and the share they spent ready to run while another thread or process held their core
 (``perf/cpu_wait_share``, from Linux's per-thread scheduler statistics). With 2 workers on 2 cores there is no core
-to spare: every wake-up of Ray's other processes (each idle Ray Python process wakes about 100 times a second) takes
-a core from a training thread, and the other worker then waits for it at the next all-reduce. The Ray runs start
-their local Ray as ``python -m medmplm.pretrain`` does, with the same processes.
+to spare: every wake-up of Ray's other processes (the process of each idle Ray actor wakes about 100 times a
+second) takes a core from a training thread, and the other worker then waits for it at the next all-reduce. The Ray
+runs start their local Ray as ``python -m medmplm.pretrain`` does, with the same processes.
 
 Targets: Ray Train 1 worker >= 0.95x the bare loop; 2 workers >= 1.7x the bare single-thread loop (on 2 cores); data
 wait <= 3%; caching >= 2.5x faster per text-encoder step (arithmetic limit ~2.7x: 12 forward + 2x2 backward
