@@ -50,7 +50,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from medmplm.config import PretrainConfig, load_config
-from medmplm.console import configure_output
+from medmplm.console import configure_output, start_ray
 from medmplm.data.features import VisitFeaturizer
 from medmplm.data.masking import CodeMasker
 from medmplm.models import MedMPLMConfig, MedMPLMForPretraining
@@ -91,9 +91,12 @@ def prepare_data(args: argparse.Namespace, workdir: Path) -> Path:
 
     raw, prepared = workdir / "mimic3", workdir / "prepared"
     generate_mimic3(raw, patients=args.patients, seed=0)
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    prepare(raw, prepared, PrepareOptions(ndc_map_dir=str(raw)))
-    ray.shutdown()
+    # As `python -m medmplm.prepare` starts its local Ray (without it, Ray Data prints its progress lines here).
+    start_ray(verbose=False, address="local", num_cpus=2, include_dashboard=False)
+    try:
+        prepare(raw, prepared, PrepareOptions(ndc_map_dir=str(raw)))
+    finally:
+        ray.shutdown()
     return prepared
 
 
@@ -137,7 +140,6 @@ def ray_train(
     import ray
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    from medmplm.console import start_ray
     from medmplm.pretrain import run
 
     config = load_config(
