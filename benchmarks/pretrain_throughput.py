@@ -1,7 +1,7 @@
 """Pretraining throughput: bare PyTorch vs Ray Train (1 and 2 workers), frozen-prefix caching, model FLOPs utilisation.
 
     python benchmarks/pretrain_throughput.py [--prepared DIR | --patients 3000] [--micro-batch 16] [--steps 150]
-        [--threads 1] [--rounds 1] [--cache-batch 2] [--cache-steps 3] [--skip-ray] [--skip-cache]
+        [--threads 1] [--rounds 1] [--cache-batch 2] [--cache-steps 3] [--skip-ray] [--ceilings] [--skip-cache]
 
 Prints, for the same model (``tiny``), data (synthetic MIMIC-III prepared by the real pipeline) and micro-batch:
 
@@ -14,7 +14,12 @@ Prints, for the same model (``tiny``), data (synthetic MIMIC-III prepared by the
    compared with the mean of the bare runs just before and just after it: this machine's speed drifts by several
    percent over minutes. ``--rounds N`` repeats the Ray runs (each followed by a bare run) and prints the mean
    ratio with its range. The Ray figures are the loop's own ``perf/samples_per_s`` windows from TensorBoard, first
-   window (warm-up) left out, so startup, validation and checkpoints do not count;
+   window (warm-up) left out, so startup, validation and checkpoints do not count. ``--ceilings`` adds runs of the
+   same step with less around it, each timed over ``--steps`` steps per rank after ``--warmup``: the DeepSpeed
+   engine's step in 1 and 2 Ray Train workers, the bare step (its gradients all-reduced over gloo, timed) in 2 Ray
+   Train workers, and in 2 plain processes with no Ray at all; features in memory, Ray started as the product starts
+   it. Read down the 2-worker rows, each step adds one layer: synchronous data parallelism, Ray's processes,
+   DeepSpeed, then medmplm's loop (Ray Data ingest, masking, metrics, reporting);
 3. the ``paper`` preset's text encoder (BERT-base, 10 of 12 layers frozen), forward + backward, with and without the
    cached frozen prefix, on real synthetic notes at 512 tokens; plus the full ``paper`` model's training step
    (optimizer included) both ways and the one-off cost of computing the cache;
@@ -43,6 +48,7 @@ import platform
 import statistics
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -100,36 +106,185 @@ def prepare_data(args: argparse.Namespace, workdir: Path) -> Path:
     return prepared
 
 
+class BareSteps:
+    """The bare loop's training step on one rank of ``world``: plain AdamW with the gradients all-reduced over the
+    process group (one flat bucket, as DeepSpeed's stage 0 does), or the product's DeepSpeed engine
+    (``deepspeed=True``). Rank ``r`` takes micro-batches ``r, r + world, ...`` of the same in-memory features."""
+
+    def __init__(
+        self, prepared: Path, model_dir: Path, micro_batch: int, rank: int = 0, world: int = 1, deepspeed: bool = False
+    ) -> None:
+        self.model = MedMPLMForPretraining.from_pretrained(model_dir)
+        self.model.train()
+        arrays = VisitFeaturizer.from_model(self.model)(read_split_batch(prepared, "train"))
+        self.features = {k: torch.from_numpy(v) for k, v in arrays.items()}
+        self.masker = CodeMasker.from_model(self.model)
+        self.micro_batch, self.rank, self.world = micro_batch, rank, world
+        self.batches = len(self.features["input_ids"]) // micro_batch
+        self.all_reduce_seconds = 0.0
+        self.engine = None
+        if deepspeed:
+            from medmplm.config import batch_plan
+            from medmplm.train.engine import initialize_engine
+
+            tiny = load_config(PretrainConfig, overrides=[])
+            plan = batch_plan(micro_batch * world, micro_batch, world)
+            self.engine, _ = initialize_engine(
+                self.model, tiny.train, tiny.deepspeed, plan, 10**9, "gloo", torch.device("cpu")
+            )
+        else:
+            self.parameters = [p for p in self.model.parameters() if p.requires_grad]
+            self.optimizer = torch.optim.AdamW(self.parameters, lr=5e-4)
+
+    def __call__(self, index: int) -> None:
+        position = index * self.world + self.rank
+        start = position % self.batches * self.micro_batch
+        batch = {k: v[start : start + self.micro_batch] for k, v in self.features.items()}
+        inputs = self.masker(batch, torch.Generator().manual_seed(position))
+        if self.engine is not None:
+            loss = self.engine(**inputs).loss
+            self.engine.backward(loss)
+            self.engine.step()
+            return
+        self.model(**inputs).loss.backward()
+        if self.world > 1:
+            self._all_reduce_gradients()
+        torch.nn.utils.clip_grad_norm_(self.parameters, 1.0)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+
+    def _all_reduce_gradients(self) -> None:
+        import torch.distributed as dist
+        from torch._utils import _flatten_dense_tensors, _unflatten_dense_tensors
+
+        gradients = [p.grad for p in self.parameters]
+        flat = _flatten_dense_tensors(gradients)
+        start = time.perf_counter()
+        dist.all_reduce(flat)
+        self.all_reduce_seconds += time.perf_counter() - start
+        flat /= self.world
+        for gradient, reduced in zip(gradients, _unflatten_dense_tensors(flat, gradients)):
+            gradient.copy_(reduced)
+
+    def timed(self, warmup: int, steps: int) -> tuple[float, float, float]:
+        """This rank's samples/s over ``steps`` steps after ``warmup``, and the shares of that time spent in the
+        all-reduce and waiting for a core."""
+        import torch.distributed as dist
+
+        from medmplm.train.loop import CpuWait
+
+        for index in range(warmup):
+            self(index)
+        if self.world > 1:
+            dist.barrier()
+        self.all_reduce_seconds = 0.0
+        cpu_wait = CpuWait()
+        start = time.perf_counter()
+        for index in range(steps):
+            self(warmup + index)
+        elapsed = time.perf_counter() - start
+        return steps * self.micro_batch / elapsed, self.all_reduce_seconds / elapsed, cpu_wait.seconds / elapsed
+
+
 def bare_loop(prepared: Path, model_dir: Path, args: argparse.Namespace) -> tuple[float, float]:
     """Samples/s and FLOPs per sample of a plain single-process loop."""
     torch.set_num_threads(args.threads)
-    model = MedMPLMForPretraining.from_pretrained(model_dir)
-    model.train()
-    arrays = VisitFeaturizer.from_model(model)(read_split_batch(prepared, "train"))
-    features = {k: torch.from_numpy(v) for k, v in arrays.items()}
-    masker = CodeMasker.from_model(model)
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=5e-4)
-    rows = len(features["input_ids"])
-    batches_per_epoch = rows // args.micro_batch
-
-    def step(index: int) -> None:
-        start = index % batches_per_epoch * args.micro_batch
-        batch = {k: v[start : start + args.micro_batch] for k, v in features.items()}
-        inputs = masker(batch, torch.Generator().manual_seed(index))
-        output = model(**inputs)
-        output.loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-
+    step = BareSteps(prepared, model_dir, args.micro_batch)
     for index in range(args.warmup):
         step(index)
     flops = step_flops(lambda: step(0))
-    start = time.perf_counter()
-    for index in range(args.steps):
-        step(args.warmup + index)
-    elapsed = time.perf_counter() - start
-    return args.steps * args.micro_batch / elapsed, flops / args.micro_batch
+    speed, _, _ = step.timed(0, args.steps)
+    return speed, flops / args.micro_batch
+
+
+def _bare_rank(
+    rank: int, world: int, port: int, prepared: Path, model_dir: Path, args: argparse.Namespace, results
+) -> None:
+    """One process of the no-Ray ceiling: its own gloo process group, as Ray Train would set it up."""
+    import torch.distributed as dist
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(args.threads)
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    try:
+        results.put(BareSteps(prepared, model_dir, args.micro_batch, rank, world).timed(args.warmup, args.steps))
+    finally:
+        dist.destroy_process_group()
+
+
+def bare_processes(prepared: Path, model_dir: Path, args: argparse.Namespace, workers: int) -> tuple[float, ...]:
+    """The bare step in ``workers`` plain processes over gloo, no Ray: what synchronous data parallelism itself costs
+    on this machine. Returns (samples/s, all-reduce share, CPU-wait share), shares averaged over ranks."""
+    import socket
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    context = mp.get_context("spawn")
+    results = context.Queue()
+    processes = [
+        context.Process(target=_bare_rank, args=(rank, workers, port, prepared, model_dir, args, results))
+        for rank in range(workers)
+    ]
+    for process in processes:
+        process.start()
+    ranks = [results.get() for _ in processes]
+    for process in processes:
+        process.join()
+    return _sum_ranks(ranks)
+
+
+def _sum_ranks(ranks: list[tuple[float, float, float]]) -> tuple[float, float, float]:
+    return (
+        sum(speed for speed, _, _ in ranks),
+        statistics.mean(share for _, share, _ in ranks),
+        statistics.mean(share for _, _, share in ranks),
+    )
+
+
+def _bare_train_worker(config: dict) -> None:
+    import ray.train
+
+    from medmplm.train.engine import select_accelerator
+
+    select_accelerator(use_gpu=False)
+    args = config["args"]
+    torch.set_num_threads(args.threads)
+    context = ray.train.get_context()
+    rank, world = context.get_world_rank(), context.get_world_size()
+    step = BareSteps(config["prepared"], config["model_dir"], args.micro_batch, rank, world, config["deepspeed"])
+    result = step.timed(args.warmup, args.steps)
+    # Ray Train V2 keeps no metrics reported without a checkpoint: each rank leaves its figures in a file.
+    (Path(config["out"]) / f"rank{rank}").write_text(" ".join(map(str, result)))
+
+
+def bare_ray_train(
+    prepared: Path, model_dir: Path, workdir: Path, args: argparse.Namespace, workers: int, deepspeed: bool
+) -> tuple[float, ...]:
+    """The bare step (or the DeepSpeed engine's) in ``workers`` Ray Train workers, features in memory, Ray started as
+    ``python -m medmplm.pretrain`` starts it: what Ray Train's processes (and DeepSpeed) cost without medmplm's loop,
+    data ingest and reporting. Returns (samples/s, all-reduce share, CPU-wait share)."""
+    import ray
+    import ray.train
+    from ray.train.torch import TorchConfig, TorchTrainer
+
+    out = Path(tempfile.mkdtemp(prefix="ranks-", dir=workdir))
+    start_ray(verbose=False, num_cpus=max(2, workers * args.threads))
+    try:
+        TorchTrainer(
+            _bare_train_worker,
+            train_loop_config={
+                "args": args, "prepared": prepared, "model_dir": model_dir, "deepspeed": deepspeed, "out": str(out)
+            },
+            torch_config=TorchConfig(backend="gloo"),
+            scaling_config=ray.train.ScalingConfig(num_workers=workers, resources_per_worker={"CPU": args.threads}),
+            run_config=ray.train.RunConfig(name=out.name, storage_path=str(workdir / "runs")),
+        ).fit()  # fmt: skip
+    finally:
+        ray.shutdown()
+    return _sum_ranks([tuple(map(float, (out / f"rank{rank}").read_text().split())) for rank in range(workers)])
 
 
 def ray_train(
@@ -184,11 +339,53 @@ def ray_train(
     )
 
 
-# (label, workers, config overrides): the tiny config as it is, then 2 workers at the paper config's ZeRO stage.
+# What each run measures: samples/s, then the shares of training time spent waiting for data, waiting for a core and
+# in the all-reduce (NaN where the run does not measure one).
+RunFigures = tuple[float, float, float, float]
+
+
+def loop_run(overrides: tuple[str, ...] = ()) -> Callable[..., RunFigures]:
+    """A run of ``python -m medmplm.pretrain``'s own loop, with these config overrides."""
+
+    def run(
+        prepared: Path, model_dir: Path, workdir: Path, args: argparse.Namespace, workers: int, name: str
+    ) -> RunFigures:
+        return (*ray_train(prepared, workdir, args, workers, overrides, name), math.nan)
+
+    return run
+
+
+def ceiling_run(where: str) -> Callable[..., RunFigures]:
+    """A run of the bare step with ``workers`` ranks: in plain ``processes``, or in Ray Train workers with the bare
+    all-reduce (``ray``) or the DeepSpeed engine (``deepspeed``, whose all-reduce is not timed)."""
+
+    def run(
+        prepared: Path, model_dir: Path, workdir: Path, args: argparse.Namespace, workers: int, name: str
+    ) -> RunFigures:
+        if where == "processes":
+            speed, all_reduce, cpu_wait = bare_processes(prepared, model_dir, args, workers)
+        else:
+            speed, all_reduce, cpu_wait = bare_ray_train(
+                prepared, model_dir, workdir, args, workers, where == "deepspeed"
+            )
+        return speed, math.nan, cpu_wait, math.nan if where == "deepspeed" else all_reduce
+
+    return run
+
+
+# (label, workers, run): the tiny config as it is, then 2 workers at the paper config's ZeRO stage.
 RAY_RUNS = (
-    ("Ray Train, 1 worker", 1, ()),
-    ("Ray Train, 2 workers", 2, ()),
-    ("Ray Train, 2 workers, ZeRO-2", 2, ("deepspeed.zero_stage=2",)),
+    ("Ray Train, 1 worker", 1, loop_run()),
+    ("Ray Train, 2 workers", 2, loop_run()),
+    ("Ray Train, 2 workers, ZeRO-2", 2, loop_run(("deepspeed.zero_stage=2",))),
+)
+# --ceilings: the same step with less around it, to tell what synchronous data parallelism, Ray Train's processes and
+# DeepSpeed each cost from what medmplm's loop (Ray Data ingest, masking, metrics, reporting) adds.
+CEILING_RUNS = (
+    ("DeepSpeed step, 1 Ray Train worker", 1, ceiling_run("deepspeed")),
+    ("bare step, 2 processes over gloo, no Ray", 2, ceiling_run("processes")),
+    ("bare step, 2 Ray Train workers", 2, ceiling_run("ray")),
+    ("DeepSpeed step, 2 Ray Train workers", 2, ceiling_run("deepspeed")),
 )
 
 
@@ -197,7 +394,9 @@ def machine() -> str:
     model = platform.processor() or platform.machine()
     cpuinfo = Path("/proc/cpuinfo")
     if cpuinfo.is_file():
-        names = [line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines() if line.startswith("model name")]
+        names = [
+            line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines() if line.startswith("model name")
+        ]
         model = names[0] if names else model
     return f"{model}, {os.cpu_count()} cores"
 
@@ -293,6 +492,13 @@ def main() -> None:
     # This machine's speed drifts by several percent between minutes: more rounds give each ratio an interval.
     parser.add_argument("--rounds", type=int, default=1, help="rounds of the Ray runs, each followed by a bare run")
     parser.add_argument("--skip-ray", action="store_true")
+    parser.add_argument(
+        "--ceilings",
+        action="store_true",
+        help="also time the same step with less around it: the DeepSpeed engine's in 1 and 2 Ray Train workers, "
+        "the bare step in 2 Ray Train workers and in 2 plain processes over gloo (each a round's run, followed by a "
+        "bare run)",
+    )
     parser.add_argument("--skip-cache", action="store_true")
     args = parser.parse_args()
     # As the entry points: warnings only, and no progress bar from transformers for every model saved and loaded.
@@ -310,52 +516,58 @@ def main() -> None:
         model_dir = workdir / "tiny"
         build_medmplm(MedMPLMForPretraining, prepared, MedMPLMConfig.from_preset("tiny")).save_pretrained(model_dir)
         bare_runs = [bare_loop(prepared, model_dir, args)]
-        # label -> one (samples/s, x bare, data wait, CPU wait) per round
-        ray_runs: dict[str, list[tuple[float, float, float, float]]] = {label: [] for label, _, _ in RAY_RUNS}
+        runs = (*RAY_RUNS, *(CEILING_RUNS if args.ceilings else ()))
+        figures: dict[str, list[tuple[float, float, RunFigures]]] = {label: [] for label, _, _ in runs}
         for _ in range(0 if args.skip_ray else args.rounds):
-            for label, workers, overrides in RAY_RUNS:
-                speed, data_wait, cpu_wait = ray_train(
-                    prepared, workdir, args, workers, overrides, f"run-{len(bare_runs)}"
-                )
+            for label, workers, run in runs:
+                measured = run(prepared, model_dir, workdir, args, workers, f"run-{len(bare_runs)}")
                 bare_runs.append(bare_loop(prepared, model_dir, args))
                 # Against the bare runs just before and just after this one.
                 neighbours = statistics.mean(bare_speed for bare_speed, _ in bare_runs[-2:])
-                ray_runs[label].append((speed, speed / neighbours, data_wait, cpu_wait))
+                figures[label].append((measured[0], measured[0] / neighbours, measured))
         flops_per_sample = bare_runs[0][1]
         bare_speeds = [speed for speed, _ in bare_runs]
         bare = statistics.mean(bare_speeds)
+        nan = float("nan")
         rows = [
             (f"bare PyTorch loop ({len(bare_speeds)} runs, {min(bare_speeds):.1f}-{max(bare_speeds):.1f})",
-             args.threads, bare, "1.00x", float("nan"), float("nan"), bare * flops_per_sample / 1e9 / peak_threads)
+             args.threads, bare, "1.00x", (nan, nan, nan), bare * flops_per_sample / 1e9 / peak_threads)
         ]  # fmt: skip
-        for label, workers, _ in RAY_RUNS:
-            if not ray_runs[label]:
+        for label, workers, _ in runs:
+            if not figures[label]:
                 continue
-            speed = statistics.mean(run[0] for run in ray_runs[label])
-            ratios = [run[1] for run in ray_runs[label]]
+            speed = statistics.mean(speed for speed, _, _ in figures[label])
+            ratios = [ratio for _, ratio, _ in figures[label]]
             ratio = f"{statistics.mean(ratios):.2f}x"
             if len(ratios) > 1:
                 ratio += f" [{min(ratios):.2f}, {max(ratios):.2f}]"
-            data_wait = statistics.mean(run[2] for run in ray_runs[label])
-            cpu_wait = statistics.mean(run[3] for run in ray_runs[label])
+            shares = tuple(statistics.mean(measured[i] for _, _, measured in figures[label]) for i in (1, 2, 3))
             peak = peak_threads if workers * args.threads < cores else peak_all
             mfu = speed * flops_per_sample / 1e9 / peak
-            rows.append((label, workers * args.threads, speed, ratio, data_wait, cpu_wait, mfu))
-        print(f"machine: {machine()}; torch {torch.__version__}; load average before {load_before}, after {load_average()}")
+            rows.append((label, workers * args.threads, speed, ratio, shares, mfu))
+        print(
+            f"machine: {machine()}; torch {torch.__version__}; load average before {load_before}, after {load_average()}"
+        )
         print(f"matmul peak (fp32, 2048^3): {peak_threads:.1f} GFLOP/s with {args.threads} thread(s), "
               f"{peak_all:.1f} GFLOP/s with {cores}")  # fmt: skip
         print(
             f"tiny, micro-batch {args.micro_batch} per worker, {flops_per_sample / 1e6:.1f} MFLOP per sample (fwd+bwd), "
             f"{args.steps} timed steps after {args.warmup}; {args.threads} thread(s) per worker"
         )
-        print("| run | threads | samples/s | x bare | data wait | CPU wait | MFU |\n|---|---|---|---|---|---|---|")
-        for name, threads, speed, ratio, data_wait, cpu_wait, mfu in rows:
-            waits = " | ".join("-" if math.isnan(share) else f"{share:.1%}" for share in (data_wait, cpu_wait))
+        print(
+            "| run | threads | samples/s | x bare | data wait | CPU wait | all-reduce | MFU |\n"
+            "|---|---|---|---|---|---|---|---|"
+        )
+        for name, threads, speed, ratio, shares, mfu in rows:
+            waits = " | ".join("-" if math.isnan(share) else f"{share:.1%}" for share in shares)
             print(f"| {name} | {threads} | {speed:.1f} | {ratio} | {waits} | {mfu:.1%} |")
-        print(f"means over {args.rounds} round(s); x bare: each Ray run against the mean of the bare runs just before and "
-              "after it ([min, max] over rounds); CPU wait: share of the training thread's time it was ready to run "
-              "while another thread or process held its core; targets: 1 worker >= 0.95x bare; 2 workers >= 1.70x "
-              "bare; data wait <= 3%")
+        print(
+            f"means over {args.rounds} round(s); x bare: each Ray run against the mean of the bare runs just before and "
+            "after it ([min, max] over rounds); CPU wait: share of the training thread's time it was ready to run "
+            "while another thread or process held its core; all-reduce: share of the step in the gradient all-reduce "
+            "(waiting for the other rank included); targets: 1 worker >= 0.95x bare; 2 workers >= 1.70x "
+            "bare; data wait <= 3%"
+        )
         if not args.skip_cache:
             text_cache_speed(prepared, args)
 
