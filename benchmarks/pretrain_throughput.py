@@ -45,6 +45,7 @@ import argparse
 import math
 import os
 import platform
+import queue
 import statistics
 import tempfile
 import time
@@ -230,7 +231,19 @@ def bare_processes(prepared: Path, model_dir: Path, args: argparse.Namespace, wo
     ]
     for process in processes:
         process.start()
-    ranks = [results.get() for _ in processes]
+    ranks = []
+    while len(ranks) < workers:
+        try:
+            ranks.append(results.get(timeout=5))
+        except queue.Empty:
+            # A rank that died would leave the other blocked in its next collective and this loop waiting forever.
+            failed = [rank for rank, process in enumerate(processes) if process.exitcode not in (None, 0)]
+            if failed:
+                for process in processes:
+                    process.kill()
+                raise RuntimeError(
+                    f"rank {failed[0]} of the no-Ray ceiling run exited with code {processes[failed[0]].exitcode}"
+                ) from None
     for process in processes:
         process.join()
     return _sum_ranks(ranks)
