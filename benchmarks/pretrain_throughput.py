@@ -110,7 +110,10 @@ def prepare_data(args: argparse.Namespace, workdir: Path) -> Path:
 class BareSteps:
     """The bare loop's training step on one rank of ``world``: plain AdamW with the gradients all-reduced over the
     process group (one flat bucket, as DeepSpeed's stage 0 does), or the product's DeepSpeed engine
-    (``deepspeed=True``). Rank ``r`` takes micro-batches ``r, r + world, ...`` of the same in-memory features."""
+    (``deepspeed=True``). As in medmplm's loop, rank ``r`` trains on the ``r``-th of ``world`` contiguous equal shards
+    of the rows, shuffled (seeded by the rank); one rank reads the rows in order. Which rows two ranks step on
+    together changes how long one waits for the other: 2 plain processes ran at 1.88-1.97x one bare loop on
+    neighbouring micro-batches, 1.77-1.79x on unshuffled contiguous shards and 1.82-1.95x on shuffled ones."""
 
     def __init__(
         self, prepared: Path, model_dir: Path, micro_batch: int, rank: int = 0, world: int = 1, deepspeed: bool = False
@@ -121,7 +124,11 @@ class BareSteps:
         self.features = {k: torch.from_numpy(v) for k, v in arrays.items()}
         self.masker = CodeMasker.from_model(self.model)
         self.micro_batch, self.rank, self.world = micro_batch, rank, world
-        self.batches = len(self.features["input_ids"]) // micro_batch
+        shard = len(self.features["input_ids"]) // world
+        self.rows = torch.arange(rank * shard, (rank + 1) * shard)
+        if world > 1:
+            self.rows = self.rows[torch.randperm(shard, generator=torch.Generator().manual_seed(rank))]
+        self.batches = shard // micro_batch
         self.all_reduce_seconds = 0.0
         self.engine = None
         if deepspeed:
@@ -139,8 +146,9 @@ class BareSteps:
 
     def __call__(self, index: int) -> None:
         position = index * self.world + self.rank
-        start = position % self.batches * self.micro_batch
-        batch = {k: v[start : start + self.micro_batch] for k, v in self.features.items()}
+        start = index % self.batches * self.micro_batch
+        rows = self.rows[start : start + self.micro_batch]
+        batch = {k: v[rows] for k, v in self.features.items()}
         inputs = self.masker(batch, torch.Generator().manual_seed(position))
         if self.engine is not None:
             loss = self.engine(**inputs).loss
